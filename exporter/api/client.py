@@ -1,0 +1,475 @@
+"""Async client for the IDaaS (EIAM 2021-12-01) RPC API over httpx.
+
+Requests are sent the way the official SDK sends them: ``POST /`` with the
+flattened parameters in the query string, an empty body, and an
+ACS3-HMAC-SHA256 ``Authorization`` header. Every attempt is signed afresh (new
+date and nonce). Only throttling, transient server errors, transport errors and
+garbled bodies are retried; everything else surfaces at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+)
+
+from exporter import __version__
+from exporter.api.credentials import CredentialsProvider
+from exporter.api.endpoint import Endpoint
+from exporter.api.errors import (
+    ApiError,
+    EiamError,
+    MalformedResponseError,
+    PaginationError,
+    TransportError,
+)
+from exporter.api.flatten import flatten
+from exporter.api.models import (
+    Application,
+    IdentityProvider,
+    Instance,
+    SynchronizationJob,
+    UdPullConfiguration,
+    parse_job,
+    parse_model,
+)
+from exporter.api.ratelimit import TokenBucket
+from exporter.api.signing import EMPTY_BODY_SHA256, sign
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2021-12-01"
+MAX_PAGE_SIZE = 100
+# Requests that carry no InstanceId (ListInstances) share this rate-limit bucket.
+_NO_INSTANCE = ""
+
+
+class RequestObserver(Protocol):
+    def __call__(self, instance_id: str, action: str, code: str, duration_seconds: float) -> None:
+        """Called once per HTTP attempt; ``code`` is ``OK``, an API Code or a transport error class."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 10.0
+    max_attempts: int = 5
+    # Total time one call may spend retrying before its last error is raised.
+    max_retry_seconds: float = 60.0
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 20.0
+    # Conservative: well under the per-account API quota, which is shared with
+    # every other tool using the same AccessKey.
+    requests_per_second: float = 5.0
+    burst: int = 10
+
+
+def _no_observer(instance_id: str, action: str, code: str, duration_seconds: float) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of ListSynchronizationJobs, as the API returned it."""
+
+    jobs: tuple[SynchronizationJob, ...]
+    total_count: int | None
+    next_token: str | None
+    request_id: str
+
+
+@dataclass(slots=True)
+class JobFilter:
+    """Filters of ListSynchronizationJobs; times are epoch seconds, sent as milliseconds."""
+
+    start_time: float | None = None
+    end_time: float | None = None
+    status: str | None = None
+    direction: str | None = None
+    target_type: str | None = None
+    target_ids: Sequence[str] = ()
+    filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def to_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "StartTime": _to_millis(self.start_time),
+            "EndTime": _to_millis(self.end_time),
+            "Status": self.status,
+            "Direction": self.direction,
+            "TargetType": self.target_type,
+            "TargetIds": list(self.target_ids) or None,
+            "Filters": [{"Key": key, "Values": list(values)} for key, values in self.filters.items()] or None,
+        }
+        return {key: value for key, value in params.items() if value is not None}
+
+
+def _to_millis(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
+
+class EiamClient:
+    """One client per endpoint; safe to share between concurrent polls of several instances."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Endpoint,
+        credentials: CredentialsProvider,
+        options: ClientOptions | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        observer: RequestObserver = _no_observer,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._endpoint = endpoint
+        self._credentials = credentials
+        self._options = options or ClientOptions()
+        self._observer = observer
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._buckets: dict[str, TokenBucket] = {}
+        opts = self._options
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(opts.read_timeout_seconds, connect=opts.connect_timeout_seconds),
+            # Proxies from the environment are honoured as the SDK does.
+            trust_env=True,
+            headers={"accept": "application/json", "user-agent": f"idaas-sync-exporter/{__version__}"},
+        )
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> EiamClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"EiamClient(endpoint={self._endpoint.base_url!r}, credentials={self._credentials!r})"
+
+    # -- the generic call ---------------------------------------------------
+
+    async def call(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Call ``action`` with retries; returns the JSON body of the successful answer."""
+        opts = self._options
+        retrying_kwargs: dict[str, Any] = {}
+        if self._sleep is not None:
+            retrying_kwargs["sleep"] = self._sleep
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(opts.max_attempts) | stop_after_delay(opts.max_retry_seconds),
+            wait=_RetryWait(opts.backoff_initial_seconds, opts.backoff_max_seconds),
+            retry=retry_if_exception(lambda exc: isinstance(exc, EiamError) and exc.retryable),
+            before_sleep=_log_retry,
+            reraise=True,
+            **retrying_kwargs,
+        )
+        flat = flatten(params)
+        instance_id = str(params.get("InstanceId") or _NO_INSTANCE)
+        result: dict[str, Any] = {}
+        async for attempt in retrying:
+            with attempt:
+                result = await self._attempt(action, flat, instance_id)
+        return result
+
+    def _bucket(self, instance_id: str) -> TokenBucket:
+        bucket = self._buckets.get(instance_id)
+        if bucket is None:
+            kwargs: dict[str, Any] = {"clock": self._clock}
+            if self._sleep is not None:
+                kwargs["sleep"] = self._sleep
+            bucket = TokenBucket(self._options.requests_per_second, self._options.burst, **kwargs)
+            self._buckets[instance_id] = bucket
+        return bucket
+
+    async def _attempt(self, action: str, query: dict[str, str], instance_id: str) -> dict[str, Any]:
+        await self._bucket(instance_id).acquire()
+        creds = await self._credentials.get()
+        headers = {
+            "host": self._endpoint.host,
+            "x-acs-action": action,
+            "x-acs-version": API_VERSION,
+            "x-acs-date": datetime.fromtimestamp(self._wall_clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "x-acs-signature-nonce": secrets.token_hex(16),
+            "x-acs-content-sha256": EMPTY_BODY_SHA256,
+        }
+        if creds.security_token is not None:
+            headers["x-acs-accesskey-id"] = creds.access_key_id
+            headers["x-acs-security-token"] = creds.security_token.get_secret_value()
+        parts = sign(
+            method="POST",
+            path="/",
+            query=query,
+            headers=headers,
+            body_sha256=EMPTY_BODY_SHA256,
+            access_key_secret=creds.access_key_secret.get_secret_value(),
+        )
+        headers["Authorization"] = parts.authorization(creds.access_key_id)
+        started = self._clock()
+        try:
+            response = await self._http.post("/", params=query, headers=headers)
+        except httpx.HTTPError as exc:
+            error = TransportError(action=action, error_class=type(exc).__name__, detail=_safe_detail(exc))
+            self._observer(instance_id, action, error.metric_code, self._clock() - started)
+            raise error from None
+        try:
+            body = _decode_answer(action, response)
+        except EiamError as exc:
+            self._observer(instance_id, action, exc.metric_code, self._clock() - started)
+            raise
+        self._observer(instance_id, action, "OK", self._clock() - started)
+        return body
+
+    # -- ListSynchronizationJobs --------------------------------------------
+
+    async def list_synchronization_job_pages(
+        self, instance_id: str, job_filter: JobFilter | None = None, *, max_results: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[JobPage]:
+        """Pages newest first, following NextToken until the API stops sending one."""
+        if not 1 <= max_results <= MAX_PAGE_SIZE:
+            raise ValueError(f"max_results must be 1..{MAX_PAGE_SIZE}, got {max_results}")
+        action = "ListSynchronizationJobs"
+        base = {"InstanceId": instance_id, **(job_filter or JobFilter()).to_params(), "MaxResults": max_results}
+        seen_tokens: set[str] = set()
+        token: str | None = None
+        while True:
+            params = dict(base)
+            if token is not None:
+                params["NextToken"] = token
+            page = self._job_page(action, await self.call(action, params))
+            yield page
+            if not page.next_token:
+                return
+            if page.next_token in seen_tokens or page.next_token == token:
+                raise PaginationError(
+                    action=action,
+                    problem="the API returned a NextToken it had already returned; stopping to avoid a loop",
+                )
+            seen_tokens.add(page.next_token)
+            token = page.next_token
+
+    async def list_synchronization_jobs(
+        self, instance_id: str, job_filter: JobFilter | None = None
+    ) -> AsyncIterator[SynchronizationJob]:
+        async for page in self.list_synchronization_job_pages(instance_id, job_filter):
+            for job in page.jobs:
+                yield job
+
+    async def list_synchronization_job_numbered_pages(
+        self, instance_id: str, job_filter: JobFilter | None = None, *, page_size: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[JobPage]:
+        """PageNumber/PageSize paging, for callers that need random access to pages."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+        action = "ListSynchronizationJobs"
+        base = {"InstanceId": instance_id, **(job_filter or JobFilter()).to_params(), "PageSize": page_size}
+        number = 1
+        seen = 0
+        while True:
+            page = self._job_page(action, await self.call(action, {**base, "PageNumber": number}))
+            yield page
+            seen += len(page.jobs)
+            if not page.jobs or (page.total_count is not None and seen >= page.total_count):
+                return
+            number += 1
+
+    def _job_page(self, action: str, body: dict[str, Any]) -> JobPage:
+        request_id = str(body.get("RequestId") or "")
+        total = body.get("TotalCount")
+        if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
+            raise MalformedResponseError(
+                action=action,
+                problem=f"TotalCount must be a non-negative integer, got {total!r}"[:200],
+                request_id=request_id,
+            )
+        raw_jobs = body.get("SynchronizationJobs")
+        if raw_jobs is None:
+            if total:
+                raise MalformedResponseError(
+                    action=action,
+                    problem="SynchronizationJobs is missing although TotalCount > 0",
+                    request_id=request_id,
+                )
+            raw_jobs = []
+        if not isinstance(raw_jobs, list):
+            raise MalformedResponseError(
+                action=action, problem="SynchronizationJobs must be a list", request_id=request_id
+            )
+        try:
+            jobs = tuple(parse_job(raw, f"SynchronizationJobs[{index}]", action) for index, raw in enumerate(raw_jobs))
+        except MalformedResponseError as exc:
+            exc.request_id = request_id
+            raise
+        token = body.get("NextToken")
+        if token is not None and not isinstance(token, str):
+            raise MalformedResponseError(action=action, problem="NextToken must be a string", request_id=request_id)
+        return JobPage(jobs, total, token or None, request_id)
+
+    async def get_synchronization_job(self, instance_id: str, job_id: str) -> SynchronizationJob:
+        action = "GetSynchronizationJob"
+        body = await self.call(action, {"InstanceId": instance_id, "SynchronizationJobId": job_id})
+        return parse_job(body.get("SynchronizationJob"), "SynchronizationJob", action)
+
+    # -- PageNumber-paged listings ------------------------------------------
+
+    async def _numbered(
+        self, action: str, params: Mapping[str, Any], list_key: str, page_size: int
+    ) -> AsyncIterator[Any]:
+        number = 1
+        seen = 0
+        while True:
+            body = await self.call(action, {**params, "PageNumber": number, "PageSize": page_size})
+            items = body.get(list_key)
+            if items is None:
+                items = []
+            if not isinstance(items, list):
+                raise MalformedResponseError(
+                    action=action, problem=f"{list_key} must be a list", request_id=str(body.get("RequestId") or "")
+                )
+            for index, item in enumerate(items):
+                yield (f"{list_key}[{seen + index}]", item)
+            seen += len(items)
+            total = body.get("TotalCount")
+            if not items or len(items) < page_size or (isinstance(total, int) and seen >= total):
+                return
+            number += 1
+
+    async def list_instances(self, *, page_size: int = MAX_PAGE_SIZE) -> AsyncIterator[Instance]:
+        action = "ListInstances"
+        async for where, raw in self._numbered(action, {}, "Instances", page_size):
+            yield parse_model(Instance, raw, where, action)
+
+    async def list_identity_providers(
+        self, instance_id: str, *, page_size: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[IdentityProvider]:
+        action = "ListIdentityProviders"
+        async for where, raw in self._numbered(action, {"InstanceId": instance_id}, "IdentityProviders", page_size):
+            yield parse_model(IdentityProvider, raw, where, action)
+
+    async def list_applications(
+        self, instance_id: str, *, page_size: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[Application]:
+        action = "ListApplications"
+        async for where, raw in self._numbered(action, {"InstanceId": instance_id}, "Applications", page_size):
+            yield parse_model(Application, raw, where, action)
+
+    # -- inbound-sync configuration -----------------------------------------
+
+    async def get_ud_pull_configuration(self, instance_id: str, identity_provider_id: str) -> UdPullConfiguration:
+        action = "GetIdentityProviderUdPullConfiguration"
+        body = await self.call(action, {"InstanceId": instance_id, "IdentityProviderId": identity_provider_id})
+        return parse_model(UdPullConfiguration, body.get("UdPullConfiguration"), "UdPullConfiguration", action)
+
+    async def set_ud_pull_configuration(
+        self, instance_id: str, identity_provider_id: str, configuration: Mapping[str, Any]
+    ) -> str:
+        """Send ``configuration`` (wire names, nested) and return the RequestId."""
+        action = "SetIdentityProviderUdPullConfiguration"
+        params = {**configuration, "InstanceId": instance_id, "IdentityProviderId": identity_provider_id}
+        body = await self.call(action, params)
+        return str(body.get("RequestId") or "")
+
+
+class _RetryWait:
+    """Exponential backoff with "equal jitter", unless the API said how long to wait.
+
+    Half of each delay is fixed and half random, so concurrent pollers spread out
+    without ever retrying immediately.
+    """
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._random = random.Random()
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, ApiError) and exc.retry_after_seconds is not None:
+            return min(exc.retry_after_seconds, self._maximum)
+        ceiling: float = min(self._maximum, self._initial * 2.0 ** (retry_state.attempt_number - 1))
+        return ceiling / 2 + self._random.uniform(0, ceiling / 2)
+
+
+def _log_retry(retry_state: RetryCallState) -> None:
+    outcome = retry_state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    next_action = retry_state.next_action
+    log.warning(
+        "retrying API call",
+        extra={
+            "attempt": retry_state.attempt_number,
+            "error": str(exc),
+            "sleep_seconds": round(next_action.sleep, 3) if next_action else None,
+        },
+    )
+
+
+def _safe_detail(exc: httpx.HTTPError) -> str:
+    # httpx messages name the URL at most; never headers, so no credentials.
+    text = str(exc) or type(exc).__name__
+    return text[:300]
+
+
+def _decode_answer(action: str, response: httpx.Response) -> dict[str, Any]:
+    status = response.status_code
+    raw = response.content
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            snippet = raw[:80].decode("utf-8", "replace")
+            raise MalformedResponseError(
+                action=action, problem=f"body is not a JSON object (HTTP {status}, starts {snippet!r})"
+            )
+        return body
+    if not isinstance(body, dict):
+        body = {}
+    code = body.get("Code") or body.get("code")
+    message = body.get("Message") or body.get("message") or response.reason_phrase
+    request_id = body.get("RequestId") or body.get("requestId") or ""
+    retry_after = _retry_after_seconds(response.headers.get("x-acs-retry-after"))
+    raise ApiError(
+        action=action,
+        code=str(code) if code else f"HTTP{status}",
+        message=str(message)[:500],
+        request_id=str(request_id),
+        http_status=status,
+        retry_after_seconds=retry_after,
+    )
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    # The SDK reads x-acs-retry-after as milliseconds.
+    if not value:
+        return None
+    try:
+        millis = int(value)
+    except ValueError:
+        return None
+    return millis / 1000.0 if millis > 0 else None

@@ -1,0 +1,105 @@
+"""Typed failures of an API call. None of them ever carries a secret."""
+
+from __future__ import annotations
+
+# Codes the API uses for flow control and transient server trouble; these, 5xx
+# answers and transport errors are the only failures worth a retry.
+THROTTLING_CODES = frozenset({"Throttling", "Throttling.User", "Throttling.Api"})
+RETRYABLE_CODES = THROTTLING_CODES | {"ServiceUnavailable", "InternalError"}
+
+
+class EiamError(Exception):
+    """Base class of everything the client raises."""
+
+    action: str
+
+    @property
+    def metric_code(self) -> str:
+        """Bounded value for the ``code`` label of the request counter."""
+        raise NotImplementedError
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class ApiError(EiamError):
+    """An error answer from the API, with the fields the API put in its body."""
+
+    def __init__(
+        self,
+        *,
+        action: str,
+        code: str,
+        message: str,
+        request_id: str,
+        http_status: int,
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        self.action = action
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.http_status = http_status
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(f"{action} failed: {code} (HTTP {http_status}): {message} [RequestId {request_id or '-'}]")
+
+    @property
+    def metric_code(self) -> str:
+        return self.code
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES or self.http_status >= 500
+
+    @property
+    def throttled(self) -> bool:
+        return self.code in THROTTLING_CODES
+
+
+class TransportError(EiamError):
+    """The request did not get an HTTP answer (connect, timeout, reset)."""
+
+    def __init__(self, *, action: str, error_class: str, detail: str) -> None:
+        self.action = action
+        self.error_class = error_class
+        super().__init__(f"{action} failed: {error_class}: {detail}")
+
+    @property
+    def metric_code(self) -> str:
+        return self.error_class
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class MalformedResponseError(EiamError):
+    """A 2xx answer whose body is not what the API documents; never turned into numbers."""
+
+    def __init__(self, *, action: str, problem: str, request_id: str = "") -> None:
+        self.action = action
+        self.problem = problem
+        self.request_id = request_id
+        super().__init__(f"{action} returned a malformed response: {problem} [RequestId {request_id or '-'}]")
+
+    @property
+    def metric_code(self) -> str:
+        return "MalformedResponse"
+
+    @property
+    def retryable(self) -> bool:
+        # A truncated body is usually a transport hiccup; one more try is cheap.
+        return True
+
+
+class PaginationError(EiamError):
+    """The API's paging went wrong (a NextToken repeated); retrying the page would loop."""
+
+    def __init__(self, *, action: str, problem: str) -> None:
+        self.action = action
+        super().__init__(f"{action} paging stopped: {problem}")
+
+    @property
+    def metric_code(self) -> str:
+        return "PaginationError"

@@ -1,0 +1,158 @@
+"""Command line: ``idaas-sync-exporter <command>``.
+
+Exit codes: 0 success, 1 the API or a runtime dependency failed, 2 invalid input
+(arguments, settings, files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from pydantic import SecretStr
+
+from exporter import __version__
+from exporter.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("exporter")
+
+
+class UsageError(Exception):
+    """Invalid input; the message is one line naming the problem and the fix."""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise UsageError(f"listen address {value!r} must be HOST:PORT with a port 0-65535, e.g. 127.0.0.1:18080")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - an empty host means all interfaces, as in Go exporters
+    return host, int(port_text)
+
+
+def _add_logging_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None, help="default: info")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=None, help="default: logfmt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idaas-sync-exporter",
+        description="Prometheus exporter for Alibaba Cloud IDaaS synchronization jobs.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    from exporter.simulator.world import scenario_names
+
+    sim = commands.add_parser(
+        "simulate",
+        help="run the built-in IDaaS API simulator",
+        description="Serve a simulated IDaaS (EIAM 2021-12-01) API that verifies ACS3 signatures.",
+    )
+    sim.add_argument("--listen", default="127.0.0.1:18080", help="HOST:PORT (default 127.0.0.1:18080)")
+    sim.add_argument("--access-key-id", default=os.environ.get("IDAAS_SIMULATOR_ACCESS_KEY_ID", "simulator"))
+    sim.add_argument(
+        "--access-key-secret",
+        default=None,
+        help="secret the simulator accepts; prefer the IDAAS_SIMULATOR_ACCESS_KEY_SECRET variable "
+        "(command lines are visible to other users)",
+    )
+    sim.add_argument("--security-token", default=None, help="require this STS token as well")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--scenario", choices=scenario_names(), default="demo")
+    sim.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
+    sim.add_argument("--throttle-rate", type=float, default=0.0, help="fraction of requests answered Throttling.User")
+    sim.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500/503")
+    sim.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    _add_logging_flags(sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level or "info", args.log_format or "logfmt")
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+    except UsageError as exc:
+        print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _rate(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(f"--{name} must be between 0 and 1, got {value}")
+    return value
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from exporter.simulator.clock import ScaledClock
+    from exporter.simulator.server import AccessKey, Faults, SimulatorApp, start_simulator
+    from exporter.simulator.world import SCENARIOS, World
+
+    host, port = parse_listen(args.listen)
+    secret = args.access_key_secret or os.environ.get("IDAAS_SIMULATOR_ACCESS_KEY_SECRET")
+    if not secret:
+        raise UsageError(
+            "the simulator needs an AccessKey secret to verify signatures: "
+            "set IDAAS_SIMULATOR_ACCESS_KEY_SECRET or pass --access-key-secret"
+        )
+    if args.speed <= 0:
+        raise UsageError(f"--speed must be positive, got {args.speed}")
+    if args.latency < 0:
+        raise UsageError(f"--latency must not be negative, got {args.latency}")
+    faults = Faults(
+        throttle_rate=_rate("throttle-rate", args.throttle_rate),
+        server_error_rate=_rate("error-rate", args.error_rate),
+        latency_seconds=args.latency,
+    )
+    token = SecretStr(args.security_token) if args.security_token else None
+    world = World(SCENARIOS[args.scenario], seed=args.seed, clock=ScaledClock(speed=args.speed))
+    app = SimulatorApp(world, [AccessKey(args.access_key_id, SecretStr(secret), token)], faults=faults, seed=args.seed)
+
+    async def serve() -> None:
+        running = await start_simulator(app, host, port)
+        for instance_id, state in world.instances.items():
+            log.info(
+                "simulated instance",
+                extra={
+                    "instance_id": instance_id,
+                    "identity_providers": len(state.providers),
+                    "applications": len(state.applications),
+                },
+            )
+        log.info(
+            "simulator listening",
+            extra={"endpoint": running.endpoint, "scenario": args.scenario, "seed": args.seed, "speed": args.speed},
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await running.stop()
+        log.info("simulator stopped")
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(f"idaas-sync-exporter: error: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

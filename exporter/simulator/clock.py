@@ -1,0 +1,48 @@
+"""Clocks for the simulated world: real time, faster than real time, or set by hand."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class ScaledClock:
+    """Simulated epoch seconds that run ``speed`` times faster than the wall clock."""
+
+    def __init__(
+        self,
+        *,
+        start: float | None = None,
+        speed: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self._start = wall() if start is None else start
+        self._speed = speed
+        self._monotonic = monotonic
+        self._origin = monotonic()
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    def __call__(self) -> float:
+        return self._start + (self._monotonic() - self._origin) * self._speed
+
+
+class ManualClock:
+    """A clock that only moves when told to; for tests."""
+
+    def __init__(self, start: float) -> None:
+        self._now = start
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    def set(self, now: float) -> None:
+        self._now = now

@@ -1,0 +1,313 @@
+"""The simulator's HTTP front: the EIAM wire protocol, signature checks and fault switches.
+
+Requests are verified the way the real gateway does it: the query is form-decoded
+and re-canonicalized (the SDK sends ``+`` for spaces but signs ``%20``), the
+signature is recomputed over the declared ``SignedHeaders``, the body hash must
+match ``x-acs-content-sha256`` and a nonce may be used only once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from exporter.api.flatten import unflatten
+from exporter.api.signing import parse_authorization, sign
+from exporter.simulator.actions import ActionError, Actions
+from exporter.simulator.world import World
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2021-12-01"
+HOST_ID = "eiam.simulator.local"
+REQUIRED_SIGNED = (
+    "host",
+    "x-acs-action",
+    "x-acs-version",
+    "x-acs-date",
+    "x-acs-signature-nonce",
+    "x-acs-content-sha256",
+)
+MAX_CLOCK_SKEW_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKey:
+    access_key_id: str
+    access_key_secret: SecretStr = field(repr=False)
+    security_token: SecretStr | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class Faults:
+    """Switches for tests and demos; rates are probabilities per request."""
+
+    throttle_rate: float = 0.0
+    server_error_rate: float = 0.0
+    latency_seconds: float = 0.0
+    # When set, throttling answers carry x-acs-retry-after with this many milliseconds.
+    retry_after_ms: int | None = None
+
+
+@dataclass(slots=True)
+class RequestLog:
+    """What the simulator saw, for tests that count calls."""
+
+    actions: list[str] = field(default_factory=list)
+    params: list[dict[str, str]] = field(default_factory=list)
+    nonces: list[str] = field(default_factory=list)
+
+    def count(self, action: str) -> int:
+        return sum(1 for a in self.actions if a == action)
+
+
+class SimulatorApp:
+    def __init__(
+        self,
+        world: World,
+        keys: list[AccessKey],
+        *,
+        faults: Faults | None = None,
+        seed: int = 0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.world = world
+        self.actions = Actions(world)
+        self.keys = {key.access_key_id: key for key in keys}
+        self.faults = faults or Faults()
+        self.requests = RequestLog()
+        self._rng = random.Random(f"{seed}/faults")
+        self._wall_clock = wall_clock
+        self._nonces: OrderedDict[str, float] = OrderedDict()
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        request_id = str(uuid.UUID(int=self._rng.getrandbits(128))).upper()
+        try:
+            body = await request.read()
+            query = dict(parse_qsl(request.query_string, keep_blank_values=True))
+            action = self._verify(request, query, body)
+            self.requests.actions.append(action)
+            self.requests.params.append(query)
+            await self._inject_latency()
+            self._inject_faults()
+            params = unflatten(query)
+            answer = await asyncio.to_thread(self.actions.handle, action, params)
+        except ActionError as exc:
+            return self._error(request_id, exc)
+        answer = {"RequestId": request_id, **answer}
+        return web.json_response(answer, dumps=_dumps)
+
+    # -- signature ------------------------------------------------------------
+
+    def _verify(self, request: web.Request, query: dict[str, str], body: bytes) -> str:
+        if request.method != "POST" or request.path != "/":
+            raise ActionError(404, "InvalidAction.NotFound", "Only POST / is served (RPC style).")
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        authorization = headers.get("authorization", "")
+        parsed = parse_authorization(authorization)
+        if parsed is None:
+            raise ActionError(
+                400, "IncompleteSignature", "The Authorization header is missing or not ACS3-HMAC-SHA256."
+            )
+        missing = [name for name in REQUIRED_SIGNED if name not in parsed.signed_headers]
+        if "x-acs-security-token" in headers and "x-acs-security-token" not in parsed.signed_headers:
+            missing.append("x-acs-security-token")
+        if missing:
+            raise ActionError(400, "IncompleteSignature", f"These headers must be signed: {', '.join(missing)}.")
+        absent = [name for name in parsed.signed_headers if name not in headers]
+        if absent:
+            raise ActionError(400, "IncompleteSignature", f"Signed headers are not present: {', '.join(absent)}.")
+        body_hash = hashlib.sha256(body).hexdigest()
+        if headers["x-acs-content-sha256"] != body_hash:
+            raise ActionError(400, "IncompleteSignature", "x-acs-content-sha256 does not match the request body.")
+        key = self.keys.get(parsed.access_key_id)
+        if key is None:
+            raise ActionError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+        signed = {name: headers[name] for name in parsed.signed_headers}
+        expected = sign(
+            method=request.method,
+            path=request.path,
+            query=query,
+            headers=signed,
+            body_sha256=body_hash,
+            access_key_secret=key.access_key_secret.get_secret_value(),
+        )
+        if expected.signature != parsed.signature:
+            raise ActionError(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature does not conform to Aliyun standards. server string to sign is:"
+                + expected.string_to_sign.replace("\n", " "),
+            )
+        if key.security_token is not None and (
+            headers.get("x-acs-security-token") != key.security_token.get_secret_value()
+        ):
+            raise ActionError(400, "InvalidSecurityToken.Mismatch", "Specified SecurityToken is not valid.")
+        self._check_date_and_nonce(headers["x-acs-date"], headers["x-acs-signature-nonce"])
+        if headers["x-acs-version"] != API_VERSION:
+            raise ActionError(
+                400, "InvalidVersion", f"Specified parameter Version is not valid: {headers['x-acs-version']}."
+            )
+        action = headers["x-acs-action"]
+        if not self.actions.known(action):
+            raise ActionError(
+                404,
+                "InvalidAction.NotFound",
+                f"Specified api is not found, please check your url and method: {action}.",
+            )
+        self.requests.nonces.append(headers["x-acs-signature-nonce"])
+        return action
+
+    def _check_date_and_nonce(self, date: str, nonce: str) -> None:
+        try:
+            sent = datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            raise ActionError(
+                400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted."
+            ) from None
+        now = self._wall_clock()
+        if abs(now - sent) > MAX_CLOCK_SKEW_SECONDS:
+            raise ActionError(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
+        while self._nonces and next(iter(self._nonces.values())) < now - MAX_CLOCK_SKEW_SECONDS:
+            self._nonces.popitem(last=False)
+        if nonce in self._nonces:
+            raise ActionError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
+        self._nonces[nonce] = now
+
+    # -- faults and errors ------------------------------------------------------
+
+    async def _inject_latency(self) -> None:
+        if self.faults.latency_seconds > 0:
+            await asyncio.sleep(self.faults.latency_seconds)
+
+    def _inject_faults(self) -> None:
+        if self.faults.throttle_rate and self._rng.random() < self.faults.throttle_rate:
+            raise ActionError(400, "Throttling.User", "Request was denied due to user flow control.")
+        if self.faults.server_error_rate and self._rng.random() < self.faults.server_error_rate:
+            code, status = self._rng.choice((("ServiceUnavailable", 503), ("InternalError", 500)))
+            raise ActionError(status, code, "The request has failed due to a temporary failure of the server.")
+
+    def _error(self, request_id: str, exc: ActionError) -> web.Response:
+        body = {
+            "RequestId": request_id,
+            "HostId": HOST_ID,
+            "Code": exc.code,
+            "Message": exc.message,
+            "Recommend": f"https://api.aliyun.com/troubleshoot?q={exc.code}&product=Eiam&requestId={request_id}",
+        }
+        headers = {}
+        if exc.code.startswith("Throttling") and self.faults.retry_after_ms:
+            headers["x-acs-retry-after"] = str(self.faults.retry_after_ms)
+        return web.json_response(body, status=exc.status, headers=headers, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class RunningSimulator:
+    """A simulator listening on a TCP port in the current event loop."""
+
+    def __init__(self, app: SimulatorApp, runner: web.AppRunner, site: web.TCPSite, host: str, port: int) -> None:
+        self.app = app
+        self._runner = runner
+        self._site = site
+        self.host = host
+        self.port = port
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+async def start_simulator(app: SimulatorApp, host: str = "127.0.0.1", port: int = 0) -> RunningSimulator:
+    runner = web.AppRunner(app.build(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = int(runner.addresses[0][1]) if runner.addresses else port
+    return RunningSimulator(app, runner, site, host, bound)
+
+
+class SimulatorThread:
+    """The simulator on its own event loop in a background thread.
+
+    Used by synchronous callers (the official SDK's blocking client in tests) and
+    anywhere the caller's loop must not be shared.
+    """
+
+    def __init__(self, app: SimulatorApp, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self._host = host
+        self._port = port
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="idaas-simulator", daemon=True)
+        self._running: RunningSimulator | None = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._running = self._loop.run_until_complete(start_simulator(self.app, self._host, self._port))
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._running.stop())
+        self._loop.close()
+
+    def start(self) -> SimulatorThread:
+        self._thread.start()
+        self._ready.wait(timeout=10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    @property
+    def port(self) -> int:
+        if self._running is None:
+            raise RuntimeError("simulator not started")
+        return self._running.port
+
+    @property
+    def endpoint(self) -> str:
+        if self._running is None:
+            raise RuntimeError("simulator not started")
+        return self._running.endpoint
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> SimulatorThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from exporter.api.client import ClientOptions, EiamClient
+from exporter.api.credentials import StaticCredentialsProvider
+from exporter.api.endpoint import resolve_endpoint
+from exporter.simulator.clock import ManualClock
+from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
+from exporter.simulator.world import SCENARIOS, World
+
+REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+AK_ID = "LTAI5tSimulatorKey"
+AK_SECRET = "sim-secret-9f8e7d6c5b4a"  # unique, so a leak is easy to grep for
+STS_ID = "STS.NUgYrLnoC37mZZCNnAbez"
+STS_SECRET = "sts-secret-1a2b3c4d5e6f"
+STS_TOKEN = "CAIS-sts-token-77aa88bb99cc"
+# A fixed simulated "now" keeps the generated jobs identical between runs.
+SIM_START = 1_790_000_000.0
+
+
+def reference_file(name: str) -> Path:
+    path = REFERENCE / name
+    if not path.exists():
+        pytest.fail(f"reference file {path} is missing: the tests expect ../shared/reference beside the repo")
+    return path
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(SIM_START)
+
+
+@pytest.fixture
+def world(clock: ManualClock) -> World:
+    return World(SCENARIOS["demo"], seed=42, clock=clock)
+
+
+@pytest.fixture
+def sim_app(world: World) -> SimulatorApp:
+    return SimulatorApp(
+        world,
+        [
+            AccessKey(AK_ID, SecretStr(AK_SECRET)),
+            AccessKey(STS_ID, SecretStr(STS_SECRET), SecretStr(STS_TOKEN)),
+        ],
+        seed=42,
+    )
+
+
+@pytest.fixture
+async def simulator(sim_app: SimulatorApp) -> AsyncIterator[RunningSimulator]:
+    running = await start_simulator(sim_app)
+    yield running
+    await running.stop()
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+async def make_client(simulator: RunningSimulator, sleeps: list[float]) -> AsyncIterator[Callable[..., EiamClient]]:
+    clients: list[EiamClient] = []
+
+    async def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    def factory(secret: str = AK_SECRET, key_id: str = AK_ID, **options: object) -> EiamClient:
+        opts = ClientOptions(requests_per_second=1000, burst=1000, **options)  # type: ignore[arg-type]
+        client = EiamClient(
+            endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
+            credentials=StaticCredentialsProvider(key_id, SecretStr(secret)),
+            options=opts,
+            sleep=record_sleep,
+        )
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.aclose()
+
+
+def instance_id_of(world: World) -> str:
+    return next(iter(world.instances))
+
+
+def now() -> float:
+    return time.time()
