@@ -38,6 +38,22 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, named after it (``poll_interval_seconds`` -> ``--poll-interval-seconds``)."""
+    from exporter.settings import ENV_PREFIX, Settings
+
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        description = field.description or ""
+        parser.add_argument(
+            flag,
+            dest=f"setting_{name}",
+            default=None,
+            metavar="VALUE",
+            help=f"{description} (env {ENV_PREFIX}{name.upper()})".strip(),
+        )
+
+
 def _add_logging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=None, help="default: info")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default=None, help="default: logfmt")
@@ -53,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     from exporter.simulator.world import scenario_names
+
+    for name, help_text in (
+        ("serve", "run the exporter daemon"),
+        ("once", "poll every instance once and print the exposition"),
+    ):
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--config", help="YAML file of settings (keys as in the README table)")
+        command.add_argument(
+            "--demo", action="store_true", help="start the built-in simulator in-process and export it"
+        )
+        command.add_argument("--demo-speed", type=float, default=30.0, help="simulated seconds per second (demo)")
+        command.add_argument("--demo-seed", type=int, default=1)
+        _add_setting_flags(command)
 
     sim = commands.add_parser(
         "simulate",
@@ -81,15 +110,66 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level or "info", args.log_format or "logfmt")
     try:
         if args.command == "simulate":
+            configure_logging(args.log_level or "info", args.log_format or "logfmt")
             return _simulate(args)
+        if args.command in ("serve", "once"):
+            return _exporter_command(args)
     except UsageError as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def _exporter_command(args: argparse.Namespace) -> int:
+    from exporter.runtime import DemoOptions, once, serve
+    from exporter.settings import SettingsError, load_settings
+
+    overrides = {
+        key.removeprefix("setting_"): value
+        for key, value in vars(args).items()
+        if key.startswith("setting_") and value is not None
+    }
+    if args.demo and "state_path" not in overrides:
+        overrides["state_path"] = ""  # a demo starts fresh unless told where to keep state
+    try:
+        settings = load_settings(args.config, overrides)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"idaas-sync-exporter: invalid setting: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if not settings.instance_ids and not args.demo:
+        print(
+            "idaas-sync-exporter: invalid setting: IDAAS_EXPORTER_INSTANCE_IDS is required "
+            "(comma-separated instance ids, or --instance-ids); use --demo to try the exporter without one",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.demo_speed <= 0:
+        raise UsageError(f"--demo-speed must be positive, got {args.demo_speed}")
+    configure_logging(settings.log_level, settings.log_format)
+    demo = DemoOptions(speed=args.demo_speed, seed=args.demo_seed) if args.demo else None
+    from exporter.api.endpoint import EndpointError
+    from exporter.state import StateError
+
+    try:
+        if args.command == "serve":
+            asyncio.run(serve(settings, demo))
+            return EXIT_OK
+        body, errors = asyncio.run(once(settings, demo))
+    except (EndpointError, StateError) as exc:
+        print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    sys.stdout.write(body.decode("utf-8"))
+    sys.stdout.flush()
+    for error in errors:
+        print(f"idaas-sync-exporter: error: poll failed: {error}", file=sys.stderr)
+    return EXIT_RUNTIME if errors else EXIT_OK
 
 
 def _rate(name: str, value: float) -> float:

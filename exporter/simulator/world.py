@@ -222,7 +222,7 @@ class World:
             pull_configs: dict[str, dict[str, Any]] = {}
             for p in range(spec.providers_per_instance):
                 label, kind, schedule = _PROVIDER_KINDS[p % len(_PROVIDER_KINDS)]
-                idp_id = _stable_id("idp", seed, instance_id, p, length=26)
+                idp_id = _stable_id("idp", seed, instance_id, "idp", p, length=26)
                 suffix = f" {p // len(_PROVIDER_KINDS) + 1}" if p >= len(_PROVIDER_KINDS) else ""
                 inbound = kind.endswith(":pull")
                 ldap = "ldap" in kind or ":ad:" in kind
@@ -241,7 +241,7 @@ class World:
                 )
             applications = [
                 ApplicationSpec(
-                    application_id=_stable_id("app", seed, instance_id, a, length=26),
+                    application_id=_stable_id("app", seed, instance_id, "app", a, length=26),
                     name=("HR Portal", "Expense", "Wiki", "CRM", "Git", "Mail")[a % 6]
                     + (f" {a // 6 + 1}" if a >= 6 else ""),
                     push_every_minutes=rng.choice((15, 30, 60)),

@@ -1,0 +1,146 @@
+"""HTTP endpoints: ``/metrics``, ``/`` (landing page), ``/healthz``, ``/readyz``.
+
+A scrape reads the current snapshot's cached exposition; it never calls the API
+and never waits for a poll.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.collector import ExpositionCache
+from exporter.service import Exporter
+
+EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
+
+
+def wants_openmetrics(accept: str) -> bool:
+    return "application/openmetrics-text" in accept
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    """True when ``Accept-Encoding`` allows gzip (a ``q=0`` weight refuses it)."""
+    for part in accept_encoding.split(","):
+        coding, *params = (piece.strip() for piece in part.split(";"))
+        if coding.lower() not in ("gzip", "*"):
+            continue
+        weight = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    weight = float(param[2:])
+                except ValueError:
+                    weight = 0.0
+        if weight > 0:
+            return True
+    return False
+
+
+def build_app(exporter: Exporter, *, poll_interval: float, clock: Callable[[], float] = time.time) -> web.Application:
+    cache = ExpositionCache()
+    app = web.Application()
+    app[EXPORTER_KEY] = exporter
+
+    async def metrics(request: web.Request) -> web.Response:
+        rendered = cache.get(
+            exporter.snapshot,
+            openmetrics=wants_openmetrics(request.headers.get("Accept", "")),
+            gzipped=wants_gzip(request.headers.get("Accept-Encoding", "")),
+        )
+        headers = {"Content-Type": rendered.content_type, "Vary": "Accept, Accept-Encoding"}
+        if rendered.gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=rendered.body, headers=headers)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        problems = readiness_problems(exporter, poll_interval=poll_interval, now=clock())
+        if problems:
+            return web.Response(status=503, text="not ready\n" + "\n".join(problems) + "\n")
+        return web.Response(text="ready\n")
+
+    async def landing(request: web.Request) -> web.Response:
+        return web.Response(text=landing_page(exporter, now=clock()), content_type="text/html")
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/", landing)
+    return app
+
+
+def readiness_problems(exporter: Exporter, *, poll_interval: float, now: float) -> list[str]:
+    """Ready once every instance has been polled successfully, and while that stays recent."""
+    problems = []
+    stale_after = max(3 * poll_interval, 30.0)
+    for instance_id, view in exporter.snapshot.instances.items():
+        if view.last_success is None:
+            problems.append(
+                f"{instance_id}: no successful poll yet" + (f" ({view.last_error})" if view.last_error else "")
+            )
+        elif now - view.last_success > stale_after:
+            problems.append(f"{instance_id}: last successful poll {now - view.last_success:.0f}s ago")
+    return problems
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def landing_page(exporter: Exporter, *, now: float) -> str:
+    snapshot = exporter.snapshot
+    rows = []
+    for instance_id, view in snapshot.instances.items():
+        status = "up" if view.up else ("down" if view.polled else "starting")
+        rows.append(
+            f"<tr><td>{html.escape(instance_id)}</td><td>{status}</td><td>{_when(view.last_success)}</td>"
+            f"<td>{html.escape(view.last_error or '')}</td></tr>"
+        )
+    targets = []
+    for instance_id, view in snapshot.instances.items():
+        for key, target in sorted(view.targets.items()):
+            info = view.target_info.get((key.target_type, key.target_id))
+            name = info.name if info else key.target_id
+            last = target.last_job.status if target.last_job else "-"
+            running = sum(target.in_progress.values())
+            targets.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{html.escape(str(cell))}</td>"
+                    for cell in (
+                        instance_id,
+                        key.target_type,
+                        name,
+                        key.direction,
+                        last,
+                        _when(target.last_success_end),
+                        running,
+                    )
+                )
+                + "</tr>"
+            )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>IDaaS sync exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style></head>
+<body><h1>IDaaS sync exporter</h1>
+<p>Version {html.escape(__version__)} &middot; <a href="/metrics">/metrics</a> &middot;
+<a href="/healthz">/healthz</a> &middot; <a href="/readyz">/readyz</a></p>
+<h2>Instances</h2>
+<table><tr><th>Instance</th><th>Poll status</th><th>Last successful poll</th><th>Last error</th></tr>
+{"".join(rows)}</table>
+<h2>Targets</h2>
+<table><tr><th>Instance</th><th>Type</th><th>Target</th><th>Direction</th><th>Last job</th>
+<th>Last success</th><th>In progress</th></tr>
+{"".join(targets)}</table>
+</body></html>
+"""

@@ -1,0 +1,155 @@
+"""Builds a running exporter from settings: client, state, pollers, server, scheduler, demo simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from pydantic import SecretStr
+
+from exporter.api.client import ClientOptions, EiamClient
+from exporter.api.credentials import (
+    CredentialsProvider,
+    DefaultChainCredentialsProvider,
+    StaticCredentialsProvider,
+)
+from exporter.api.endpoint import resolve_endpoint
+from exporter.http import build_app
+from exporter.poller import InstancePoller, PollOptions
+from exporter.service import ApiStats, Exporter, wait_for_running_polls
+from exporter.settings import Settings
+from exporter.simulator.clock import ScaledClock
+from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
+from exporter.simulator.world import SCENARIOS, World
+from exporter.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    speed: float = 30.0
+    seed: int = 1
+    scenario: str = "demo"
+
+
+async def start_demo_simulator(options: DemoOptions) -> tuple[RunningSimulator, str, SecretStr, list[str]]:
+    """An in-process simulator with a throwaway AccessKey; returns it with the key and its instance ids."""
+    key_id = "demo"
+    secret = SecretStr(secrets.token_urlsafe(24))
+    world = World(SCENARIOS[options.scenario], seed=options.seed, clock=ScaledClock(speed=options.speed))
+    app = SimulatorApp(world, [AccessKey(key_id, secret)], seed=options.seed)
+    running = await start_simulator(app, "127.0.0.1", 0)
+    return running, key_id, secret, list(world.instances)
+
+
+def credentials_from(settings: Settings) -> CredentialsProvider:
+    if settings.access_key_id and settings.access_key_secret is not None:
+        return StaticCredentialsProvider(settings.access_key_id, settings.access_key_secret, settings.security_token)
+    return DefaultChainCredentialsProvider()
+
+
+def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Exporter:
+    api_stats = ApiStats()
+    client = EiamClient(
+        endpoint=resolve_endpoint(settings.region_id, settings.endpoint),
+        credentials=credentials,
+        options=ClientOptions(
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            read_timeout_seconds=settings.read_timeout_seconds,
+            requests_per_second=settings.requests_per_second,
+            burst=max(1, int(settings.requests_per_second * 2)),
+        ),
+        observer=api_stats.observe,
+    )
+    store = StateStore(settings.state_path or None)
+    options = PollOptions(
+        lookback_seconds=settings.lookback_seconds,
+        overlap_seconds=settings.overlap_seconds,
+        stuck_after_seconds=settings.stuck_after_seconds,
+        target_types=tuple(settings.target_types),
+        directions=tuple(settings.directions),
+        target_ids=tuple(settings.target_ids),
+    )
+    pollers = {
+        instance_id: InstancePoller(instance_id, client, store, options) for instance_id in settings.instance_ids
+    }
+    return Exporter(client=client, store=store, pollers=pollers, api_stats=api_stats)
+
+
+async def serve(settings: Settings, demo: DemoOptions | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``); polls in flight finish and commit first."""
+    async with AsyncExitStack() as stack:
+        credentials: CredentialsProvider
+        if demo is not None:
+            simulator, key_id, secret, instance_ids = await start_demo_simulator(demo)
+            stack.push_async_callback(simulator.stop)
+            settings = settings.model_copy(
+                update={"endpoint": simulator.endpoint, "instance_ids": settings.instance_ids or instance_ids}
+            )
+            credentials = StaticCredentialsProvider(key_id, secret)
+            log.info("demo mode: simulated IDaaS API", extra={"endpoint": simulator.endpoint, "speed": demo.speed})
+        else:
+            credentials = credentials_from(settings)
+        exporter = build_exporter(settings, credentials)
+        stack.push_async_callback(exporter.client.aclose)
+        stack.callback(exporter.store.close)
+
+        app = build_app(exporter, poll_interval=settings.poll_interval_seconds)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        host, port = settings.listen_host_port
+        await web.TCPSite(runner, host, port).start()
+        log.info("listening", extra={"address": f"{host}:{port}", "instances": ",".join(settings.instance_ids)})
+
+        scheduler = AsyncIOScheduler()
+        exporter.schedule(scheduler, settings.poll_interval_seconds, settings.target_refresh_seconds)
+        scheduler.start()
+
+        stop_event = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_event.set)
+        await stop_event.wait()
+        log.info("stopping: waiting for polls in flight to save their state")
+        scheduler.shutdown(wait=False)
+        await wait_for_running_polls(scheduler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+
+
+async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[bytes, list[str]]:
+    """One full poll of every instance; returns the exposition and the errors (empty when all succeeded)."""
+    from exporter.collector import render
+
+    async with AsyncExitStack() as stack:
+        credentials: CredentialsProvider
+        if demo is not None:
+            simulator, key_id, secret, instance_ids = await start_demo_simulator(demo)
+            stack.push_async_callback(simulator.stop)
+            settings = settings.model_copy(
+                update={"endpoint": simulator.endpoint, "instance_ids": settings.instance_ids or instance_ids}
+            )
+            credentials = StaticCredentialsProvider(key_id, secret)
+        else:
+            credentials = credentials_from(settings)
+        exporter = build_exporter(settings, credentials)
+        stack.push_async_callback(exporter.client.aclose)
+        stack.callback(exporter.store.close)
+        for instance_id in settings.instance_ids:
+            await exporter.refresh_targets(instance_id)
+            await exporter.poll(instance_id)
+        errors = [
+            f"{instance_id}: {view.last_error}"
+            for instance_id, view in exporter.snapshot.instances.items()
+            if not view.up
+        ]
+        return render(exporter.snapshot), errors

@@ -1,0 +1,213 @@
+"""Wires the pieces together: one poller per instance on a schedule, snapshots, the HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from exporter.api.client import EiamClient
+from exporter.api.errors import EiamError
+from exporter.collector import API_DURATION_BUCKETS
+from exporter.poller import InstancePoller, PollResult
+from exporter.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
+from exporter.state import StateError, StateStore
+
+log = logging.getLogger(__name__)
+
+
+class ApiStats:
+    """The exporter's own API request counters; fed by the client's observer hook."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.durations: dict[str, tuple[list[int], float, int]] = {}
+
+    def observe(self, instance_id: str, action: str, code: str, duration_seconds: float) -> None:
+        key = (instance_id, action, code)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        buckets, total, count = self.durations.get(action) or ([0] * (len(API_DURATION_BUCKETS) + 1), 0.0, 0)
+        index = next(
+            (i for i, b in enumerate(API_DURATION_BUCKETS) if duration_seconds <= b), len(API_DURATION_BUCKETS)
+        )
+        buckets[index] += 1
+        self.durations[action] = (buckets, total + duration_seconds, count + 1)
+
+    def view(self) -> ApiRequestView:
+        return ApiRequestView(
+            counts=MappingProxyType(dict(self.counts)),
+            durations=MappingProxyType({a: (tuple(b), s, c) for a, (b, s, c) in self.durations.items()}),
+        )
+
+
+@dataclass(slots=True)
+class InstanceHealth:
+    polled: bool = False
+    up: bool = False
+    last_success: float | None = None
+    last_error: str | None = None
+    poll_duration: float | None = None
+    poll_failures: int = 0
+    target_info: dict[tuple[str, str], TargetInfo] = field(default_factory=dict)
+    target_info_failures: int = 0
+
+
+class Exporter:
+    """Holds the pollers and the current snapshot; the HTTP server only reads ``snapshot``."""
+
+    def __init__(
+        self,
+        *,
+        client: EiamClient,
+        store: StateStore,
+        pollers: dict[str, InstancePoller],
+        api_stats: ApiStats,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.pollers = pollers
+        self.api_stats = api_stats
+        self._clock = clock
+        self._monotonic = monotonic
+        self.health = {instance_id: InstanceHealth() for instance_id in pollers}
+        self._version = 0
+        self.snapshot = self._build()
+        self.stopping = False
+
+    async def poll(self, instance_id: str) -> PollResult | None:
+        """Poll one instance; failures are logged and counted, never raised."""
+        health = self.health[instance_id]
+        started = self._monotonic()
+        try:
+            result = await self.pollers[instance_id].poll()
+        except (EiamError, StateError) as exc:
+            health.polled = True
+            health.up = False
+            health.last_error = str(exc)
+            health.poll_failures += 1
+            health.poll_duration = self._monotonic() - started
+            log.error("poll failed", extra={"instance_id": instance_id, "error": str(exc)})  # noqa: TRY400 - the error text is enough, a traceback would hide it
+            self.publish()
+            return None
+        health.polled = True
+        health.up = True
+        health.last_error = None
+        health.last_success = self._clock()
+        health.poll_duration = self._monotonic() - started
+        log.info(
+            "poll finished",
+            extra={
+                "instance_id": instance_id,
+                "jobs_read": result.jobs_read,
+                "jobs_counted": result.jobs_counted,
+                "api_calls": result.api_calls,
+                "cold": result.cold,
+                "seconds": round(health.poll_duration, 3),
+            },
+        )
+        self.publish()
+        return result
+
+    async def refresh_targets(self, instance_id: str) -> None:
+        """List identity providers and applications for ``idaas_sync_target_info``."""
+        health = self.health[instance_id]
+        info: dict[tuple[str, str], TargetInfo] = {}
+        try:
+            async for idp in self.client.list_identity_providers(instance_id):
+                info[("identity_provider", idp.identity_provider_id)] = TargetInfo(
+                    idp.identity_provider_name or idp.identity_provider_id, idp.provider_kind
+                )
+            async for app in self.client.list_applications(instance_id):
+                info[("application", app.application_id)] = TargetInfo(
+                    app.application_name or app.application_id, "application"
+                )
+        except EiamError as exc:
+            health.target_info_failures += 1
+            log.warning(
+                "listing target names failed; keeping the previous names",
+                extra={"instance_id": instance_id, "error": str(exc)},
+            )
+            return
+        health.target_info = info
+        self.publish()
+
+    def publish(self) -> None:
+        self.snapshot = self._build()
+
+    def _build(self) -> Snapshot:
+        self._version += 1
+        instances = {}
+        for instance_id, poller in self.pollers.items():
+            health = self.health[instance_id]
+            state = poller.state
+            in_progress: dict[object, dict[str, int]] = {}
+            oldest: dict[object, float] = {}
+            for tracked in state.tracked.values():
+                counts = in_progress.setdefault(tracked.target, {})
+                counts[tracked.status] = counts.get(tracked.status, 0) + 1
+                start = tracked.start_ms / 1000
+                oldest[tracked.target] = min(oldest.get(tracked.target, start), start)
+            targets = {
+                key: TargetView.of(tally, in_progress.get(key, {}), oldest.get(key))
+                for key, tally in state.targets.items()
+            }
+            instances[instance_id] = InstanceView(
+                instance_id=instance_id,
+                up=health.up,
+                polled=health.polled,
+                last_success=health.last_success,
+                last_error=health.last_error,
+                poll_duration=health.poll_duration,
+                poll_failures=health.poll_failures,
+                targets=MappingProxyType(targets),
+                target_info=MappingProxyType(dict(health.target_info)),
+                target_info_failures=health.target_info_failures,
+            )
+        return Snapshot(self._version, self._clock(), MappingProxyType(instances), self.api_stats.view())
+
+    def schedule(self, scheduler: AsyncIOScheduler, poll_interval: float, target_refresh: float) -> None:
+        for instance_id in self.pollers:
+            scheduler.add_job(
+                self.poll,
+                "interval",
+                seconds=poll_interval,
+                args=[instance_id],
+                id=f"poll:{instance_id}",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=_now_for_scheduler(),
+                misfire_grace_time=max(1, int(poll_interval)),
+            )
+            scheduler.add_job(
+                self.refresh_targets,
+                "interval",
+                seconds=target_refresh,
+                args=[instance_id],
+                id=f"targets:{instance_id}",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=_now_for_scheduler(),
+            )
+
+
+def _now_for_scheduler() -> object:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+async def wait_for_running_polls(scheduler: AsyncIOScheduler, limit_seconds: float = 30.0) -> None:
+    """On shutdown, let a poll in flight commit its state instead of cutting it off."""
+    deadline = time.monotonic() + limit_seconds
+    while time.monotonic() < deadline:
+        running = [t for t in asyncio.all_tasks() if "Exporter.poll" in repr(t.get_coro())]
+        if not running:
+            return
+        await asyncio.sleep(0.05)

@@ -1,0 +1,208 @@
+"""Exporter settings: environment (``IDAAS_EXPORTER_*``), an optional YAML file, and CLI flags.
+
+Precedence, highest first: command-line flag, environment variable, YAML file, default.
+Every problem is reported on its own line naming the setting, the value and
+what is allowed; the exporter refuses to start until all are fixed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from exporter.logs import LOG_FORMATS, LOG_LEVELS
+
+ENV_PREFIX = "IDAAS_EXPORTER_"
+# Registered-range default; see README "Port".
+DEFAULT_PORT = 10129
+DIRECTIONS = ("ingress", "egress")
+TARGET_TYPES = ("identity_provider", "application")
+
+
+def default_state_path() -> str:
+    """``/var/lib/idaas-sync-exporter`` when it exists (the container volume), else a user data dir."""
+    container = Path("/var/lib/idaas-sync-exporter")
+    if container.is_dir():
+        return str(container / "state.sqlite3")
+    return str(Path.home() / ".local" / "share" / "idaas-sync-exporter" / "state.sqlite3")
+
+
+class SettingsError(Exception):
+    """Invalid settings; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, hide_input_in_errors=True
+    )
+
+    instance_ids: list[str] = Field(default_factory=list, description="IDaaS instance ids to export, comma-separated")
+    region_id: str = Field("cn-hangzhou", description="region of the instances")
+    endpoint: str | None = Field(None, description="API endpoint override (host or URL)")
+    listen_address: str = Field(f":{DEFAULT_PORT}", description="HOST:PORT of the metrics server")
+    poll_interval_seconds: float = Field(60.0, ge=1, description="seconds between polls of an instance")
+    lookback_seconds: float = Field(86400.0, ge=60, description="cold-start window and in-progress tracking limit")
+    overlap_seconds: float = Field(120.0, ge=0, description="re-read window for late-appearing jobs")
+    stuck_after_seconds: float = Field(
+        7200.0, gt=0, description="age after which an in-progress job is logged as stuck"
+    )
+    target_refresh_seconds: float = Field(900.0, ge=10, description="how often target names are listed")
+    state_path: str = Field(default_factory=default_state_path, description="SQLite state file; empty = in memory")
+    target_types: list[str] = Field(default_factory=list, description="only these target types")
+    directions: list[str] = Field(default_factory=list, description="only these directions")
+    target_ids: list[str] = Field(default_factory=list, description="only these target ids")
+    access_key_id: str | None = Field(None, description="AccessKey id (else the default credential chain)")
+    access_key_secret: SecretStr | None = Field(None, description="AccessKey secret")
+    security_token: SecretStr | None = Field(None, description="STS token for the AccessKey")
+    requests_per_second: float = Field(5.0, gt=0, le=100, description="API request rate limit per instance")
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    read_timeout_seconds: float = Field(10.0, gt=0)
+    log_level: str = Field("info")
+    log_format: str = Field("logfmt")
+
+    @field_validator("instance_ids", "target_types", "directions", "target_ids", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("target_types")
+    @classmethod
+    def _target_types(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item not in TARGET_TYPES:
+                raise ValueError(f"{item!r} is not one of {', '.join(TARGET_TYPES)}")
+        return value
+
+    @field_validator("directions")
+    @classmethod
+    def _directions(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item not in DIRECTIONS:
+                raise ValueError(f"{item!r} is not one of {', '.join(DIRECTIONS)}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value.lower() not in LOG_FORMATS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
+        return value.lower()
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} must be HOST:PORT (or :PORT for all interfaces) with a port 0-65535")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Settings:
+        has_secret = self.access_key_secret is not None and bool(self.access_key_secret.get_secret_value())
+        if bool(self.access_key_id) != has_secret:
+            raise ValueError(
+                "access_key_id and access_key_secret must be set together (or neither, to use the credential chain)"
+            )
+        if self.security_token is not None and not self.access_key_id:
+            raise ValueError("security_token needs access_key_id and access_key_secret")
+        return self
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen_address.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":PORT" means all interfaces
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init = CLI flags and the YAML file (merged by load_settings, flags winning);
+        # the environment sits between them, so it is applied inside load_settings.
+        return (init_settings,)
+
+
+def _env_values() -> dict[str, Any]:
+    import os
+
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = os.environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = raw
+    return values
+
+
+def _yaml_values(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError([f"config: cannot read {path}: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError([f"config: {path} is not valid YAML: {str(exc).splitlines()[0]}"]) from None
+    if not isinstance(data, dict):
+        raise SettingsError([f"config: {path} must be a mapping of setting names to values"])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).lower().replace("-", "_")
+        if name.startswith(ENV_PREFIX.lower()):
+            name = name[len(ENV_PREFIX) :]
+        values[name] = ",".join(str(v) for v in value) if isinstance(value, list) else value
+    return values
+
+
+def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Merge YAML < environment < flags and validate; raises :class:`SettingsError`."""
+    merged: dict[str, Any] = {}
+    if config_file:
+        merged.update(_yaml_values(config_file))
+    merged.update(_env_values())
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, merged)) from None
+
+
+def _describe(exc: ValidationError, given: dict[str, Any]) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"]) or "settings"
+        name = str(error["loc"][0]) if error["loc"] else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{location}: unknown setting; see the configuration table in README.md")
+            continue
+        shown = ""
+        if name in given and "secret" not in name and "token" not in name:
+            shown = f" (got {given[name]!r})"
+        env = f"{ENV_PREFIX}{name.upper()}" if name else "settings"
+        problems.append(f"{env}{shown}: {message}")
+    return problems

@@ -1,0 +1,80 @@
+"""Immutable views the poller publishes and the HTTP server renders.
+
+The poller builds a new :class:`Snapshot` after each poll; nothing in it is ever
+mutated afterwards, so a scrape can read it without locks while the next poll runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from exporter.state import LastJob, TargetKey, TargetTally
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView:
+    jobs: Mapping[tuple[str, str], int]
+    objects: Mapping[tuple[str, str, str], int]
+    errors: Mapping[str, int]
+    duration_buckets: tuple[int, ...]
+    duration_sum: float
+    duration_count: int
+    last_job: LastJob | None
+    last_success_end: float | None
+    in_progress: Mapping[str, int]  # pending/running -> count
+    oldest_in_progress_start: float | None
+
+    @classmethod
+    def of(cls, tally: TargetTally, in_progress: Mapping[str, int], oldest: float | None) -> TargetView:
+        last = tally.last_job
+        frozen_last = None
+        if last is not None:
+            frozen_last = LastJob(last.job_id, last.status, last.start, last.end, dict(last.objects))
+        return cls(
+            jobs=MappingProxyType(dict(tally.jobs)),
+            objects=MappingProxyType(dict(tally.objects)),
+            errors=MappingProxyType(dict(tally.errors)),
+            duration_buckets=tuple(tally.duration_buckets),
+            duration_sum=tally.duration_sum,
+            duration_count=tally.duration_count,
+            last_job=frozen_last,
+            last_success_end=tally.last_success_end,
+            in_progress=MappingProxyType(dict(in_progress)),
+            oldest_in_progress_start=oldest,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    name: str
+    provider_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    instance_id: str
+    up: bool
+    polled: bool  # at least one poll finished (successfully or not)
+    last_success: float | None
+    last_error: str | None
+    poll_duration: float | None
+    poll_failures: int
+    targets: Mapping[TargetKey, TargetView] = field(default_factory=dict)
+    target_info: Mapping[tuple[str, str], TargetInfo] = field(default_factory=dict)
+    target_info_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequestView:
+    counts: Mapping[tuple[str, str, str], int]  # (instance_id, action, code)
+    durations: Mapping[str, tuple[tuple[int, ...], float, int]]  # action -> (buckets, sum, count)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    created: float
+    instances: Mapping[str, InstanceView]
+    api: ApiRequestView

@@ -1,0 +1,262 @@
+"""What the exporter remembers between polls and across restarts, and the SQLite file that keeps it.
+
+One row per IDaaS instance holds a JSON document with the counters, the ids of
+jobs already counted (still inside the re-read window), the in-progress jobs
+being followed, each target's latest job and the cursor. A poll replaces the row
+in one transaction, so a crash before the commit simply redoes the poll.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from exporter.api.models import COUNT_RESULTS, SynchronizationJob
+
+SCHEMA_VERSION = 1
+# Job durations range from seconds (incremental callbacks) to hours (full syncs).
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
+OBJECT_TYPES = ("user", "organizational_unit", "group", "group_member")
+ACTIONS = ("created", "updated", "binded", "deleted", "same", "pushed", "exported")
+TRIGGER_TYPES = ("auto", "manual")
+FINAL = ("success", "partial_success", "failed")
+
+
+class TargetKey(NamedTuple):
+    target_type: str
+    target_id: str
+    direction: str
+
+
+@dataclass(slots=True)
+class LastJob:
+    job_id: str
+    status: str
+    start: float
+    end: float | None
+    objects: dict[tuple[str, str, str], int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "start": self.start,
+            "end": self.end,
+            "objects": [[*k, v] for k, v in self.objects.items()],
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> LastJob:
+        return cls(
+            raw["job_id"], raw["status"], raw["start"], raw["end"], {(o, a, r): v for o, a, r, v in raw["objects"]}
+        )
+
+
+def job_objects(job: SynchronizationJob) -> dict[tuple[str, str, str], int]:
+    """(object_type, action, result) -> count; ``total`` is left out, it is the sum."""
+    objects: dict[tuple[str, str, str], int] = {}
+    for object_type, per_action in job.statistics.items():
+        for action, counts in per_action.items():
+            for result in COUNT_RESULTS:
+                objects[(object_type, action, result)] = getattr(counts, result)
+    return objects
+
+
+@dataclass(slots=True)
+class TargetTally:
+    """Everything exported for one target (type, id, direction)."""
+
+    jobs: dict[tuple[str, str], int] = field(default_factory=dict)  # (trigger_type, status)
+    objects: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    duration_buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    duration_sum: float = 0.0
+    duration_count: int = 0
+    last_job: LastJob | None = None
+    last_success_end: float | None = None
+
+    def count(self, job: SynchronizationJob) -> None:
+        key = (job.trigger_type, job.status)
+        self.jobs[key] = self.jobs.get(key, 0) + 1
+        for object_key, value in job_objects(job).items():
+            self.objects[object_key] = self.objects.get(object_key, 0) + value
+        if job.error_code:
+            self.errors[job.error_code] = self.errors.get(job.error_code, 0) + 1
+        duration = job.duration_seconds
+        if duration is not None:
+            index = next((i for i, bound in enumerate(DURATION_BUCKETS) if duration <= bound), len(DURATION_BUCKETS))
+            self.duration_buckets[index] += 1
+            self.duration_sum += duration
+            self.duration_count += 1
+
+    def observe_latest(self, job: SynchronizationJob) -> None:
+        """Keep the newest finished job (by start, then end time) and the newest success."""
+        current = self.last_job
+        candidate = (job.start_time, job.end_time or 0.0, job.job_id)
+        if current is None or candidate >= (current.start, current.end or 0.0, current.job_id):
+            self.last_job = LastJob(job.job_id, job.status, job.start_time, job.end_time, job_objects(job))
+        if (
+            job.status == "success"
+            and job.end_time is not None
+            and (self.last_success_end is None or job.end_time > self.last_success_end)
+        ):
+            self.last_success_end = job.end_time
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "jobs": [[*k, v] for k, v in self.jobs.items()],
+            "objects": [[*k, v] for k, v in self.objects.items()],
+            "errors": self.errors,
+            "duration_buckets": self.duration_buckets,
+            "duration_sum": self.duration_sum,
+            "duration_count": self.duration_count,
+            "last_job": self.last_job.to_json() if self.last_job else None,
+            "last_success_end": self.last_success_end,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TargetTally:
+        return cls(
+            jobs={(t, s): v for t, s, v in raw["jobs"]},
+            objects={(o, a, r): v for o, a, r, v in raw["objects"]},
+            errors=dict(raw["errors"]),
+            duration_buckets=list(raw["duration_buckets"]),
+            duration_sum=float(raw["duration_sum"]),
+            duration_count=int(raw["duration_count"]),
+            last_job=LastJob.from_json(raw["last_job"]) if raw["last_job"] else None,
+            last_success_end=raw["last_success_end"],
+        )
+
+
+@dataclass(slots=True)
+class TrackedJob:
+    """A job seen pending/running, followed until the API reports it final."""
+
+    target: TargetKey
+    status: str
+    start_ms: int
+
+
+@dataclass(slots=True)
+class InstanceState:
+    instance_id: str
+    # Latest job start time the API has shown us (API clock, ms). The next poll
+    # re-reads from cursor - overlap, so the cost follows new jobs, not the window.
+    cursor_ms: int | None = None
+    targets: dict[TargetKey, TargetTally] = field(default_factory=dict)
+    counted: dict[str, int] = field(default_factory=dict)  # job id -> start ms
+    tracked: dict[str, TrackedJob] = field(default_factory=dict)
+
+    @property
+    def is_cold(self) -> bool:
+        return self.cursor_ms is None
+
+    @property
+    def watermark_ms(self) -> int | None:
+        """Every job that started before this is final and counted."""
+        if self.cursor_ms is None:
+            return None
+        oldest = min((t.start_ms for t in self.tracked.values()), default=self.cursor_ms)
+        return min(self.cursor_ms, oldest)
+
+    def clone(self) -> InstanceState:
+        return copy.deepcopy(self)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "cursor_ms": self.cursor_ms,
+                "targets": [[*k, v.to_json()] for k, v in self.targets.items()],
+                "counted": self.counted,
+                "tracked": [[job_id, *t.target, t.status, t.start_ms] for job_id, t in self.tracked.items()],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, instance_id: str, text: str) -> InstanceState:
+        raw = json.loads(text)
+        return cls(
+            instance_id=instance_id,
+            cursor_ms=raw["cursor_ms"],
+            targets={TargetKey(t, i, d): TargetTally.from_json(v) for t, i, d, v in raw["targets"]},
+            counted={str(k): int(v) for k, v in raw["counted"].items()},
+            tracked={
+                job_id: TrackedJob(TargetKey(t, i, d), status, int(start))
+                for job_id, t, i, d, status, start in raw["tracked"]
+            },
+        )
+
+
+class StateError(Exception):
+    """The state file cannot be used; the message says why and what to do."""
+
+
+class StateStore:
+    """SQLite-backed; ``path=None`` keeps state in memory only (lost on restart)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        target = path or ":memory:"
+        if path:
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(f"cannot create the state directory for {path}: {exc.strerror}") from None
+        try:
+            self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"state file {path} is not usable ({exc}); move it aside to start from a cold start"
+            ) from None
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS instance_state (instance_id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+            )
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise StateError(
+                f"state file {self.path} has schema version {version}, this exporter reads {SCHEMA_VERSION}; "
+                "move the file aside (counting restarts cold) or run a matching exporter version"
+            )
+
+    def load(self, instance_id: str) -> InstanceState:
+        row = self._db.execute("SELECT doc FROM instance_state WHERE instance_id = ?", (instance_id,)).fetchone()
+        if row is None:
+            return InstanceState(instance_id)
+        try:
+            return InstanceState.from_json(instance_id, row[0])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(
+                f"state for instance {instance_id} in {self.path} is corrupt ({type(exc).__name__}); "
+                "move the file aside to start from a cold start"
+            ) from None
+
+    def save(self, state: InstanceState) -> None:
+        """Replace the instance's state atomically."""
+        doc = state.to_json()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO instance_state (instance_id, doc) VALUES (?, ?) "
+                "ON CONFLICT(instance_id) DO UPDATE SET doc = excluded.doc",
+                (state.instance_id, doc),
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StateError(f"cannot write state to {self.path or 'memory'}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,236 @@
+"""Exactly-once counting against the simulator's ground truth."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from exporter.api.client import ClientOptions, EiamClient
+from exporter.api.credentials import StaticCredentialsProvider
+from exporter.api.endpoint import resolve_endpoint
+from exporter.poller import InstancePoller, PollOptions
+from exporter.simulator.clock import ManualClock
+from exporter.simulator.server import RunningSimulator
+from exporter.simulator.world import JobPlan, World
+from exporter.state import InstanceState, StateError, StateStore, TargetKey
+from tests.conftest import AK_ID, AK_SECRET, instance_id_of
+
+pytestmark = pytest.mark.asyncio
+OPTIONS = PollOptions(lookback_seconds=86400, overlap_seconds=120)
+
+
+@pytest.fixture
+async def client(simulator: RunningSimulator) -> AsyncIterator[EiamClient]:
+    api = EiamClient(
+        endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
+        credentials=StaticCredentialsProvider(AK_ID, SecretStr(AK_SECRET)),
+        options=ClientOptions(requests_per_second=10_000, burst=10_000),
+    )
+    yield api
+    await api.aclose()
+
+
+def final_ids(world: World, at_ms: int) -> dict[str, JobPlan]:
+    return {plan.job_id: plan for plan in world.finished_jobs(at_ms)}
+
+
+def expected_jobs(world: World, baseline: set[str], at_ms: int) -> Counter[tuple[str, str, str]]:
+    """Jobs final at ``at_ms`` that were not final at the cold start: (target_id, trigger, status)."""
+    return Counter(
+        (plan.target_id, plan.trigger_type, plan.final_status)
+        for job_id, plan in final_ids(world, at_ms).items()
+        if job_id not in baseline
+    )
+
+
+def counted_jobs(state: InstanceState) -> Counter[tuple[str, str, str]]:
+    result: Counter[tuple[str, str, str]] = Counter()
+    for key, tally in state.targets.items():
+        for (trigger, status), value in tally.jobs.items():
+            if value:
+                result[(key.target_id, trigger, status)] += value
+    return result
+
+
+def make_poller(world: World, client: EiamClient, store: StateStore, clock: ManualClock) -> InstancePoller:
+    return InstancePoller(instance_id_of(world), client, store, OPTIONS, clock=clock)
+
+
+async def test_cold_start_sets_gauges_but_counts_nothing(world: World, client: EiamClient, clock: ManualClock) -> None:
+    store = StateStore(None)
+    poller = make_poller(world, client, store, clock)
+    result = await poller.poll()
+    assert result.cold and result.jobs_counted == 0
+    state = poller.state
+    assert sum(counted_jobs(state).values()) == 0
+    targets = {key.target_id for key in state.targets}
+    assert targets == {plan.target_id for plan in world.visible_jobs(instance_id_of(world), world.now_ms())}
+    with_last = [t for t in state.targets.values() if t.last_job is not None]
+    assert len(with_last) == len(state.targets)
+    stuck = [t for t in state.tracked.values() if t.status == "running"]
+    assert stuck, "the scenario's long-running job is followed"
+    assert state.watermark_ms is not None and state.watermark_ms <= min(t.start_ms for t in stuck)
+
+
+async def test_counts_exactly_once_across_polls_restarts_and_downtime(
+    world: World, client: EiamClient, clock: ManualClock, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "state.sqlite3")
+    store = StateStore(path)
+    poller = make_poller(world, client, store, clock)
+    await poller.poll()
+    baseline = set(final_ids(world, world.now_ms()))
+
+    for _ in range(30):  # 30 polls, one simulated minute apart
+        clock.advance(60)
+        await poller.poll()
+    await poller.poll()  # the same moment again changes nothing
+    assert counted_jobs(poller.state) == expected_jobs(world, baseline, world.now_ms())
+    assert sum(counted_jobs(poller.state).values()) >= 10
+
+    # Restart: a new poller and store on the same file continue without double counting.
+    store.close()
+    store = StateStore(path)
+    poller = make_poller(world, client, store, clock)
+    await poller.poll()
+    assert counted_jobs(poller.state) == expected_jobs(world, baseline, world.now_ms())
+
+    # Three hours of downtime: jobs that started and finished meanwhile are all counted on return.
+    store.close()
+    clock.advance(3 * 3600)
+    store = StateStore(path)
+    poller = make_poller(world, client, store, clock)
+    await poller.poll()
+    assert counted_jobs(poller.state) == expected_jobs(world, baseline, world.now_ms())
+    store.close()
+
+
+async def test_object_counters_match_ground_truth(world: World, client: EiamClient, clock: ManualClock) -> None:
+    poller = make_poller(world, client, StateStore(None), clock)
+    await poller.poll()
+    baseline = set(final_ids(world, world.now_ms()))
+    for _ in range(10):
+        clock.advance(300)
+        await poller.poll()
+    truth: Counter[tuple[str, str, str, str]] = Counter()
+    for job_id, plan in final_ids(world, world.now_ms()).items():
+        if job_id in baseline:
+            continue
+        for object_type, per_action in plan.statistics.items():
+            for action, counts in per_action.items():
+                for result in ("Success", "Failed", "Skipped"):
+                    truth[(plan.target_id, object_type, action, result)] += counts[result]
+    exported: Counter[tuple[str, str, str, str]] = Counter()
+    from exporter.api.models import snake_case
+
+    for key, tally in poller.state.targets.items():
+        for (object_type, action, result), value in tally.objects.items():
+            exported[(key.target_id, object_type, action, result)] += value
+    normalised = Counter({(t, snake_case(o), snake_case(a), r.lower()): v for (t, o, a, r), v in truth.items()})
+    assert +exported == +normalised
+
+
+class FailingStore(StateStore):
+    def __init__(self, fail_times: int) -> None:
+        super().__init__(None)
+        self.fail_times = fail_times
+
+    def save(self, state: InstanceState) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise StateError("disk full (simulated)")
+        super().save(state)
+
+
+async def test_crash_between_fetch_and_commit_redoes_the_poll(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    store = FailingStore(fail_times=0)
+    poller = make_poller(world, client, store, clock)
+    await poller.poll()
+    baseline = set(final_ids(world, world.now_ms()))
+    clock.advance(1800)
+    store.fail_times = 1
+    with pytest.raises(StateError):
+        await poller.poll()
+    assert sum(counted_jobs(poller.state).values()) == 0  # nothing half-applied
+    await poller.poll()
+    await poller.poll()
+    assert counted_jobs(poller.state) == expected_jobs(world, baseline, world.now_ms())
+
+
+async def test_memory_is_bounded_by_the_window_not_uptime(
+    world: World, client: EiamClient, clock: ManualClock, sim_app: object
+) -> None:
+    poller = make_poller(world, client, StateStore(None), clock)
+    await poller.poll()
+    sizes = []
+    for _ in range(48):  # two simulated days, one poll every simulated hour
+        clock.advance(3600)
+        await poller.poll()
+        sizes.append(len(poller.state.counted))
+    # Only ids inside the re-read window are remembered: a handful, not thousands.
+    assert max(sizes[-24:]) < 40
+    assert poller.state.cursor_ms is not None
+    assert poller.state.cursor_ms > (clock() - 3600) * 1000
+
+
+async def test_api_calls_follow_new_jobs_not_the_window(
+    world: World, client: EiamClient, clock: ManualClock, sim_app: object
+) -> None:
+    poller = make_poller(world, client, StateStore(None), clock)
+    cold = await poller.poll()
+    assert cold.api_calls >= 7  # the whole lookback window once
+    instance = instance_id_of(world)
+    for _ in range(5):
+        before = {p.job_id: p.status_at(world.now_ms()) for p in world.visible_jobs(instance, world.now_ms())}
+        clock.advance(600)
+        now_ms = world.now_ms()
+        changed = sum(1 for p in world.visible_jobs(instance, now_ms) if before.get(p.job_id) != p.status_at(now_ms))
+        result = await poller.poll()
+        # +1 for the running-jobs listing that follows the long-running job behind the window,
+        # plus one read per followed job that finished behind it (each is a changed job)
+        assert result.fetched_individually <= changed
+        assert result.api_calls <= math.ceil(max(changed, 1) / 100) + 1 + result.fetched_individually
+
+
+async def test_a_job_injected_as_failed_is_counted_once(world: World, client: EiamClient, clock: ManualClock) -> None:
+    instance = instance_id_of(world)
+    poller = make_poller(world, client, StateStore(None), clock)
+    await poller.poll()
+    idp = world.instances[instance].providers[2].identity_provider_id
+    plan = JobPlan(
+        job_id=world.new_job_id(instance, "injected"),
+        instance_id=instance,
+        target_type="identity_provider",
+        target_id=idp,
+        direction="ingress",
+        trigger_type="manual",
+        start_ms=world.now_ms() + 1000,
+        pending_ms=1000,
+        running_ms=5000,
+        final_status="failed",
+        statistics={"User": {"Created": {"Total": 3, "Success": 1, "Failed": 2, "Skipped": 0}}},
+        error_code="IdentityProvider.ConnectionFailed",
+        error_message="boom",
+    )
+    world.add_job(plan)
+    key = TargetKey("identity_provider", idp, "ingress")
+    before = dict(poller.state.targets[key].jobs)
+    for _ in range(3):
+        clock.advance(4)
+        await poller.poll()
+    tally = poller.state.targets[key]
+    assert tally.jobs.get(("manual", "failed"), 0) == before.get(("manual", "failed"), 0) + 1
+    assert tally.errors["IdentityProvider.ConnectionFailed"] >= 1
+    assert tally.last_job is not None and tally.last_job.job_id == plan.job_id
+    assert tally.last_job.objects[("user", "created", "failed")] == 2
+
+
+def _unused(_: Callable[..., object]) -> None:
+    return None
