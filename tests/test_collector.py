@@ -1,0 +1,143 @@
+"""The exposition: exact values from the API document's example, a golden file, and invariants."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import MappingProxyType
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.api.models import parse_job
+from exporter.collector import ExpositionCache, render
+from exporter.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
+from exporter.state import TargetKey, TargetTally
+from tests.test_models import document_example
+
+GOLDEN = Path(__file__).parent / "golden" / "seed_example.prom"
+INSTANCE = "idaas_ue2jvisn35ea5lmthk267xxxxx"
+
+
+def seed_snapshot(version: int = 1) -> Snapshot:
+    job = parse_job(document_example()["SynchronizationJobs"][0], "job", "ListSynchronizationJobs")
+    tally = TargetTally()
+    tally.count(job)
+    tally.observe_latest(job)
+    key = TargetKey(job.target_type, job.target_id, job.direction)
+    view = InstanceView(
+        instance_id=INSTANCE,
+        up=True,
+        polled=True,
+        last_success=1700000000.0,
+        last_error=None,
+        poll_duration=0.25,
+        poll_failures=0,
+        targets=MappingProxyType({key: TargetView.of(tally, {"running": 1}, 1649830000.0)}),
+        target_info=MappingProxyType(
+            {("identity_provider", job.target_id): TargetInfo('DingTalk "HQ"\n', "alibaba:dingtalk:pull")}
+        ),
+    )
+    api = ApiRequestView(
+        counts=MappingProxyType(
+            {
+                (INSTANCE, "ListSynchronizationJobs", "OK"): 3,
+                (INSTANCE, "ListSynchronizationJobs", "Throttling.User"): 1,
+            }
+        ),
+        durations=MappingProxyType({"ListSynchronizationJobs": ((1, 2, 1, 0, 0, 0, 0, 0, 0, 0), 0.4, 4)}),
+    )
+    return Snapshot(version, 1700000000.0, MappingProxyType({INSTANCE: view}), api)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    result = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            result[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return result
+
+
+def labels(**extra: str) -> frozenset[tuple[str, str]]:
+    base = {
+        "instance_id": INSTANCE,
+        "target_type": "identity_provider",
+        "target_id": "idp_my664lwkhpicbyzirog3xxxxx",
+        "direction": "ingress",
+    }
+    return frozenset({**base, **extra}.items())
+
+
+def test_document_example_becomes_exact_metric_values() -> None:
+    got = samples(render(seed_snapshot()).decode())
+    assert got[("idaas_sync_jobs_total", labels(trigger_type="auto", status="success"))] == 1
+    assert got[("idaas_sync_jobs_total", labels(trigger_type="manual", status="failed"))] == 0
+    assert got[("idaas_sync_objects_total", labels(object_type="user", action="exported", result="failed"))] == 2
+    assert got[("idaas_sync_objects_total", labels(object_type="user", action="exported", result="skipped"))] == 1
+    assert got[("idaas_sync_objects_total", labels(object_type="group", action="exported", result="success"))] == 0
+    assert got[("idaas_sync_objects_total", labels(object_type="group_member", action="binded", result="success"))] == 1
+    assert got[("idaas_sync_job_errors_total", labels(error_code="MissingParameter.Username"))] == 1
+    assert got[("idaas_sync_last_job_status", labels(status="success"))] == 1
+    assert got[("idaas_sync_last_job_status", labels(status="failed"))] == 0
+    assert (
+        got[
+            (
+                "idaas_sync_last_job_objects",
+                labels(object_type="organizational_unit", action="deleted", result="failed"),
+            )
+        ]
+        == 1
+    )
+    assert got[("idaas_sync_last_job_start_timestamp_seconds", labels())] == 1649830226.0
+    assert got[("idaas_sync_last_success_timestamp_seconds", labels())] == 1649830226.0
+    assert got[("idaas_sync_job_duration_seconds_bucket", labels(le="1.0"))] == 1  # EndTime == StartTime
+    assert got[("idaas_sync_jobs_in_progress", labels(status="running"))] == 1
+    assert got[("idaas_sync_jobs_in_progress", labels(status="pending"))] == 0
+    assert (
+        got[
+            (
+                "idaas_exporter_api_requests_total",
+                frozenset(
+                    {"instance_id": INSTANCE, "action": "ListSynchronizationJobs", "code": "Throttling.User"}.items()
+                ),
+            )
+        ]
+        == 1
+    )
+    # no "total" result: it is the sum of the others
+    assert not any(dict(k[1]).get("result") == "total" for k in got)
+
+
+def test_golden_exposition() -> None:
+    text = render(seed_snapshot()).decode()
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert text == GOLDEN.read_text(encoding="utf-8"), "run with UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_label_values_are_escaped_and_no_sample_has_a_timestamp() -> None:
+    text = render(seed_snapshot()).decode()
+    assert 'target_name="DingTalk \\"HQ\\"\\n"' in text
+    for family in text_string_to_metric_families(text):
+        assert all(sample.timestamp is None for sample in family.samples)
+
+
+def test_openmetrics_rendering_parses() -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+    text = render(seed_snapshot(), openmetrics=True).decode()
+    assert text.endswith("# EOF\n")
+    names = {family.name for family in parse_om(text)}
+    assert {"idaas_sync_jobs", "idaas_up", "idaas_sync_job_duration_seconds"} <= names
+
+
+def test_rendering_happens_once_per_snapshot() -> None:
+    cache = ExpositionCache()
+    first = seed_snapshot(1)
+    for _ in range(5):
+        cache.get(first, openmetrics=False, gzipped=False)
+        cache.get(first, openmetrics=False, gzipped=True)
+    assert cache.renders == 1
+    cache.get(first, openmetrics=True, gzipped=False)
+    assert cache.renders == 2
+    cache.get(seed_snapshot(2), openmetrics=False, gzipped=True)
+    assert cache.renders == 3

@@ -1,0 +1,100 @@
+"""The HTTP endpoints over a real exporter polling the simulator."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from exporter.api.client import ClientOptions, EiamClient
+from exporter.api.credentials import StaticCredentialsProvider
+from exporter.api.endpoint import resolve_endpoint
+from exporter.http import build_app, wants_gzip
+from exporter.poller import InstancePoller, PollOptions
+from exporter.service import ApiStats, Exporter
+from exporter.simulator.clock import ManualClock
+from exporter.simulator.server import RunningSimulator, SimulatorApp
+from exporter.simulator.world import World
+from exporter.state import StateStore
+from tests.conftest import AK_ID, AK_SECRET, instance_id_of
+
+
+@pytest.fixture
+async def exporter(simulator: RunningSimulator, world: World, clock: ManualClock) -> AsyncIterator[Exporter]:
+    stats = ApiStats()
+    client = EiamClient(
+        endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
+        credentials=StaticCredentialsProvider(AK_ID, SecretStr(AK_SECRET)),
+        options=ClientOptions(requests_per_second=1000, burst=1000, max_attempts=1),
+        observer=stats.observe,
+    )
+    instance = instance_id_of(world)
+    store = StateStore(None)
+    poller = InstancePoller(instance, client, store, PollOptions(), clock=clock)
+    yield Exporter(client=client, store=store, pollers={instance: poller}, api_stats=stats, clock=clock)
+    await client.aclose()
+
+
+@pytest.fixture
+async def http(exporter: Exporter, clock: ManualClock) -> AsyncIterator[TestClient[object, object]]:
+    client: TestClient[object, object] = TestClient(TestServer(build_app(exporter, poll_interval=60, clock=clock)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+async def test_readyz_follows_poll_health(
+    http: TestClient[object, object], exporter: Exporter, sim_app: SimulatorApp, world: World, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    assert (await http.get("/readyz")).status == 503  # before the first poll
+    await exporter.poll(instance)
+    assert (await http.get("/readyz")).status == 200
+    sim_app.faults.server_error_rate = 1.0
+    clock.advance(600)
+    await exporter.poll(instance)  # fails: the API answers 5xx
+    response = await http.get("/readyz")
+    assert response.status == 503
+    assert "last successful poll" in await response.text()
+    metrics = await (await http.get("/metrics")).text()
+    assert f'idaas_up{{instance_id="{instance}"}} 0.0' in metrics
+    assert f'idaas_exporter_poll_failures_total{{instance_id="{instance}"}} 1.0' in metrics
+    assert "ServiceUnavailable" in metrics or "InternalError" in metrics
+    assert (await http.get("/healthz")).status == 200  # the process is alive all the same
+
+
+async def test_metrics_negotiates_format_and_gzip(
+    http: TestClient[object, object], exporter: Exporter, world: World
+) -> None:
+    await exporter.poll(instance_id_of(world))
+    plain = await http.get("/metrics")
+    assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await plain.text()
+    assert "idaas_sync_jobs_total" in text and "idaas_exporter_build_info" in text
+    om = await http.get("/metrics", headers={"Accept": "application/openmetrics-text;version=1.0.0"})
+    assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert (await om.text()).endswith("# EOF\n")
+    zipped = await http.get("/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await zipped.read()).decode() == text
+
+
+async def test_landing_page_lists_instances_and_targets(
+    http: TestClient[object, object], exporter: Exporter, world: World
+) -> None:
+    instance = instance_id_of(world)
+    await exporter.refresh_targets(instance)
+    await exporter.poll(instance)
+    page = await (await http.get("/")).text()
+    assert instance in page and "/metrics" in page
+    assert "DingTalk" in page and "HR Portal" in page
+
+
+def test_gzip_negotiation() -> None:
+    assert wants_gzip("gzip, deflate")
+    assert wants_gzip("br;q=1.0, gzip;q=0.8")
+    assert not wants_gzip("gzip;q=0")
+    assert not wants_gzip("identity")
