@@ -48,9 +48,24 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 def demo_exporter(port: int, *extra: str, poll_interval: float = 2, speed: float = 300) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--demo", "--demo-speed", str(speed),
-         "--listen-address", f"127.0.0.1:{port}", "--poll-interval-seconds", str(poll_interval), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--demo",
+            "--demo-speed",
+            str(speed),
+            "--listen-address",
+            f"127.0.0.1:{port}",
+            "--poll-interval-seconds",
+            str(poll_interval),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -71,9 +86,15 @@ def prometheus(tmp: Path, config: str, port: int) -> Iterator[str]:
     (tmp / "prometheus.yml").write_text(config, encoding="utf-8")
     log = (tmp / "prometheus.log").open("w")
     process = subprocess.Popen(
-        [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60)

@@ -13,8 +13,9 @@ RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 def test_promtool_check_rules() -> None:
     promtool = require_binary("promtool")
     for rule_file in sorted(RULES.glob("*.yml")):
-        result = subprocess.run([promtool, "check", "rules", str(rule_file)], capture_output=True, text=True,
-                                check=False)
+        result = subprocess.run(
+            [promtool, "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "SUCCESS" in result.stdout
 
@@ -23,6 +24,5 @@ def test_promtool_rule_unit_tests() -> None:
     promtool = require_binary("promtool")
     tests = sorted((RULES / "tests").glob("*.test.yml"))
     assert tests
-    result = subprocess.run([promtool, "test", "rules", *map(str, tests)], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run([promtool, "test", "rules", *map(str, tests)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

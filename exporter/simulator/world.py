@@ -478,8 +478,18 @@ class World:
                     "of the inbound synchronization protection rule."
                 )
                 plans.append(blocked)
+                # Shortly after start, so a freshly started exporter counts a failure (cold starts
+                # count nothing that was already final) and every dashboard panel has data.
+                soon = self._anchor(rng, state, failing.identity_provider_id, now + 30, "failed", 60)
+                soon.error_code, soon.error_message = FAILURE_CODES[1]
+                plans.append(soon)
             if state.applications:
                 app = state.applications[0]
+                plans.append(
+                    self._anchor(
+                        rng, state, app.application_id, now + 45, "partial_success", 60, target_type="application"
+                    )
+                )
                 partial = self._anchor(
                     rng, state, app.application_id, now - 15 * 60, "partial_success", 200, target_type="application"
                 )
