@@ -83,6 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--demo-seed", type=int, default=1)
         _add_setting_flags(command)
 
+    pull = commands.add_parser(
+        "pull-config",
+        help="read or change an identity provider's inbound-sync configuration",
+        description="Get or set an identity provider's inbound-sync (UD pull) configuration. "
+        "Exit codes: 0 done, 1 API failure, 2 invalid input, 3 not confirmed.",
+    )
+    pull_commands = pull.add_subparsers(dest="pull_command", metavar="ACTION")
+    pull_commands.required = True
+    for action in ("get", "set"):
+        sub = pull_commands.add_parser(action, help=f"{action} the configuration")
+        sub.add_argument("--instance-id", required=True)
+        sub.add_argument("--identity-provider-id", required=True)
+        sub.add_argument("--config", help="YAML settings file (connection settings as for serve)")
+        for name in ("region_id", "endpoint", "access_key_id", "access_key_secret", "security_token", "log_level"):
+            sub.add_argument("--" + name.replace("_", "-"), dest=f"setting_{name}", default=None, metavar="VALUE")
+        if action == "get":
+            sub.add_argument("--output", choices=("yaml", "json"), default="yaml")
+        else:
+            sub.add_argument("--file", required=True, help="YAML in the API document's terms")
+            sub.add_argument("--dry-run", action="store_true", help="print the request parameters; send nothing")
+            sub.add_argument("--yes", action="store_true", help="apply without asking")
+
     sim = commands.add_parser(
         "simulate",
         help="run the built-in IDaaS API simulator",
@@ -116,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command in ("serve", "once"):
             return _exporter_command(args)
+        if args.command == "pull-config":
+            return _pull_config(args)
     except UsageError as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -170,6 +194,62 @@ def _exporter_command(args: argparse.Namespace) -> int:
     for error in errors:
         print(f"idaas-sync-exporter: error: poll failed: {error}", file=sys.stderr)
     return EXIT_RUNTIME if errors else EXIT_OK
+
+
+def _pull_config(args: argparse.Namespace) -> int:
+    from exporter import pullconfig_cli
+    from exporter.api.client import EiamClient
+    from exporter.api.endpoint import EndpointError, resolve_endpoint
+    from exporter.runtime import credentials_from
+    from exporter.settings import SettingsError, load_settings
+
+    overrides = {
+        key.removeprefix("setting_"): value
+        for key, value in vars(args).items()
+        if key.startswith("setting_") and value is not None
+    }
+    overrides["state_path"] = ""
+    try:
+        settings = load_settings(args.config, overrides)
+        endpoint = resolve_endpoint(settings.region_id, settings.endpoint)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"idaas-sync-exporter: invalid setting: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except EndpointError as exc:
+        print(f"idaas-sync-exporter: invalid setting: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> int:
+        if args.pull_command == "set" and args.dry_run:
+            return await pullconfig_cli.set_(
+                None,
+                args.instance_id,
+                args.identity_provider_id,
+                args.file,
+                dry_run=True,
+                yes=args.yes,
+                stdin=sys.stdin,
+                out=sys.stdout,
+            )
+        async with EiamClient(endpoint=endpoint, credentials=credentials_from(settings)) as client:
+            if args.pull_command == "get":
+                return await pullconfig_cli.get(
+                    client, args.instance_id, args.identity_provider_id, args.output, sys.stdout
+                )
+            return await pullconfig_cli.set_(
+                client,
+                args.instance_id,
+                args.identity_provider_id,
+                args.file,
+                dry_run=False,
+                yes=args.yes,
+                stdin=sys.stdin,
+                out=sys.stdout,
+            )
+
+    return asyncio.run(run())
 
 
 def _rate(name: str, value: float) -> float:

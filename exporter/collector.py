@@ -164,6 +164,7 @@ class SnapshotCollector(Collector):
                     in_progress.add_metric([*labels, status], target.in_progress.get(status, 0))
                 if target.oldest_in_progress_start is not None:
                     oldest.add_metric(labels, target.oldest_in_progress_start)
+        yield from self._pull_config()
         yield from (jobs, objects, errors, duration, last_objects, last_status, last_start, last_end, last_success)
         yield from (in_progress, oldest, info, up, last_poll, poll_duration, poll_failures)
 
@@ -189,6 +190,40 @@ class SnapshotCollector(Collector):
         build = GaugeMetricFamily("idaas_exporter_build_info", "Exporter version; always 1.", labels=["version"])
         build.add_metric([__version__], 1.0)
         yield from (requests, request_duration, build)
+
+    def _pull_config(self) -> Iterator[Metric]:
+        refreshed = "Read with GetIdentityProviderUdPullConfiguration every target refresh interval."
+        threshold = GaugeMetricFamily(
+            "idaas_sync_pull_deletion_threshold",
+            f"Deletion protection threshold of an identity provider's inbound sync. {refreshed}",
+            labels=["instance_id", "target_id", "object_type"],
+        )
+        feature = GaugeMetricFamily(
+            "idaas_sync_pull_feature_enabled",
+            f"1 when an inbound-sync feature is enabled, else 0. {refreshed}",
+            labels=["instance_id", "target_id", "feature"],
+        )
+        interval = GaugeMetricFamily(
+            "idaas_sync_pull_schedule_max_interval_seconds",
+            f"Longest gap between two scheduled inbound syncs; absent when periodic sync is off. {refreshed}",
+            labels=["instance_id", "target_id"],
+        )
+        failures = CounterMetricFamily(
+            "idaas_exporter_pull_config_failures",
+            "Inbound-sync configurations that could not be read (skipped), by error code.",
+            labels=["instance_id", "code"],
+        )
+        for instance_id, view in self._snapshot.instances.items():
+            for idp_id, config in sorted(view.pull_configs.items()):
+                for object_type, value in sorted(config.thresholds.items()):
+                    threshold.add_metric([instance_id, idp_id, object_type], value)
+                for name, enabled in sorted(config.features.items()):
+                    feature.add_metric([instance_id, idp_id, name], 1.0 if enabled else 0.0)
+                if config.max_interval_seconds is not None:
+                    interval.add_metric([instance_id, idp_id], config.max_interval_seconds)
+            for code, count in sorted(view.pull_config_failures.items()):
+                failures.add_metric([instance_id, code], count)
+        yield from (threshold, feature, interval, failures)
 
 
 def _fmt(bound: float) -> str:

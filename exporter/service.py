@@ -13,12 +13,43 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.api.client import EiamClient
 from exporter.api.errors import EiamError
+from exporter.api.models import UdPullConfiguration
 from exporter.collector import API_DURATION_BUCKETS
 from exporter.poller import InstancePoller, PollResult
-from exporter.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
+from exporter.pullconfig import max_interval_seconds
+from exporter.snapshot import ApiRequestView, InstanceView, PullConfigView, Snapshot, TargetInfo, TargetView
 from exporter.state import StateError, StateStore
 
 log = logging.getLogger(__name__)
+
+
+def pull_config_view(config: UdPullConfiguration, *, now: float) -> PullConfigView:
+    rule = config.pull_protected_rule
+    thresholds: dict[str, int] = {}
+    if rule is not None:
+        for object_type, value in (
+            ("user", rule.user_deleted_threshold),
+            ("organizational_unit", rule.organizational_unit_deleted_threshold),
+            ("group", rule.group_deleted_threshold),
+        ):
+            if value is not None:
+                thresholds[object_type] = value
+    periodic_on = config.periodic_sync_status == "enabled"
+    periodic = config.periodic_sync_config
+    interval = None
+    if periodic_on and periodic is not None:
+        interval = max_interval_seconds(periodic.model_dump(by_alias=True, exclude_none=True), now=now)
+    return PullConfigView(
+        thresholds=MappingProxyType(thresholds),
+        features=MappingProxyType(
+            {
+                "incremental_callback": config.incremental_callback_status == "enabled",
+                "periodic_sync": periodic_on,
+                "group_sync": config.group_sync_status == "enabled",
+            }
+        ),
+        max_interval_seconds=interval,
+    )
 
 
 class ApiStats:
@@ -55,6 +86,8 @@ class InstanceHealth:
     poll_failures: int = 0
     target_info: dict[tuple[str, str], TargetInfo] = field(default_factory=dict)
     target_info_failures: int = 0
+    pull_configs: dict[str, PullConfigView] = field(default_factory=dict)
+    pull_config_failures: dict[str, int] = field(default_factory=dict)
 
 
 class Exporter:
@@ -119,11 +152,14 @@ class Exporter:
         """List identity providers and applications for ``idaas_sync_target_info``."""
         health = self.health[instance_id]
         info: dict[tuple[str, str], TargetInfo] = {}
+        inbound: list[str] = []
         try:
             async for idp in self.client.list_identity_providers(instance_id):
                 info[("identity_provider", idp.identity_provider_id)] = TargetInfo(
                     idp.identity_provider_name or idp.identity_provider_id, idp.provider_kind
                 )
+                if idp.ud_pull_status != "disabled":
+                    inbound.append(idp.identity_provider_id)
             async for app in self.client.list_applications(instance_id):
                 info[("application", app.application_id)] = TargetInfo(
                     app.application_name or app.application_id, "application"
@@ -136,7 +172,28 @@ class Exporter:
             )
             return
         health.target_info = info
+        await self._refresh_pull_configs(instance_id, inbound)
         self.publish()
+
+    async def _refresh_pull_configs(self, instance_id: str, identity_provider_ids: list[str]) -> None:
+        """Read each inbound identity provider's configuration; one that cannot be read is counted and skipped."""
+        health = self.health[instance_id]
+        configs: dict[str, PullConfigView] = {}
+        for idp_id in identity_provider_ids:
+            try:
+                config = await self.client.get_ud_pull_configuration(instance_id, idp_id)
+                configs[idp_id] = pull_config_view(config, now=self._clock())
+            except (EiamError, ValueError) as exc:
+                code = exc.metric_code if isinstance(exc, EiamError) else "InvalidSchedule"
+                health.pull_config_failures[code] = health.pull_config_failures.get(code, 0) + 1
+                log.warning(
+                    "inbound-sync configuration not readable; skipped",
+                    extra={"instance_id": instance_id, "identity_provider_id": idp_id, "error": str(exc)},
+                )
+                previous = health.pull_configs.get(idp_id)
+                if previous is not None:
+                    configs[idp_id] = previous
+        health.pull_configs = configs
 
     def publish(self) -> None:
         self.snapshot = self._build()
@@ -169,6 +226,8 @@ class Exporter:
                 targets=MappingProxyType(targets),
                 target_info=MappingProxyType(dict(health.target_info)),
                 target_info_failures=health.target_info_failures,
+                pull_configs=MappingProxyType(dict(health.pull_configs)),
+                pull_config_failures=MappingProxyType(dict(health.pull_config_failures)),
             )
         return Snapshot(self._version, self._clock(), MappingProxyType(instances), self.api_stats.view())
 

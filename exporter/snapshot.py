@@ -53,6 +53,15 @@ class TargetInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PullConfigView:
+    """What an identity provider's inbound-sync configuration says, as exported."""
+
+    thresholds: Mapping[str, int]  # object type -> deletion threshold
+    features: Mapping[str, bool]  # incremental_callback, periodic_sync, group_sync
+    max_interval_seconds: float | None  # None when periodic sync is off
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceView:
     instance_id: str
     up: bool
@@ -64,6 +73,8 @@ class InstanceView:
     targets: Mapping[TargetKey, TargetView] = field(default_factory=dict)
     target_info: Mapping[tuple[str, str], TargetInfo] = field(default_factory=dict)
     target_info_failures: int = 0
+    pull_configs: Mapping[str, PullConfigView] = field(default_factory=dict)
+    pull_config_failures: Mapping[str, int] = field(default_factory=dict)  # error code -> count
 
 
 @dataclass(frozen=True, slots=True)

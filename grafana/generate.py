@@ -149,6 +149,22 @@ def build() -> dict[str, Any]:
     )
     board = board.with_panel(
         series(
+            "Latest deletions / protection threshold",
+            query(
+                "max without (action, result, target_type, direction) (idaas_sync_last_job_objects{"
+                'instance_id=~"$instance",target_id=~"$target",target_type="identity_provider",action="deleted",'
+                'result="success"}) / on (instance_id, target_id, object_type) '
+                "(idaas_sync_pull_deletion_threshold > 0)",
+                "{{target_id}} {{object_type}}",
+            ),
+            unit="percentunit",
+            span=24,
+            description="Share of each identity provider's deletion protection threshold used by its latest job; "
+            "IDaaSSyncDeletionNearThreshold fires at 80%.",
+        )
+    )
+    board = board.with_panel(
+        series(
             "Failures by error code",
             query(
                 f"sum by (error_code) (increase(idaas_sync_job_errors_total{{{SEL}}}[$__rate_interval]))",

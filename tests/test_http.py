@@ -98,3 +98,37 @@ def test_gzip_negotiation() -> None:
     assert wants_gzip("br;q=1.0, gzip;q=0.8")
     assert not wants_gzip("gzip;q=0")
     assert not wants_gzip("identity")
+
+
+async def test_pull_configuration_metrics_and_unreadable_providers(
+    http: TestClient[object, object], exporter: Exporter, world: World
+) -> None:
+    instance = instance_id_of(world)
+    state = world.instances[instance]
+    inbound = [p for p in state.providers if p.pull_config is not None]
+    unreadable = inbound[-1].identity_provider_id
+    del state.pull_configs[unreadable]  # the API now refuses to return it
+    await exporter.refresh_targets(instance)
+    text = await (await http.get("/metrics")).text()
+    first = inbound[0]
+    threshold = state.pull_configs[first.identity_provider_id]["PullProtectedRule"]["UserDeletedThreshold"]
+    prefix = f'instance_id="{instance}",object_type="user",target_id="{first.identity_provider_id}"'
+    assert f"idaas_sync_pull_deletion_threshold{{{prefix}}} {float(threshold)}" in text
+    assert (
+        f'idaas_sync_pull_feature_enabled{{feature="periodic_sync",instance_id="{instance}",'
+        f'target_id="{first.identity_provider_id}"}} 1.0'
+    ) in text
+    # DingTalk syncs at 3, 9, 15 and 21 o'clock: the longest gap is 6 hours.
+    assert (
+        f'idaas_sync_pull_schedule_max_interval_seconds{{instance_id="{instance}",'
+        f'target_id="{first.identity_provider_id}"}} 21600.0'
+    ) in text
+    assert unreadable not in {
+        line.split('target_id="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("idaas_sync_pull_deletion_threshold{")
+    }
+    assert (
+        f'idaas_exporter_pull_config_failures_total{{code="OperationNotSupported.IdentityProvider",'
+        f'instance_id="{instance}"}} 1.0'
+    ) in text

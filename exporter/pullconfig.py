@@ -1,0 +1,229 @@
+"""Inbound-sync (UD pull) configuration: validation as the API document states, and schedule analysis.
+
+The file format of ``pull-config set`` is the API document's own terms::
+
+    IncrementalCallbackStatus: enabled
+    PeriodicSyncStatus: enabled
+    PeriodicSyncConfig:
+      PeriodicSyncType: cron
+      PeriodicSyncCron: "0 45 1 * * ?"
+    PullProtectedRule:
+      UserDeletedThreshold: 30
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from croniter import croniter
+
+# IDaaS evaluates schedules in China Standard Time.
+SCHEDULE_TZ = timezone(timedelta(hours=8))
+STATUS_VALUES = ("enabled", "disabled")
+SCHEMA: dict[str, Any] = {
+    "IncrementalCallbackStatus": "status",
+    "GroupSyncStatus": "status",
+    "PeriodicSyncStatus": "status",
+    "PeriodicSyncConfig": {
+        "PeriodicSyncType": "type",
+        "PeriodicSyncCron": "str",
+        "PeriodicSyncTimes": "hours",
+    },
+    "PullProtectedRule": {
+        "UserDeletedThreshold": "count",
+        "OrganizationalUnitDeletedThreshold": "count",
+        "GroupDeletedThreshold": "count",
+    },
+    "UdSyncScopeConfig": {"SourceScopes": "strings", "TargetScope": "str"},
+    "LdapUdPullConfig": {
+        "UserObjectClass": "str",
+        "UserObjectClassCustomFilter": "str",
+        "OrganizationUnitObjectClass": "str",
+        "GroupObjectClass": "str",
+        "GroupObjectClassCustomFilter": "str",
+        "GroupMemberAttributeName": "str",
+    },
+}
+THRESHOLD_OBJECT_TYPES = {
+    "UserDeletedThreshold": "user",
+    "OrganizationalUnitDeletedThreshold": "organizational_unit",
+    "GroupDeletedThreshold": "group",
+}
+
+
+class PullConfigError(ValueError):
+    """One or more problems with a configuration file; ``problems`` names each by its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def validate(config: Any) -> dict[str, Any]:
+    """Check ``config`` against the API document; returns a cleaned copy or raises :class:`PullConfigError`."""
+    if not isinstance(config, Mapping):
+        raise PullConfigError(["the file must be a mapping of the API's parameter names to values"])
+    problems: list[str] = []
+    cleaned = _walk(config, SCHEMA, "", problems)
+    if not config.get("IncrementalCallbackStatus"):
+        problems.append("IncrementalCallbackStatus: required (enabled or disabled)")
+    periodic = cleaned.get("PeriodicSyncConfig") or {}
+    kind = periodic.get("PeriodicSyncType")
+    if kind == "cron":
+        cron = periodic.get("PeriodicSyncCron")
+        if not cron:
+            problems.append("PeriodicSyncConfig.PeriodicSyncCron: required when PeriodicSyncType is cron")
+        else:
+            try:
+                quartz_to_croniter(cron)
+            except ValueError as exc:
+                problems.append(f"PeriodicSyncConfig.PeriodicSyncCron: {exc}")
+    raw_periodic = config.get("PeriodicSyncConfig")
+    times_given = isinstance(raw_periodic, Mapping) and raw_periodic.get("PeriodicSyncTimes") is not None
+    if kind == "time" and not times_given:
+        problems.append("PeriodicSyncConfig.PeriodicSyncTimes: required when PeriodicSyncType is time (hours 0-23)")
+    if cleaned.get("PeriodicSyncStatus") == "enabled" and not kind:
+        problems.append("PeriodicSyncConfig.PeriodicSyncType: required when PeriodicSyncStatus is enabled")
+    if problems:
+        raise PullConfigError(problems)
+    return cleaned
+
+
+def _walk(node: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, problems: list[str]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        rule = schema.get(str(key))
+        if rule is None:
+            allowed = ", ".join(schema)
+            problems.append(f"{path}: unknown key (allowed here: {allowed})")
+            continue
+        if value is None:
+            continue
+        if isinstance(rule, dict):
+            if not isinstance(value, Mapping):
+                problems.append(f"{path}: must be a mapping")
+                continue
+            cleaned[str(key)] = _walk(value, rule, f"{path}.", problems)
+            continue
+        checked = _check(rule, value, path, problems)
+        if checked is not None:
+            cleaned[str(key)] = checked
+    return cleaned
+
+
+def _check(rule: str, value: Any, path: str, problems: list[str]) -> Any:
+    if rule == "status":
+        if value not in STATUS_VALUES:
+            problems.append(f"{path}: {value!r} is not one of enabled, disabled")
+            return None
+        return value
+    if rule == "type":
+        if value not in ("cron", "time"):
+            problems.append(f"{path}: {value!r} is not one of cron, time")
+            return None
+        return value
+    if rule == "str":
+        if not isinstance(value, str):
+            problems.append(f"{path}: must be a string")
+            return None
+        return value
+    if rule == "strings":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.append(f"{path}: must be a list of strings")
+            return None
+        return list(value)
+    if rule == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            problems.append(f"{path}: must be a non-negative integer, got {value!r}")
+            return None
+        return value
+    if rule == "hours":
+        hours = value if isinstance(value, list) else [value]
+        bad = [h for h in hours if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= 23]
+        if bad or not hours:
+            problems.append(f"{path}: must be a list of hours 0-23, got {value!r}")
+            return None
+        return sorted(set(hours))
+    raise AssertionError(rule)
+
+
+# -- schedules ------------------------------------------------------------------
+
+_QUARTZ_DOW = {str(n): str(n - 1) for n in range(1, 8)}  # Quartz 1=SUN..7=SAT, cron 0=SUN..6=SAT
+
+
+def quartz_to_croniter(expression: str) -> str:
+    """A Quartz expression (seconds first, ``?``, optional year) as a croniter 6-field expression."""
+    fields = expression.split()
+    if len(fields) == 7:
+        if fields[6] not in ("*", "?"):
+            raise ValueError(f"{expression!r}: a year field other than * is not supported")
+        fields = fields[:6]
+    if len(fields) != 6:
+        raise ValueError(f"{expression!r} must have 6 fields (seconds minutes hours day month weekday)")
+    fields = ["*" if f == "?" else f for f in fields]
+    fields[5] = re.sub(r"(?<![A-Za-z#/])([1-7])(?![0-9])", lambda m: _QUARTZ_DOW[m.group(1)], fields[5])
+    converted = " ".join(fields)
+    if not croniter.is_valid(converted, second_at_beginning=True):
+        raise ValueError(f"{expression!r} is not a valid cron expression")
+    return converted
+
+
+def max_interval_seconds(periodic: Mapping[str, Any] | None, *, now: float | None = None) -> float | None:
+    """The longest gap between two scheduled runs, or ``None`` when there is no schedule."""
+    if not periodic:
+        return None
+    kind = periodic.get("PeriodicSyncType")
+    if kind == "time":
+        raw = periodic.get("PeriodicSyncTimes")
+        hours = sorted({int(h) for h in (raw if isinstance(raw, list) else [raw]) if h is not None})
+        if not hours:
+            return None
+        gaps = [(b - a) * 3600 for a, b in itertools.pairwise(hours)]
+        gaps.append((24 - hours[-1] + hours[0]) * 3600)
+        return float(max(gaps))
+    if kind == "cron" and periodic.get("PeriodicSyncCron"):
+        expression = quartz_to_croniter(str(periodic["PeriodicSyncCron"]))
+        start = datetime.fromtimestamp(now if now is not None else datetime.now(UTC).timestamp(), SCHEDULE_TZ)
+        it = croniter(expression, start, second_at_beginning=True)
+        # A year of runs covers weekly, monthly and day-of-week patterns; the cap bounds
+        # per-second schedules.
+        horizon = start + timedelta(days=366)
+        previous: datetime = it.get_next(datetime)
+        longest = 0.0
+        for _ in range(20_000):
+            moment: datetime = it.get_next(datetime)
+            longest = max(longest, (moment - previous).total_seconds())
+            if moment > horizon:
+                break
+            previous = moment
+        return longest or None
+    return None
+
+
+def to_request(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated file as SetIdentityProviderUdPullConfiguration parameters (before flattening)."""
+    return {key: value for key, value in config.items() if value not in (None, {}, [])}
+
+
+def from_response(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The Get response in the file format: ids dropped, empty values dropped, keys in document order."""
+    result: dict[str, Any] = {}
+    for key, rule in SCHEMA.items():
+        value = raw.get(key)
+        if value in (None, "", {}, []):
+            continue
+        if isinstance(rule, dict) and isinstance(value, Mapping):
+            inner = {k: value[k] for k in rule if value.get(k) not in (None, "", [])}
+            if "PeriodicSyncTimes" in inner and isinstance(inner["PeriodicSyncTimes"], int):
+                inner["PeriodicSyncTimes"] = [inner["PeriodicSyncTimes"]]
+            if inner:
+                result[key] = inner
+        else:
+            result[key] = value
+    return result

@@ -1,0 +1,123 @@
+"""``idaas-sync-exporter pull-config get|set``: an identity provider's inbound-sync configuration as code.
+
+Exit codes: 0 done (or nothing to change), 1 the API failed, 2 invalid input, 3 not confirmed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from exporter.api.client import EiamClient
+from exporter.api.errors import ApiError, EiamError
+from exporter.api.flatten import flatten
+from exporter.pullconfig import PullConfigError, from_response, to_request, validate
+
+EXIT_OK = 0
+EXIT_API = 1
+EXIT_INPUT = 2
+EXIT_NOT_CONFIRMED = 3
+
+
+def dump_yaml(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def describe_api_error(exc: EiamError) -> str:
+    if isinstance(exc, ApiError):
+        return f"{exc.action} failed: Code={exc.code} Message={exc.message!r} RequestId={exc.request_id or '-'}"
+    return str(exc)
+
+
+async def get(client: EiamClient, instance_id: str, idp_id: str, output: str, out: TextIO) -> int:
+    try:
+        config = await client.get_ud_pull_configuration(instance_id, idp_id)
+    except EiamError as exc:
+        print(f"idaas-sync-exporter: error: {describe_api_error(exc)}", file=sys.stderr)
+        return EXIT_API
+    current = from_response(config.model_dump(by_alias=True, exclude_none=True))
+    out.write(json.dumps(current, indent=2, ensure_ascii=False) + "\n" if output == "json" else dump_yaml(current))
+    return EXIT_OK
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read and validate a configuration file; raises PullConfigError naming every problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PullConfigError([f"cannot read {path}: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PullConfigError([f"{path} is not valid YAML: {str(exc).splitlines()[0]}"]) from None
+    return validate(data)
+
+
+async def set_(
+    client: EiamClient | None,
+    instance_id: str,
+    idp_id: str,
+    path: str,
+    *,
+    dry_run: bool,
+    yes: bool,
+    stdin: TextIO,
+    out: TextIO,
+) -> int:
+    try:
+        wanted = load_file(path)
+    except PullConfigError as exc:
+        for problem in exc.problems:
+            print(f"idaas-sync-exporter: invalid configuration: {problem}", file=sys.stderr)
+        return EXIT_INPUT
+    params = {"InstanceId": instance_id, "IdentityProviderId": idp_id, **to_request(wanted)}
+    if dry_run:
+        out.write("# SetIdentityProviderUdPullConfiguration parameters (not sent)\n")
+        for key, value in sorted(flatten(params).items()):
+            out.write(f"{key}={value}\n")
+        return EXIT_OK
+    if client is None:
+        raise ValueError("a client is needed unless dry_run")
+    try:
+        current_model = await client.get_ud_pull_configuration(instance_id, idp_id)
+    except EiamError as exc:
+        print(f"idaas-sync-exporter: error: {describe_api_error(exc)}", file=sys.stderr)
+        return EXIT_API
+    current = from_response(current_model.model_dump(by_alias=True, exclude_none=True))
+    diff = list(
+        difflib.unified_diff(
+            dump_yaml(current).splitlines(keepends=True),
+            dump_yaml(wanted).splitlines(keepends=True),
+            fromfile=f"{idp_id} (current)",
+            tofile=f"{idp_id} ({path})",
+        )
+    )
+    if not diff:
+        out.write("no changes: the identity provider already has this configuration\n")
+        return EXIT_OK
+    out.writelines(diff)
+    out.flush()
+    if not yes:
+        if not stdin.isatty():
+            print(
+                "idaas-sync-exporter: not applied: confirm with --yes (standard input is not a terminal)",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_CONFIRMED
+        out.write("Apply this configuration? [y/N] ")
+        out.flush()
+        if stdin.readline().strip().lower() not in ("y", "yes"):
+            out.write("not applied\n")
+            return EXIT_NOT_CONFIRMED
+    try:
+        request_id = await client.set_ud_pull_configuration(instance_id, idp_id, to_request(wanted))
+    except EiamError as exc:
+        print(f"idaas-sync-exporter: error: {describe_api_error(exc)}", file=sys.stderr)
+        return EXIT_API
+    out.write(f"applied (RequestId {request_id or '-'})\n")
+    return EXIT_OK
