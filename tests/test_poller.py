@@ -121,7 +121,7 @@ async def test_object_counters_match_ground_truth(world: World, client: EiamClie
     for job_id, plan in final_ids(world, world.now_ms()).items():
         if job_id in baseline:
             continue
-        for object_type, per_action in plan.statistics.items():
+        for object_type, per_action in plan.stats().items():
             for action, counts in per_action.items():
                 for result in ("Success", "Failed", "Skipped"):
                     truth[(plan.target_id, object_type, action, result)] += counts[result]

@@ -99,8 +99,8 @@ def test_sdk_reads_statistics(sim_thread: SimulatorThread, world: World) -> None
         sdk.GetSynchronizationJobRequest(instance_id=instance_id, synchronization_job_id=plan.job_id)
     ).body.synchronization_job
     assert job.status == "success"
-    assert job.result.user_statistics.pushed.total == plan.statistics["User"]["Pushed"]["Total"]
-    assert job.result.group_member_statistics.created.success == plan.statistics["GroupMember"]["Created"]["Success"]
+    assert job.result.user_statistics.pushed.total == plan.stats()["User"]["Pushed"]["Total"]
+    assert job.result.group_member_statistics.created.success == plan.stats()["GroupMember"]["Created"]["Success"]
     assert job.end_time == plan.end_ms
 
 

@@ -61,8 +61,8 @@ def test_scenario_covers_every_case_the_dashboards_need(world: World) -> None:
     stuck = [j for j in jobs if j.status_at(now) == "running" and now - j.start_ms > 2 * 3600_000]
     assert stuck, "a job that stays running too long"
     assert any(j.error_code == DELETION_PROTECTION_ERROR for j in jobs)
-    object_types = {o for j in jobs for o in j.statistics}
-    actions = {a for j in jobs for per in j.statistics.values() for a in per}
+    object_types = {o for j in jobs for o in j.stats()}
+    actions = {a for j in jobs for per in j.stats().values() for a in per}
     assert object_types == {"User", "OrganizationalUnit", "Group", "GroupMember"}
     assert actions == {"Created", "Updated", "Deleted", "Binded", "Same", "Pushed", "Exported"}
     kinds = {p.provider_type.split(":")[-2] for p in next(iter(world.instances.values())).providers}

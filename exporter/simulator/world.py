@@ -72,6 +72,18 @@ class InstanceState:
     generated_until_hour: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StatsRecipe:
+    """Enough to regenerate a job's statistics on demand, so 100,000 jobs cost little memory."""
+
+    seed: int
+    direction: str
+    population: int
+    failures: bool
+    empty: bool
+    deleted_users: int | None = None
+
+
 @dataclass(slots=True)
 class JobPlan:
     """A job's whole life, decided when it is generated."""
@@ -86,7 +98,9 @@ class JobPlan:
     pending_ms: int
     running_ms: int
     final_status: str
-    statistics: dict[str, dict[str, dict[str, int]]]
+    # Explicit statistics (anchors, injected jobs) or a recipe to regenerate them.
+    statistics: dict[str, dict[str, dict[str, int]]] | None = None
+    recipe: StatsRecipe | None = None
     error_code: str | None = None
     error_message: str | None = None
     description: str = ""
@@ -94,6 +108,24 @@ class JobPlan:
     @property
     def end_ms(self) -> int:
         return self.start_ms + self.pending_ms + self.running_ms
+
+    def stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        if self.statistics is not None:
+            return self.statistics
+        if self.recipe is None:
+            return {}
+        recipe = self.recipe
+        generated = _statistics(
+            random.Random(recipe.seed),
+            recipe.direction,
+            recipe.population,
+            failures=recipe.failures,
+            empty=recipe.empty,
+        )
+        if recipe.deleted_users is not None:
+            deleted = recipe.deleted_users
+            generated["User"]["Deleted"] = {"Total": deleted, "Success": deleted, "Failed": 0, "Skipped": 0}
+        return generated
 
     def status_at(self, now_ms: int) -> str:
         if now_ms < self.start_ms + self.pending_ms:
@@ -107,7 +139,7 @@ class JobPlan:
         final = status == self.final_status
         result: dict[str, Any] = {}
         if final:
-            result = {f"{name}Statistics": stats for name, stats in self.statistics.items()}
+            result = {f"{name}Statistics": stats for name, stats in self.stats().items()}
             if self.error_code:
                 result["ErrorCode"] = self.error_code
                 result["ErrorMessage"] = self.error_message or ""
@@ -148,6 +180,10 @@ class ScenarioSpec:
 SCENARIOS: dict[str, ScenarioSpec] = {
     "demo": ScenarioSpec("demo"),
     "quiet": ScenarioSpec("quiet", failure_rate=0.0, partial_rate=0.0, anchors=False),
+    # 1,000 targets and about 100,000 jobs a day, for bench/.
+    "bench": ScenarioSpec(
+        "bench", providers_per_instance=200, applications_per_instance=800, incremental_per_hour=24.0, history_hours=25
+    ),
     "busy": ScenarioSpec(
         "busy", instances=2, providers_per_instance=8, applications_per_instance=12, incremental_per_hour=30.0
     ),
@@ -350,9 +386,9 @@ class World:
         if config is None:
             return []
         rng = random.Random(f"{self.seed}/{provider.identity_provider_id}/{hour}")
-        starts: list[tuple[float, str]] = []
+        starts: list[tuple[float, str, bool]] = []
         if config.get("PeriodicSyncStatus") == "enabled":
-            starts.extend((t, "auto") for t in _scheduled_in_hour(config.get("PeriodicSyncConfig") or {}, hour))
+            starts.extend((t, "auto", False) for t in _scheduled_in_hour(config.get("PeriodicSyncConfig") or {}, hour))
         if config.get("IncrementalCallbackStatus") == "enabled":
             t = hour * HOUR
             rate = provider.incremental_per_hour
@@ -360,9 +396,9 @@ class World:
                 t += rng.expovariate(rate / HOUR)
                 if t >= (hour + 1) * HOUR:
                     break
-                starts.append((t, "auto"))
+                starts.append((t, "auto", True))
         if rng.random() < 0.03:
-            starts.append((hour * HOUR + rng.uniform(0, HOUR), "manual"))
+            starts.append((hour * HOUR + rng.uniform(0, HOUR), "manual", False))
         threshold = int((config.get("PullProtectedRule") or {}).get("UserDeletedThreshold") or 0)
         return [
             self._plan(
@@ -376,8 +412,9 @@ class World:
                 provider.users,
                 threshold,
                 index,
+                incremental=incremental,
             )
-            for index, (start, trigger) in enumerate(sorted(starts))
+            for index, (start, trigger, incremental) in enumerate(sorted(starts))
         ]
 
     def _application_jobs(self, state: InstanceState, app: ApplicationSpec, hour: int) -> list[JobPlan]:
@@ -406,6 +443,8 @@ class World:
         population: int,
         user_threshold: int,
         index: int,
+        *,
+        incremental: bool = False,
     ) -> JobPlan:
         start_ms = int(start * 1000)
         roll = rng.random()
@@ -417,13 +456,20 @@ class World:
             status = "partial_success"
         else:
             status = "success"
-        statistics = _statistics(
-            rng, direction, population, failures=status == "partial_success", empty=status == "failed"
-        )
+        deleted: int | None = None
         if direction == "ingress" and user_threshold and status == "success" and rng.random() < 0.02:
             # A reorganisation: deletions close to the IdP's protection threshold.
             deleted = max(1, int(user_threshold * rng.uniform(0.8, 0.95)))
-            statistics["User"]["Deleted"] = {"Total": deleted, "Success": deleted, "Failed": 0, "Skipped": 0}
+        recipe = StatsRecipe(
+            rng.getrandbits(32), direction, population, status == "partial_success", status == "failed", deleted
+        )
+        if incremental:
+            # Incremental callbacks carry a handful of changes and finish in seconds.
+            pending_ms, running_ms = int(rng.uniform(1, 5) * 1000), int(rng.uniform(2, 40) * 1000)
+            recipe = StatsRecipe(recipe.seed, direction, max(20, population // 50), recipe.failures, recipe.empty)
+        else:
+            pending_ms = int(rng.uniform(2, 30) * 1000)
+            running_ms = int(rng.uniform(20, 600 if population > 1000 else 180) * 1000)
         return JobPlan(
             job_id=_stable_id("sync", self.seed, target_id, start_ms, index, length=36),
             instance_id=instance_id,
@@ -432,10 +478,10 @@ class World:
             direction=direction,
             trigger_type=trigger,
             start_ms=start_ms,
-            pending_ms=int(rng.uniform(2, 30) * 1000),
-            running_ms=int(rng.uniform(20, 600 if population > 1000 else 180) * 1000),
+            pending_ms=pending_ms,
+            running_ms=running_ms,
             final_status=status,
-            statistics=statistics,
+            recipe=recipe,
             error_code=error[0] if error else None,
             error_message=error[1] if error else None,
             description="",
@@ -464,7 +510,7 @@ class World:
                     else 10
                 )
                 near = self._anchor(rng, state, protected.identity_provider_id, now - 25 * 60, "success", 120)
-                near.statistics["User"]["Deleted"] = {
+                near.stats()["User"]["Deleted"] = {
                     "Total": int(threshold * 0.9),
                     "Success": int(threshold * 0.9),
                     "Failed": 0,
