@@ -6,6 +6,7 @@ and never waits for a poll.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import time
 from collections.abc import Callable
@@ -14,10 +15,11 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from exporter import __version__
-from exporter.collector import ExpositionCache
+from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ExpositionCache
 from exporter.service import Exporter
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
+WRITE_SIZE = 1 << 20
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -47,16 +49,31 @@ def build_app(exporter: Exporter, *, poll_interval: float, clock: Callable[[], f
     app = web.Application()
     app[EXPORTER_KEY] = exporter
 
-    async def metrics(request: web.Request) -> web.Response:
-        rendered = cache.get(
-            exporter.snapshot,
-            openmetrics=wants_openmetrics(request.headers.get("Accept", "")),
-            gzipped=wants_gzip(request.headers.get("Accept-Encoding", "")),
-        )
-        headers = {"Content-Type": rendered.content_type, "Vary": "Accept, Accept-Encoding"}
-        if rendered.gzipped:
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+        rendered = cache.rendered(exporter.snapshot)
+        headers = {
+            "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
+            "Vary": "Accept, Accept-Encoding",
+        }
+        if wants_gzip(request.headers.get("Accept-Encoding", "")):
+            body = await asyncio.to_thread(cache.gzipped, rendered, openmetrics=openmetrics)
             headers["Content-Encoding"] = "gzip"
-        return web.Response(body=rendered.body, headers=headers)
+            return web.Response(body=body, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = rendered.size(openmetrics=openmetrics)
+        await response.prepare(request)
+        # Coalesce the cached pieces into writes of about a megabyte: few syscalls, no full copy.
+        buffer = bytearray()
+        for chunk in rendered.chunks(openmetrics=openmetrics):
+            buffer += chunk
+            if len(buffer) >= WRITE_SIZE:
+                await response.write(bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await response.write(bytes(buffer))
+        await response.write_eof()
+        return response
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -5,9 +5,10 @@ Reading strategy (the cost follows new and changed jobs, not the window):
 1. ``ListSynchronizationJobs`` from ``cursor - overlap`` to now, newest first, 100 per
    page. The cursor is the latest job start time the API has shown us, so it runs on
    the API's clock; the overlap catches jobs that appear late.
-2. Jobs seen pending/running whose start lies before that window are followed with one
-   ``Status=running`` listing from the oldest of them; any that left it have changed and
-   are read with ``GetSynchronizationJob``.
+2. Jobs seen pending/running whose start lies before that window are read back in
+   batches (one listing per group of their targets, bounded to their start times);
+   long-running ones with one ``Status=running`` listing. Anything a batch did not
+   return is read with ``GetSynchronizationJob``.
 
 Counting: a job enters the ``_total`` counters once, when first seen final, and its
 id is remembered while it can still be returned. On a cold start, jobs already final
@@ -25,16 +26,23 @@ from dataclasses import dataclass
 from exporter.api.client import EiamClient, JobFilter
 from exporter.api.errors import ApiError
 from exporter.api.models import IN_PROGRESS_STATUSES, SynchronizationJob
-from exporter.state import InstanceState, StateStore, TargetKey, TargetTally, TrackedJob
+from exporter.state import InstanceState, PollWork, StateStore, TargetKey, TrackedJob
 
 log = logging.getLogger(__name__)
+
+# How many target ids one batched re-read asks for; keeps query strings short.
+TARGET_IDS_PER_QUERY = 100
 
 
 @dataclass(frozen=True, slots=True)
 class PollOptions:
     lookback_seconds: float = 86400.0
-    overlap_seconds: float = 120.0
+    overlap_seconds: float = 30.0
     stuck_after_seconds: float = 7200.0
+    # Followed jobs older than this are checked with a running-jobs listing instead of
+    # batches, and only every long_running_check_seconds: they rarely finish.
+    long_running_seconds: float = 1800.0
+    long_running_check_seconds: float = 300.0
     target_types: tuple[str, ...] = ()
     directions: tuple[str, ...] = ()
     target_ids: tuple[str, ...] = ()
@@ -65,6 +73,8 @@ class PollResult:
     cold: bool
     # Followed jobs read one by one because they finished behind the re-read window.
     fetched_individually: int = 0
+    # New jobs plus jobs whose status changed: the least a poll has to learn.
+    jobs_changed: int = 0
 
 
 class InstancePoller:
@@ -85,7 +95,7 @@ class InstancePoller:
         self._options = options
         self._clock = clock
         self._state = store.load(instance_id)
-        self._api_calls = 0
+        self._long_running_checked: float | None = None
 
     @property
     def state(self) -> InstanceState:
@@ -93,118 +103,187 @@ class InstancePoller:
 
     async def poll(self) -> PollResult:
         now = self._clock()
-        state = self._state.clone()
-        cold = state.is_cold
+        work = self._state.begin()
+        cold = self._state.is_cold
         opts = self._options
         overlap_ms = int(opts.overlap_seconds * 1000)
         lookback_floor_ms = int((now - opts.lookback_seconds) * 1000)
-        window_start_ms = lookback_floor_ms if state.cursor_ms is None else state.cursor_ms - overlap_ms
-        calls = 0
-        individually = 0
-
-        jobs: dict[str, SynchronizationJob] = {}
+        window_start_ms = lookback_floor_ms if work.cursor_ms is None else work.cursor_ms - overlap_ms
+        stats = _PollStats()
         newest_start_ms: int | None = None
+
+        # Pages are applied as they arrive, so memory holds one page, not the window.
+        # A job met twice (pages shift while we read) is harmless: a final job is
+        # counted once (its id is remembered) and a running one is just followed.
         async for page in self._client.list_synchronization_job_pages(
             self.instance_id, opts.job_filter(start_time=window_start_ms / 1000)
         ):
-            calls += 1
+            stats.calls += 1
             for job in page.jobs:
                 start_ms = round(job.start_time * 1000)
                 newest_start_ms = start_ms if newest_start_ms is None else max(newest_start_ms, start_ms)
-                _merge(jobs, job)
+                self._apply(work, job, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
 
-        behind = {
-            job_id: tracked
-            for job_id, tracked in state.tracked.items()
-            if tracked.start_ms < window_start_ms and job_id not in jobs
-        }
+        behind = {job_id: tracked for job_id, tracked in work.tracked.items() if tracked.start_ms < window_start_ms}
         if behind:
-            oldest_ms = min(t.start_ms for t in behind.values())
-            async for page in self._client.list_synchronization_job_pages(
-                self.instance_id, opts.job_filter(start_time=oldest_ms / 1000, status="running")
-            ):
-                calls += 1
-                for job in page.jobs:
-                    if job.job_id in behind:
-                        _merge(jobs, job)
-            for job_id in behind:
-                if job_id in jobs:
-                    continue
-                calls += 1
-                individually += 1
-                try:
-                    jobs[job_id] = await self._client.get_synchronization_job(self.instance_id, job_id)
-                except ApiError as exc:
-                    if not exc.code.startswith("EntityNotExists"):
-                        raise
-                    log.warning(
-                        "followed job no longer exists; it will not be counted",
-                        extra={"instance_id": self.instance_id, "job_id": job_id},
-                    )
-                    state.tracked.pop(job_id, None)
+            await self._follow_behind(work, behind, stats, now=now, lookback_floor_ms=lookback_floor_ms)
 
-        counted = 0
-        for job in sorted(jobs.values(), key=lambda j: (j.start_time, j.job_id)):
-            if not self._options.wanted(job):
-                continue
-            counted += self._apply(state, job, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms)
-
-        for job_id, tracked in list(state.tracked.items()):
+        for job_id, tracked in list(work.tracked.items()):
             if tracked.start_ms < lookback_floor_ms:
                 log.warning(
                     "in-progress job left the lookback window; no longer followed",
                     extra={"instance_id": self.instance_id, "job_id": job_id, "target_id": tracked.target.target_id},
                 )
-                del state.tracked[job_id]
+                del work.tracked[job_id]
 
-        base_ms = window_start_ms + overlap_ms if state.cursor_ms is None else state.cursor_ms
-        state.cursor_ms = max(base_ms, newest_start_ms) if newest_start_ms is not None else base_ms
+        base_ms = window_start_ms + overlap_ms if work.cursor_ms is None else work.cursor_ms
+        work.cursor_ms = max(base_ms, newest_start_ms) if newest_start_ms is not None else base_ms
         # Ids older than the next re-read window can never be returned again.
-        prune_before = state.cursor_ms - overlap_ms - 60_000
-        state.counted = {job_id: start for job_id, start in state.counted.items() if start >= prune_before}
+        prune_before = work.cursor_ms - overlap_ms - 60_000
+        work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
 
-        self._store.save(state)  # the only commit point: a crash before it redoes the poll
+        state = work.result()
+        self._store.save(state, work.touched)  # the only commit point: a crash before it redoes the poll
         self._state = state
-        self._api_calls += calls
         return PollResult(
-            jobs_read=len(jobs), jobs_counted=counted, api_calls=calls, cold=cold, fetched_individually=individually
+            jobs_read=stats.read,
+            jobs_counted=stats.counted,
+            api_calls=stats.calls,
+            cold=cold,
+            fetched_individually=stats.individually,
+            jobs_changed=stats.changed,
         )
 
+    async def _follow_behind(
+        self,
+        work: PollWork,
+        behind: dict[str, TrackedJob],
+        stats: _PollStats,
+        *,
+        now: float,
+        lookback_floor_ms: int,
+    ) -> None:
+        """Re-read followed jobs that started before this poll's window.
+
+        Recently started ones are read back in batches: one listing per group of
+        targets, bounded to the start times of those jobs. Long-running ones are
+        checked with one running-jobs listing; those that left it are read one by one.
+        Whatever a batch did not return is read one by one too, so nothing depends on
+        how the API interprets EndTime.
+        """
+        opts = self._options
+        long_running_ms = int(opts.long_running_seconds * 1000)
+        cutoff = round(now * 1000) - long_running_ms
+        recent = {job_id: t for job_id, t in behind.items() if t.start_ms >= cutoff}
+        old = {job_id: t for job_id, t in behind.items() if t.start_ms < cutoff}
+        if (
+            old
+            and self._long_running_checked is not None
+            and (now - self._long_running_checked < opts.long_running_check_seconds)
+        ):
+            behind = {job_id: t for job_id, t in behind.items() if job_id not in old}
+            old = {}
+        elif old:
+            self._long_running_checked = now
+        found: set[str] = set()
+
+        targets = sorted({t.target.target_id for t in recent.values()})
+        for chunk_start in range(0, len(targets), TARGET_IDS_PER_QUERY):
+            chunk = set(targets[chunk_start : chunk_start + TARGET_IDS_PER_QUERY])
+            wanted = {job_id: t for job_id, t in recent.items() if t.target.target_id in chunk}
+            first = min(t.start_ms for t in wanted.values())
+            last = max(t.start_ms for t in wanted.values())
+            job_filter = opts.job_filter(start_time=first / 1000, end_time=last / 1000, target_ids=sorted(chunk))
+            async for page in self._client.list_synchronization_job_pages(self.instance_id, job_filter):
+                stats.calls += 1
+                for job in page.jobs:
+                    # Only the followed jobs: others in the range were settled long ago and
+                    # their ids may have been forgotten, so applying them could count twice.
+                    if job.job_id in wanted:
+                        found.add(job.job_id)
+                        self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+
+        if old:
+            first = min(t.start_ms for t in old.values())
+            job_filter = opts.job_filter(
+                start_time=first / 1000, status="running", target_ids=sorted({t.target.target_id for t in old.values()})
+            )
+            async for page in self._client.list_synchronization_job_pages(self.instance_id, job_filter):
+                stats.calls += 1
+                for job in page.jobs:
+                    if job.job_id in old:
+                        found.add(job.job_id)
+                        self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+
+        for job_id in behind:
+            if job_id in found:
+                continue
+            stats.calls += 1
+            stats.individually += 1
+            try:
+                job = await self._client.get_synchronization_job(self.instance_id, job_id)
+            except ApiError as exc:
+                if not exc.code.startswith("EntityNotExists"):
+                    raise
+                log.warning(
+                    "followed job no longer exists; it will not be counted",
+                    extra={"instance_id": self.instance_id, "job_id": job_id},
+                )
+                work.tracked.pop(job_id, None)
+                continue
+            self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+
     def _apply(
-        self, state: InstanceState, job: SynchronizationJob, *, cold: bool, now: float, lookback_floor_ms: int
-    ) -> int:
+        self,
+        work: PollWork,
+        job: SynchronizationJob,
+        *,
+        cold: bool,
+        now: float,
+        lookback_floor_ms: int,
+        stats: _PollStats,
+    ) -> None:
+        stats.read += 1
+        if not self._options.wanted(job):
+            return
         key = TargetKey(job.target_type, job.target_id, job.direction)
         start_ms = round(job.start_time * 1000)
+        previous = work.tracked.get(job.job_id)
         if job.is_final:
-            state.tracked.pop(job.job_id, None)
-            if job.job_id in state.counted:
-                return 0
-            tally = state.targets.setdefault(key, TargetTally())
-            state.counted[job.job_id] = start_ms
+            if job.job_id in work.counted:
+                return
+            work.tracked.pop(job.job_id, None)
+            tally = work.tally(key)
+            work.counted[job.job_id] = start_ms
             tally.observe_latest(job)
+            stats.changed += 1
             if cold:
-                return 0
+                return
             tally.count(job)
-            return 1
-        state.targets.setdefault(key, TargetTally())
-        if job.job_id in state.counted:
+            stats.counted += 1
+            return
+        if key not in work.targets:
+            work.tally(key)  # all series of a target exist from its first sighting
+        if job.job_id in work.counted:
             log.warning(
                 "job reported in progress after it was final; keeping the first final result",
                 extra={"instance_id": self.instance_id, "job_id": job.job_id, "status": job.status},
             )
-            return 0
+            return
         if job.status not in IN_PROGRESS_STATUSES:
             log.warning(
                 "job has an unknown status; followed like a running job",
                 extra={"instance_id": self.instance_id, "job_id": job.job_id, "status": job.status},
             )
         if start_ms < lookback_floor_ms:
-            return 0
-        previous = state.tracked.get(job.job_id)
+            return
         status = job.status if job.status in IN_PROGRESS_STATUSES else "running"
-        state.tracked[job.job_id] = TrackedJob(key, status, start_ms)
+        if previous is not None and previous.status == status:
+            return
+        stats.changed += 1
+        work.tracked[job.job_id] = TrackedJob(key, status, start_ms)
         age = now - job.start_time
-        if age > self._options.stuck_after_seconds and (previous is None or previous.status != status):
+        if age > self._options.stuck_after_seconds:
             log.warning(
                 "job in progress for longer than the stuck threshold",
                 extra={
@@ -214,11 +293,12 @@ class InstancePoller:
                     "age_seconds": round(age),
                 },
             )
-        return 0
 
 
-def _merge(jobs: dict[str, SynchronizationJob], job: SynchronizationJob) -> None:
-    """The same job may come back twice (pages shift while we read): a final version wins."""
-    existing = jobs.get(job.job_id)
-    if existing is None or (job.is_final and not existing.is_final):
-        jobs[job.job_id] = job
+@dataclass(slots=True)
+class _PollStats:
+    calls: int = 0
+    read: int = 0
+    counted: int = 0
+    changed: int = 0
+    individually: int = 0

@@ -128,7 +128,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
 
 async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[bytes, list[str]]:
     """One full poll of every instance; returns the exposition and the errors (empty when all succeeded)."""
-    from exporter.collector import render
+    from exporter.exposition import render
 
     async with AsyncExitStack() as stack:
         credentials: CredentialsProvider

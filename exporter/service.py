@@ -14,11 +14,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from exporter.api.client import EiamClient
 from exporter.api.errors import EiamError
 from exporter.api.models import UdPullConfiguration
-from exporter.collector import API_DURATION_BUCKETS
+from exporter.exposition import API_DURATION_BUCKETS
 from exporter.poller import InstancePoller, PollResult
 from exporter.pullconfig import max_interval_seconds
 from exporter.snapshot import ApiRequestView, InstanceView, PullConfigView, Snapshot, TargetInfo, TargetView
-from exporter.state import StateError, StateStore
+from exporter.state import StateError, StateStore, TargetKey, TargetTally
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,10 @@ class Exporter:
         self._monotonic = monotonic
         self.health = {instance_id: InstanceHealth() for instance_id in pollers}
         self._version = 0
+        # Views of unchanged targets are reused, so the renderer can keep their lines.
+        self._views: dict[
+            tuple[str, TargetKey], tuple[TargetTally, tuple[tuple[str, int], ...], float | None, TargetView]
+        ] = {}
         self.snapshot = self._build()
         self.stopping = False
 
@@ -141,6 +145,7 @@ class Exporter:
                 "jobs_read": result.jobs_read,
                 "jobs_counted": result.jobs_counted,
                 "api_calls": result.api_calls,
+                "jobs_changed": result.jobs_changed,
                 "cold": result.cold,
                 "seconds": round(health.poll_duration, 3),
             },
@@ -204,17 +209,24 @@ class Exporter:
         for instance_id, poller in self.pollers.items():
             health = self.health[instance_id]
             state = poller.state
-            in_progress: dict[object, dict[str, int]] = {}
-            oldest: dict[object, float] = {}
+            in_progress: dict[TargetKey, dict[str, int]] = {}
+            oldest: dict[TargetKey, float] = {}
             for tracked in state.tracked.values():
                 counts = in_progress.setdefault(tracked.target, {})
                 counts[tracked.status] = counts.get(tracked.status, 0) + 1
                 start = tracked.start_ms / 1000
                 oldest[tracked.target] = min(oldest.get(tracked.target, start), start)
-            targets = {
-                key: TargetView.of(tally, in_progress.get(key, {}), oldest.get(key))
-                for key, tally in state.targets.items()
-            }
+            targets = {}
+            for key, tally in state.targets.items():
+                progress = tuple(sorted(in_progress.get(key, {}).items()))
+                first = oldest.get(key)
+                cached = self._views.get((instance_id, key))
+                if cached is not None and cached[0] is tally and cached[1] == progress and cached[2] == first:
+                    targets[key] = cached[3]
+                    continue
+                view = TargetView.of(tally, dict(progress), first)
+                self._views[(instance_id, key)] = (tally, progress, first, view)
+                targets[key] = view
             instances[instance_id] = InstanceView(
                 instance_id=instance_id,
                 up=health.up,

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     listen_address: str = Field(f":{DEFAULT_PORT}", description="HOST:PORT of the metrics server")
     poll_interval_seconds: float = Field(60.0, ge=1, description="seconds between polls of an instance")
     lookback_seconds: float = Field(86400.0, ge=60, description="cold-start window and in-progress tracking limit")
-    overlap_seconds: float = Field(120.0, ge=0, description="re-read window for late-appearing jobs")
+    overlap_seconds: float = Field(30.0, ge=0, description="re-read window for late-appearing jobs")
     stuck_after_seconds: float = Field(
         7200.0, gt=0, description="age after which an in-progress job is logged as stuck"
     )

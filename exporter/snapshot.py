@@ -28,18 +28,16 @@ class TargetView:
 
     @classmethod
     def of(cls, tally: TargetTally, in_progress: Mapping[str, int], oldest: float | None) -> TargetView:
-        last = tally.last_job
-        frozen_last = None
-        if last is not None:
-            frozen_last = LastJob(last.job_id, last.status, last.start, last.end, dict(last.objects))
+        # No copies: a committed tally is never mutated (a poll copies the targets it touches),
+        # so read-only proxies over its dictionaries are enough.
         return cls(
-            jobs=MappingProxyType(dict(tally.jobs)),
-            objects=MappingProxyType(dict(tally.objects)),
-            errors=MappingProxyType(dict(tally.errors)),
+            jobs=MappingProxyType(tally.jobs),
+            objects=MappingProxyType(tally.objects),
+            errors=MappingProxyType(tally.errors),
             duration_buckets=tuple(tally.duration_buckets),
             duration_sum=tally.duration_sum,
             duration_count=tally.duration_count,
-            last_job=frozen_last,
+            last_job=tally.last_job,
             last_success_end=tally.last_success_end,
             in_progress=MappingProxyType(dict(in_progress)),
             oldest_in_progress_start=oldest,

@@ -8,7 +8,6 @@ in one transaction, so a crash before the commit simply redoes the poll.
 
 from __future__ import annotations
 
-import copy
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -106,6 +105,18 @@ class TargetTally:
         ):
             self.last_success_end = job.end_time
 
+    def copy(self) -> TargetTally:
+        return TargetTally(
+            jobs=dict(self.jobs),
+            objects=dict(self.objects),
+            errors=dict(self.errors),
+            duration_buckets=list(self.duration_buckets),
+            duration_sum=self.duration_sum,
+            duration_count=self.duration_count,
+            last_job=self.last_job,  # replaced, never mutated
+            last_success_end=self.last_success_end,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "jobs": [[*k, v] for k, v in self.jobs.items()],
@@ -143,6 +154,8 @@ class TrackedJob:
 
 @dataclass(slots=True)
 class InstanceState:
+    """Committed state of one instance. Never mutated after commit: a poll works on a :class:`PollWork`."""
+
     instance_id: str
     # Latest job start time the API has shown us (API clock, ms). The next poll
     # re-reads from cursor - overlap, so the cost follows new jobs, not the window.
@@ -163,33 +176,44 @@ class InstanceState:
         oldest = min((t.start_ms for t in self.tracked.values()), default=self.cursor_ms)
         return min(self.cursor_ms, oldest)
 
-    def clone(self) -> InstanceState:
-        return copy.deepcopy(self)
+    def begin(self) -> PollWork:
+        return PollWork(self)
 
-    def to_json(self) -> str:
+    def meta_json(self) -> str:
         return json.dumps(
             {
                 "cursor_ms": self.cursor_ms,
-                "targets": [[*k, v.to_json()] for k, v in self.targets.items()],
                 "counted": self.counted,
                 "tracked": [[job_id, *t.target, t.status, t.start_ms] for job_id, t in self.tracked.items()],
             },
             separators=(",", ":"),
         )
 
-    @classmethod
-    def from_json(cls, instance_id: str, text: str) -> InstanceState:
-        raw = json.loads(text)
-        return cls(
-            instance_id=instance_id,
-            cursor_ms=raw["cursor_ms"],
-            targets={TargetKey(t, i, d): TargetTally.from_json(v) for t, i, d, v in raw["targets"]},
-            counted={str(k): int(v) for k, v in raw["counted"].items()},
-            tracked={
-                job_id: TrackedJob(TargetKey(t, i, d), status, int(start))
-                for job_id, t, i, d, status, start in raw["tracked"]
-            },
-        )
+
+class PollWork:
+    """A poll's changes, copy-on-write over the committed state.
+
+    Only the targets a poll touches are copied, so a poll's cost (and what it
+    writes to disk) follows the jobs it saw, not the number of targets.
+    """
+
+    def __init__(self, base: InstanceState) -> None:
+        self.base = base
+        self.cursor_ms = base.cursor_ms
+        self.targets = dict(base.targets)
+        self.counted = dict(base.counted)
+        self.tracked = dict(base.tracked)
+        self.touched: set[TargetKey] = set()
+
+    def tally(self, key: TargetKey) -> TargetTally:
+        if key not in self.touched:
+            current = self.targets.get(key)
+            self.targets[key] = TargetTally() if current is None else current.copy()
+            self.touched.add(key)
+        return self.targets[key]
+
+    def result(self) -> InstanceState:
+        return InstanceState(self.base.instance_id, self.cursor_ms, self.targets, self.counted, self.tracked)
 
 
 class StateError(Exception):
@@ -220,8 +244,15 @@ class StateStore:
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS instance_state (instance_id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+            self._db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS instances (instance_id TEXT PRIMARY KEY, meta TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS targets (
+                    instance_id TEXT NOT NULL, target_type TEXT NOT NULL, target_id TEXT NOT NULL,
+                    direction TEXT NOT NULL, doc TEXT NOT NULL,
+                    PRIMARY KEY (instance_id, target_type, target_id, direction)
+                );
+                """
             )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
@@ -231,26 +262,50 @@ class StateStore:
             )
 
     def load(self, instance_id: str) -> InstanceState:
-        row = self._db.execute("SELECT doc FROM instance_state WHERE instance_id = ?", (instance_id,)).fetchone()
+        row = self._db.execute("SELECT meta FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
         if row is None:
             return InstanceState(instance_id)
         try:
-            return InstanceState.from_json(instance_id, row[0])
+            meta = json.loads(row[0])
+            targets = {
+                TargetKey(t, i, d): TargetTally.from_json(json.loads(doc))
+                for t, i, d, doc in self._db.execute(
+                    "SELECT target_type, target_id, direction, doc FROM targets WHERE instance_id = ?", (instance_id,)
+                )
+            }
+            return InstanceState(
+                instance_id=instance_id,
+                cursor_ms=meta["cursor_ms"],
+                targets=targets,
+                counted={str(k): int(v) for k, v in meta["counted"].items()},
+                tracked={
+                    job_id: TrackedJob(TargetKey(t, i, d), status, int(start))
+                    for job_id, t, i, d, status, start in meta["tracked"]
+                },
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise StateError(
                 f"state for instance {instance_id} in {self.path} is corrupt ({type(exc).__name__}); "
                 "move the file aside to start from a cold start"
             ) from None
 
-    def save(self, state: InstanceState) -> None:
-        """Replace the instance's state atomically."""
-        doc = state.to_json()
+    def save(self, state: InstanceState, changed: set[TargetKey] | None = None) -> None:
+        """Commit a poll atomically: the instance's metadata and the targets it changed."""
+        keys = state.targets.keys() if changed is None else changed
+        rows = [
+            (state.instance_id, *key, json.dumps(state.targets[key].to_json(), separators=(",", ":"))) for key in keys
+        ]
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "INSERT INTO instance_state (instance_id, doc) VALUES (?, ?) "
-                "ON CONFLICT(instance_id) DO UPDATE SET doc = excluded.doc",
-                (state.instance_id, doc),
+                "INSERT INTO instances (instance_id, meta) VALUES (?, ?) "
+                "ON CONFLICT(instance_id) DO UPDATE SET meta = excluded.meta",
+                (state.instance_id, state.meta_json()),
+            )
+            self._db.executemany(
+                "INSERT INTO targets (instance_id, target_type, target_id, direction, doc) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(instance_id, target_type, target_id, direction) DO UPDATE SET doc = excluded.doc",
+                rows,
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.models import parse_job
-from exporter.collector import ExpositionCache, render
+from exporter.exposition import ExpositionCache, Renderer, render
 from exporter.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
 from exporter.state import TargetKey, TargetTally
 from tests.test_models import document_example
@@ -130,14 +130,22 @@ def test_openmetrics_rendering_parses() -> None:
     assert {"idaas_sync_jobs", "idaas_up", "idaas_sync_job_duration_seconds"} <= names
 
 
-def test_rendering_happens_once_per_snapshot() -> None:
-    cache = ExpositionCache()
+def test_rendering_happens_once_per_snapshot_and_only_for_changed_targets() -> None:
+    import gzip
+
+    renderer = Renderer()
+    cache = ExpositionCache(renderer)
     first = seed_snapshot(1)
     for _ in range(5):
-        cache.get(first, openmetrics=False, gzipped=False)
-        cache.get(first, openmetrics=False, gzipped=True)
+        rendered = cache.rendered(first)
+        cache.gzipped(rendered, openmetrics=False)
     assert cache.renders == 1
-    cache.get(first, openmetrics=True, gzipped=False)
+    assert renderer.target_renders == 1
+    assert gzip.decompress(cache.gzipped(rendered, openmetrics=True)) == rendered.body(openmetrics=True)
+    # A new snapshot that reuses the target's view renders the snapshot, not the target again.
+    view = first.instances[INSTANCE]
+    second = Snapshot(2, 1700000060.0, first.instances, first.api)
+    cache.rendered(second)
     assert cache.renders == 2
-    cache.get(seed_snapshot(2), openmetrics=False, gzipped=True)
-    assert cache.renders == 3
+    assert renderer.target_renders == 1
+    assert view.targets  # the same view objects were shared

@@ -60,8 +60,8 @@ async def test_readyz_follows_poll_health(
     assert response.status == 503
     assert "last successful poll" in await response.text()
     metrics = await (await http.get("/metrics")).text()
-    assert f'idaas_up{{instance_id="{instance}"}} 0.0' in metrics
-    assert f'idaas_exporter_poll_failures_total{{instance_id="{instance}"}} 1.0' in metrics
+    assert f'idaas_up{{instance_id="{instance}"}} 0' in metrics
+    assert f'idaas_exporter_poll_failures_total{{instance_id="{instance}"}} 1' in metrics
     assert "ServiceUnavailable" in metrics or "InternalError" in metrics
     assert (await http.get("/healthz")).status == 200  # the process is alive all the same
 
@@ -112,16 +112,16 @@ async def test_pull_configuration_metrics_and_unreadable_providers(
     text = await (await http.get("/metrics")).text()
     first = inbound[0]
     threshold = state.pull_configs[first.identity_provider_id]["PullProtectedRule"]["UserDeletedThreshold"]
-    prefix = f'instance_id="{instance}",object_type="user",target_id="{first.identity_provider_id}"'
-    assert f"idaas_sync_pull_deletion_threshold{{{prefix}}} {float(threshold)}" in text
+    prefix = f'instance_id="{instance}",target_id="{first.identity_provider_id}",object_type="user"'
+    assert f"idaas_sync_pull_deletion_threshold{{{prefix}}} {threshold}\n" in text
     assert (
-        f'idaas_sync_pull_feature_enabled{{feature="periodic_sync",instance_id="{instance}",'
-        f'target_id="{first.identity_provider_id}"}} 1.0'
+        f'idaas_sync_pull_feature_enabled{{instance_id="{instance}",'
+        f'target_id="{first.identity_provider_id}",feature="periodic_sync"}} 1\n'
     ) in text
     # DingTalk syncs at 3, 9, 15 and 21 o'clock: the longest gap is 6 hours.
     assert (
         f'idaas_sync_pull_schedule_max_interval_seconds{{instance_id="{instance}",'
-        f'target_id="{first.identity_provider_id}"}} 21600.0'
+        f'target_id="{first.identity_provider_id}"}} 21600\n'
     ) in text
     assert unreadable not in {
         line.split('target_id="')[1].split('"')[0]
@@ -129,6 +129,6 @@ async def test_pull_configuration_metrics_and_unreadable_providers(
         if line.startswith("idaas_sync_pull_deletion_threshold{")
     }
     assert (
-        f'idaas_exporter_pull_config_failures_total{{code="OperationNotSupported.IdentityProvider",'
-        f'instance_id="{instance}"}} 1.0'
+        f'idaas_exporter_pull_config_failures_total{{instance_id="{instance}",'
+        f'code="OperationNotSupported.IdentityProvider"}} 1\n'
     ) in text

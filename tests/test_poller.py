@@ -21,7 +21,7 @@ from exporter.state import InstanceState, StateError, StateStore, TargetKey
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 pytestmark = pytest.mark.asyncio
-OPTIONS = PollOptions(lookback_seconds=86400, overlap_seconds=120)
+OPTIONS = PollOptions(lookback_seconds=86400, overlap_seconds=30)
 
 
 @pytest.fixture
@@ -140,11 +140,11 @@ class FailingStore(StateStore):
         super().__init__(None)
         self.fail_times = fail_times
 
-    def save(self, state: InstanceState) -> None:
+    def save(self, state: InstanceState, changed: set[TargetKey] | None = None) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise StateError("disk full (simulated)")
-        super().save(state)
+        super().save(state, changed)
 
 
 async def test_crash_between_fetch_and_commit_redoes_the_poll(

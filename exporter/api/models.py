@@ -9,9 +9,10 @@ count, a job without an id) is refused with an error naming the field.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_pascal
@@ -29,6 +30,7 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 MAX_PLAUSIBLE_COUNT = 2**53
 
 
+@functools.lru_cache(maxsize=1024)
 def snake_case(name: str) -> str:
     """``OrganizationalUnit`` -> ``organizational_unit``; ``Binded`` -> ``binded``."""
     return _CAMEL_BOUNDARY.sub("_", name).lower()
@@ -40,9 +42,8 @@ class WireModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_pascal, populate_by_name=True, extra="allow", frozen=True)
 
 
-class ActionCounts(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ActionCounts(NamedTuple):
+    # A plain tuple: a large poll creates millions of these, and they are validated by hand.
     total: int
     success: int
     failed: int
@@ -123,22 +124,26 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
+_COUNT_FIELDS = ("Total", "Success", "Failed", "Skipped")
+
+
 def _parse_counts(raw: Any, where: str, action: str) -> ActionCounts:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         raise MalformedResponseError(action=action, problem=f"{where} must be an object, got {_kind(raw)}")
-    values: dict[str, int] = {}
-    for field in ("Total", "Success", "Failed", "Skipped"):
-        value = raw.get(field, 0)
+    values = []
+    for field in _COUNT_FIELDS:
+        value = raw.get(field)
         if value is None:
             value = 0
-        if isinstance(value, bool) or not isinstance(value, int):
+        # type() rather than isinstance(): bool is an int subclass and never a valid count.
+        elif type(value) is not int:
             raise MalformedResponseError(
                 action=action, problem=f"{where}.{field} must be an integer, got {_kind(value)}"
             )
-        if not 0 <= value <= MAX_PLAUSIBLE_COUNT:
+        elif not 0 <= value <= MAX_PLAUSIBLE_COUNT:
             raise MalformedResponseError(action=action, problem=f"{where}.{field} is out of range: {value}")
-        values[field.lower()] = value
-    return ActionCounts(**values)
+        values.append(value)
+    return ActionCounts(*values)
 
 
 def parse_statistics(
