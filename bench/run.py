@@ -63,7 +63,8 @@ class ExporterProcess:
     log_lines: list[str] = field(default_factory=list)
 
     def read_logs(self) -> None:
-        assert self.process.stderr is not None
+        if self.process.stderr is None:
+            return
         for line in self.process.stderr:
             self.log_lines.append(line)
             try:
@@ -143,7 +144,8 @@ def main() -> int:
     speed = args.speed
 
     print(f"building the {scenario} tenant ...", flush=True)
-    world = World(SCENARIOS[scenario], seed=1, clock=ScaledClock(speed=speed))
+    clock = ScaledClock(speed=speed)
+    world = World(SCENARIOS[scenario], seed=1, clock=clock)
     instance = next(iter(world.instances))
     window = sum(1 for j in world.visible_jobs(instance, world.now_ms()) if j.start_ms >= world.now_ms() - 86_400_000)
     targets = len(world.instances[instance].providers) + len(world.instances[instance].applications)
@@ -155,7 +157,7 @@ def main() -> int:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
     env["IDAAS_EXPORTER_ACCESS_KEY_SECRET"] = secret
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
         [sys.executable, "-m", "exporter", "serve", "--instance-ids", instance, "--endpoint", sim.endpoint,
          "--access-key-id", "bench", "--state-path", str(state_path), "--poll-interval-seconds",
          str(args.poll_interval), "--requests-per-second", "100", "--listen-address", f"127.0.0.1:{port}",
@@ -175,7 +177,8 @@ def main() -> int:
         results["cold_cpu"] = exporter.cpu_seconds()
         results["rss_after_cold"] = exporter.proc("VmRSS")
         wait_for(lambda: len(exporter.polls) >= 3, 120, "steady polls")
-        baseline_truth = {p.job_id for p in world.finished_jobs(cold_truth_ms(world, exporter))}
+        # Exact check, part 1: freeze simulated time, let a poll see everything, note both sides.
+        truth_before = settled_counts(world, clock, exporter, port)
 
         # 1. Scrape cost, side by side with the naive per-scrape rendering of the same data.
         _, body = fetch(port)
@@ -242,9 +245,9 @@ def main() -> int:
         results["detection"] = latencies
         results["peak_rss"] = exporter.proc("VmHWM")
 
-        # Correctness: after the run, counted jobs equal the ground truth exactly.
-        time.sleep(2 * args.poll_interval + 1)
-        results["truth_ok"], results["truth_detail"] = compare_truth(world, instance, port, baseline_truth)
+        # Exact check, part 2: the counters grew by exactly the jobs that finished in between.
+        truth_after = settled_counts(world, clock, exporter, port)
+        results["truth_ok"], results["truth_detail"] = compare(truth_before, truth_after)
     finally:
         process.terminate()
         try:
@@ -253,18 +256,6 @@ def main() -> int:
             process.kill()
         sim.stop()
     return report(results, args, scenario, speed)
-
-
-def cold_truth_ms(world: World, exporter: ExporterProcess) -> int:
-    """World time when the cold poll ended, minus nothing: jobs final by then were not counted."""
-    cold = exporter.polls[0]
-    lag = time.time() - cold.ts
-    return int((world.now() - lag * world_speed(world)) * 1000)
-
-
-def world_speed(world: World) -> float:
-    clock = world._clock
-    return float(getattr(clock, "speed", 1.0))
 
 
 def inject_burst(world: World, instance: str, count: int) -> None:
@@ -322,30 +313,47 @@ def detect(world: World, instance: str, port: int, speed: float) -> float:
     raise SystemExit("bench: an injected failure never appeared on /metrics")
 
 
-def compare_truth(world: World, instance: str, port: int, baseline: set[str]) -> tuple[bool, str]:
-    _, body = fetch(port)
-    exported: dict[tuple[str, str], float] = {}
-    for line in body.decode().splitlines():
-        if not line.startswith("idaas_sync_jobs_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        key = (labels["target_id"], labels["status"])
-        exported[key] = exported.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    # Jobs that finished after the cold poll; the exporter may lag by one poll, so compare
-    # against the jobs final at the exporter's last poll: allow jobs finished within the
-    # last poll interval to be missing, but never extra counts.
-    truth: dict[tuple[str, str], int] = {}
-    for plan in world.finished_jobs():
-        if plan.job_id in baseline:
-            continue
-        key = (plan.target_id, plan.final_status)
-        truth[key] = truth.get(key, 0) + 1
-    over = {k: (v, truth.get(k, 0)) for k, v in exported.items() if v > truth.get(k, 0)}
-    missing = sum(max(0, t - int(exported.get(k, 0))) for k, t in truth.items())
-    total = sum(truth.values())
-    ok = not over and missing <= max(5, total // 200)
-    return ok, f"{int(sum(exported.values()))} counted, {total} in the ground truth, {missing} not yet seen, " \
-               f"{len(over)} targets over-counted"
+Counts = dict[tuple[str, str], float]
+
+
+def settled_counts(world: World, clock: ScaledClock, exporter: ExporterProcess, port: int) -> tuple[Counts, Counts]:
+    """(exporter's job counters, jobs final in the world) at one frozen simulated moment."""
+    clock.pause()
+    try:
+        seen = len(exporter.polls)
+        # The first poll may have started before the pause; the second started after it.
+        wait_for(lambda: len(exporter.polls) >= seen + 2, 120, "two polls after pausing simulated time")
+        _, body = fetch(port)
+        exported: Counts = {}
+        for line in body.decode().splitlines():
+            if line.startswith("idaas_sync_jobs_total{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                key = (labels["target_id"], labels["status"])
+                exported[key] = exported.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        final: Counts = {}
+        for plan in world.finished_jobs():
+            key = (plan.target_id, plan.final_status)
+            final[key] = final.get(key, 0.0) + 1
+        return exported, final
+    finally:
+        clock.resume()
+
+
+def compare(before: tuple[Counts, Counts], after: tuple[Counts, Counts]) -> tuple[bool, str]:
+    """The exporter's counters must have grown by exactly the jobs that became final in between."""
+    keys = set(before[0]) | set(after[0]) | set(before[1]) | set(after[1])
+    wrong = {
+        key: (after[0].get(key, 0) - before[0].get(key, 0), after[1].get(key, 0) - before[1].get(key, 0))
+        for key in keys
+        if after[0].get(key, 0) - before[0].get(key, 0) != after[1].get(key, 0) - before[1].get(key, 0)
+    }
+    counted = sum(after[0].values()) - sum(before[0].values())
+    finished = sum(after[1].values()) - sum(before[1].values())
+    detail = f"{counted:.0f} jobs counted, {finished:.0f} finished in the simulator, {len(wrong)} targets differ"
+    if wrong:
+        sample = list(wrong.items())[:3]
+        detail += f" (e.g. {sample})"
+    return not wrong, detail
 
 
 def state_size(path: Path) -> int:
@@ -381,6 +389,11 @@ def report(r: dict[str, Any], args: argparse.Namespace, scenario: str, speed: fl
     lines.append(f"| API calls per steady poll: median / max | {statistics.median(calls):.0f} / {max(calls)} |")
     lines.append(f"| floor ceil(new or changed / 100): median / max | {statistics.median(floor):.0f} / {max(floor)} |")
     lines.append(f"| polls within floor + 1 | {within} of {len(polls)} |")
+    excess = sorted({c - f for c, f in zip(calls, floor, strict=True)})
+    spread = ", ".join(
+        f"+{e}: {sum(1 for c, f in zip(calls, floor, strict=True) if c - f == e)}" for e in excess
+    )
+    lines.append(f"| calls above the floor (polls) | {spread} |")
     lines.append(f"| naive poller (re-read the window): calls per poll | {naive_calls} |")
     cpu_per_k = r["cpu_steady"] / max(1, jobs_read) * 1000
     lines.append(f"| CPU seconds per 1,000 jobs read, steady / cold | {cpu_per_k:.3f} / "
@@ -391,12 +404,15 @@ def report(r: dict[str, Any], args: argparse.Namespace, scenario: str, speed: fl
     lines.append(f"| peak RSS | {r['peak_rss'] / mib:.0f} MiB |")
     lines.append(f"| RSS after cold poll / start of steady / end ({r['simulated_seconds'] / 3600:.1f} simulated h) | "
                  f"{r['rss_after_cold'] / mib:.0f} / {r['rss_start'] / mib:.0f} / {r['rss_end'] / mib:.0f} MiB |")
-    lines.append(f"| state file start / end of steady | {r['state_start'] / mib:.1f} / {r['state_end'] / mib:.1f} MiB |")
+    lines.append(
+        f"| state file start / end of steady | {r['state_start'] / mib:.1f} / {r['state_end'] / mib:.1f} MiB |"
+    )
     during = [d for s, d in r["scrape_log"] if any(a <= s <= b for a, b in r["poll_windows"])]
     idle = [d for s, d in r["scrape_log"] if not any(a <= s <= b for a, b in r["poll_windows"])]
-    lines.append(f"| /metrics (text+gzip) during polls / between polls, median ms | "
-                 f"{statistics.median(during) * 1000 if during else float('nan'):.1f} / "
-                 f"{statistics.median(idle) * 1000 if idle else float('nan'):.1f} ({len(during)} / {len(idle)} scrapes) |")
+    during_ms = statistics.median(during) * 1000 if during else float("nan")
+    idle_ms = statistics.median(idle) * 1000 if idle else float("nan")
+    lines.append(f"| /metrics (text+gzip) during polls / between polls, median ms | {during_ms:.1f} / "
+                 f"{idle_ms:.1f} ({len(during)} / {len(idle)} scrapes) |")
     lines.append(f"| detection latency (failed job EndTime to /metrics), median / max | "
                  f"{statistics.median(r['detection']):.1f} / {max(r['detection']):.1f} s "
                  f"(poll interval {args.poll_interval:g} s) |")

@@ -18,10 +18,13 @@ Exposition (abridged)::
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import math
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from exporter import __version__
@@ -32,6 +35,8 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 API_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RESULTS = ("success", "failed", "skipped")
+# Targets rendered between returns to the event loop (about a millisecond of work).
+RENDER_SLICE = 5
 IN_PROGRESS = ("pending", "running")
 _STANDARD_OBJECT_KEYS = tuple((o, a, r) for o in OBJECT_TYPES for a in ACTIONS for r in RESULTS)
 _REFRESHED = " Refreshed every poll interval from the IDaaS API, not at scrape time."
@@ -355,8 +360,20 @@ class Renderer:
     def __init__(self) -> None:
         self._targets: dict[tuple[str, TargetKey], tuple[TargetView, dict[str, bytes]]] = {}
         self.target_renders = 0
+        self._result = Rendered(-1, ())
 
     def render(self, snapshot: Snapshot) -> Rendered:
+        for _ in self._render_steps(snapshot):
+            pass
+        return self._result
+
+    async def render_async(self, snapshot: Snapshot) -> Rendered:
+        """Like :meth:`render`, but returns to the event loop between slices of targets."""
+        for _ in self._render_steps(snapshot):
+            await asyncio.sleep(0)
+        return self._result
+
+    def _render_steps(self, snapshot: Snapshot) -> Iterator[None]:
         per_family: dict[str, list[bytes]] = {name: [] for name in FAMILY_NAMES}
         live: set[tuple[str, TargetKey]] = set()
         for instance_id, view in snapshot.instances.items():
@@ -370,6 +387,8 @@ class Renderer:
                     cached = (target, target_lines(instance_id, key, target))
                     self._targets[cache_key] = cached
                     self.target_renders += 1
+                    if self.target_renders % RENDER_SLICE == 0:
+                        yield
                 for family, data in cached[1].items():
                     per_family[family].append(data)
         for gone in set(self._targets) - live:
@@ -377,7 +396,7 @@ class Renderer:
         for family, data in global_lines(snapshot).items():
             per_family[family].append(data)
         sections = tuple((family, tuple(per_family[family.name])) for family in FAMILIES)
-        return Rendered(snapshot.version, sections)
+        self._result = Rendered(snapshot.version, sections)
 
 
 class ExpositionCache:
@@ -388,7 +407,33 @@ class ExpositionCache:
         self._lock = threading.Lock()
         self._rendered: Rendered | None = None
         self._gzipped: dict[bool, bytes] = {}
+        # The last snapshot whose gzip forms are both complete, served while the next compresses.
+        self._ready_gzip: dict[bool, bytes] = {}
         self.renders = 0
+
+    async def prepare(self, snapshot: Snapshot) -> None:
+        """Render a new snapshot in slices and compress both formats off the event loop."""
+        with self._lock:
+            current = self._rendered
+        if current is None or current.version != snapshot.version:
+            rendered = await self._renderer.render_async(snapshot)
+            with self._lock:
+                if self._rendered is None or self._rendered.version < rendered.version:
+                    self._rendered = rendered
+                    self._gzipped = {}
+                    self.renders += 1
+        rendered = self.rendered(snapshot)
+        for openmetrics in (True, False):
+            await asyncio.to_thread(self.gzipped, rendered, openmetrics=openmetrics)
+        release_free_memory()
+        with self._lock:
+            if self._rendered is rendered and len(self._gzipped) == 2:
+                self._ready_gzip = dict(self._gzipped)
+
+    def ready_gzip(self, *, openmetrics: bool) -> bytes | None:
+        with self._lock:
+            current = self._gzipped.get(openmetrics)
+            return current if current is not None else self._ready_gzip.get(openmetrics)
 
     def rendered(self, snapshot: Snapshot) -> Rendered:
         with self._lock:
@@ -411,6 +456,47 @@ class ExpositionCache:
             if self._rendered is rendered:
                 self._gzipped[openmetrics] = body
         return body
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def limit_malloc_arenas(count: int = 2) -> None:
+    """Cap glibc's per-thread malloc arenas.
+
+    Compression runs in worker threads; by default each may get its own arena, and
+    memory freed there stays with the process. Two arenas keep RSS close to live data.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return
+    m_arena_max = -8
+    mallopt(m_arena_max, count)
+
+
+def release_free_memory() -> None:
+    """Give freed heap back to the OS (glibc only).
+
+    Rendering thousands of targets leaves many freed small blocks; without this the
+    process keeps them and its RSS stays at the high-water mark.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def render(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:

@@ -17,6 +17,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ExpositionCache
 from exporter.service import Exporter
+from exporter.snapshot import Snapshot
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 WRITE_SIZE = 1 << 20
@@ -48,6 +49,16 @@ def build_app(exporter: Exporter, *, poll_interval: float, clock: Callable[[], f
     cache = ExpositionCache()
     app = web.Application()
     app[EXPORTER_KEY] = exporter
+    preparing: set[asyncio.Task[None]] = set()
+
+    def on_publish(snapshot: Snapshot) -> None:
+        # Render and compress right after a poll, in the background, so that no scrape
+        # ever waits for it; until the new gzip is ready, scrapes get the previous one.
+        task = asyncio.get_running_loop().create_task(cache.prepare(snapshot))
+        preparing.add(task)
+        task.add_done_callback(preparing.discard)
+
+    exporter.listeners.append(on_publish)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
@@ -57,7 +68,9 @@ def build_app(exporter: Exporter, *, poll_interval: float, clock: Callable[[], f
             "Vary": "Accept, Accept-Encoding",
         }
         if wants_gzip(request.headers.get("Accept-Encoding", "")):
-            body = await asyncio.to_thread(cache.gzipped, rendered, openmetrics=openmetrics)
+            body = cache.ready_gzip(openmetrics=openmetrics)
+            if body is None:
+                body = await asyncio.to_thread(cache.gzipped, rendered, openmetrics=openmetrics)
             headers["Content-Encoding"] = "gzip"
             return web.Response(body=body, headers=headers)
         response = web.StreamResponse(headers=headers)

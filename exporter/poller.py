@@ -18,6 +18,7 @@ an ``increase()``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -119,10 +120,12 @@ class InstancePoller:
             self.instance_id, opts.job_filter(start_time=window_start_ms / 1000)
         ):
             stats.calls += 1
-            for job in page.jobs:
+            for index, job in enumerate(page.jobs):
                 start_ms = round(job.start_time * 1000)
                 newest_start_ms = start_ms if newest_start_ms is None else max(newest_start_ms, start_ms)
                 self._apply(work, job, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+                if index % 25 == 24:
+                    await asyncio.sleep(0)  # scrapes are served between slices of a page
 
         behind = {job_id: tracked for job_id, tracked in work.tracked.items() if tracked.start_ms < window_start_ms}
         if behind:

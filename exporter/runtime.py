@@ -20,6 +20,7 @@ from exporter.api.credentials import (
     StaticCredentialsProvider,
 )
 from exporter.api.endpoint import resolve_endpoint
+from exporter.exposition import limit_malloc_arenas
 from exporter.http import build_app
 from exporter.poller import InstancePoller, PollOptions
 from exporter.service import ApiStats, Exporter, wait_for_running_polls
@@ -85,6 +86,7 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
 
 async def serve(settings: Settings, demo: DemoOptions | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``); polls in flight finish and commit first."""
+    limit_malloc_arenas()
     async with AsyncExitStack() as stack:
         credentials: CredentialsProvider
         if demo is not None:

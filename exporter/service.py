@@ -117,6 +117,8 @@ class Exporter:
         ] = {}
         self.snapshot = self._build()
         self.stopping = False
+        # Called with each new snapshot (the HTTP layer prepares its exposition).
+        self.listeners: list[Callable[[Snapshot], None]] = []
 
     async def poll(self, instance_id: str) -> PollResult | None:
         """Poll one instance; failures are logged and counted, never raised."""
@@ -202,6 +204,8 @@ class Exporter:
 
     def publish(self) -> None:
         self.snapshot = self._build()
+        for listener in self.listeners:
+            listener(self.snapshot)
 
     def _build(self) -> Snapshot:
         self._version += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,12 +57,17 @@ class LastJob:
 
 
 def job_objects(job: SynchronizationJob) -> dict[tuple[str, str, str], int]:
-    """(object_type, action, result) -> count; ``total`` is left out, it is the sum."""
+    """(object_type, action, result) -> count, non-zero only; ``total`` is left out, it is the sum.
+
+    Zeros are implied: the exposition renders every standard combination, 0 where absent.
+    """
     objects: dict[tuple[str, str, str], int] = {}
     for object_type, per_action in job.statistics.items():
         for action, counts in per_action.items():
             for result in COUNT_RESULTS:
-                objects[(object_type, action, result)] = getattr(counts, result)
+                value = getattr(counts, result)
+                if value:
+                    objects[(sys.intern(object_type), sys.intern(action), result)] = value
     return objects
 
 

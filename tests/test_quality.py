@@ -14,7 +14,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean() -> None:
-    result = _run("ruff", "check", "exporter", "tests", "grafana")
+    result = _run("ruff", "check", "exporter", "tests", "grafana", "bench", "deploy")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

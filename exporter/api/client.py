@@ -9,7 +9,7 @@ garbled bodies are retried; everything else surfaces at once.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import random
 import secrets
@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
+import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "2021-12-01"
 MAX_PAGE_SIZE = 100
+PARSE_SLICE = 10
 # Requests that carry no InstanceId (ListInstances) share this rate-limit bucket.
 _NO_INSTANCE = ""
 
@@ -259,7 +261,7 @@ class EiamClient:
             params = dict(base)
             if token is not None:
                 params["NextToken"] = token
-            page = self._job_page(action, await self.call(action, params))
+            page = await self._job_page(action, await self.call(action, params))
             yield page
             if not page.next_token:
                 return
@@ -289,14 +291,14 @@ class EiamClient:
         number = 1
         seen = 0
         while True:
-            page = self._job_page(action, await self.call(action, {**base, "PageNumber": number}))
+            page = await self._job_page(action, await self.call(action, {**base, "PageNumber": number}))
             yield page
             seen += len(page.jobs)
             if not page.jobs or (page.total_count is not None and seen >= page.total_count):
                 return
             number += 1
 
-    def _job_page(self, action: str, body: dict[str, Any]) -> JobPage:
+    async def _job_page(self, action: str, body: dict[str, Any]) -> JobPage:
         request_id = str(body.get("RequestId") or "")
         total = body.get("TotalCount")
         if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
@@ -319,7 +321,13 @@ class EiamClient:
                 action=action, problem="SynchronizationJobs must be a list", request_id=request_id
             )
         try:
-            jobs = tuple(parse_job(raw, f"SynchronizationJobs[{index}]", action) for index, raw in enumerate(raw_jobs))
+            parsed: list[SynchronizationJob] = []
+            for index, raw in enumerate(raw_jobs):
+                parsed.append(parse_job(raw, f"SynchronizationJobs[{index}]", action))
+                if index % PARSE_SLICE == PARSE_SLICE - 1:
+                    # Give scrapes a turn: parsing a full page holds the loop for milliseconds.
+                    await asyncio.sleep(0)
+            jobs = tuple(parsed)
         except MalformedResponseError as exc:
             exc.request_id = request_id
             raise
@@ -438,8 +446,8 @@ def _decode_answer(action: str, response: httpx.Response) -> dict[str, Any]:
     status = response.status_code
     raw = response.content
     try:
-        body: Any = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+        body: Any = orjson.loads(raw) if raw else None
+    except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError):
         body = None
     if 200 <= status < 300:
         if not isinstance(body, dict):

@@ -24,12 +24,27 @@ class ScaledClock:
         self._monotonic = monotonic
         self._origin = monotonic()
 
+        self._paused_at: float | None = None
+
     @property
     def speed(self) -> float:
         return self._speed
 
     def __call__(self) -> float:
+        if self._paused_at is not None:
+            return self._paused_at
         return self._start + (self._monotonic() - self._origin) * self._speed
+
+    def pause(self) -> None:
+        """Stop simulated time (jobs stop moving) until :meth:`resume`."""
+        if self._paused_at is None:
+            self._paused_at = self()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._start = self._paused_at
+            self._origin = self._monotonic()
+            self._paused_at = None
 
 
 class ManualClock:
