@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--demo-speed", type=float, default=30.0, help="simulated seconds per second (demo)")
         command.add_argument("--demo-seed", type=int, default=1)
         _add_setting_flags(command)
+        command.add_argument(
+            "--web.config.file",
+            dest="setting_web_config_file",
+            default=None,
+            metavar="FILE",
+            help="the same as --web-config-file (the name Prometheus exporters use)",
+        )
 
     pull = commands.add_parser(
         "pull-config",
@@ -177,13 +184,14 @@ def _exporter_command(args: argparse.Namespace) -> int:
     demo = DemoOptions(speed=args.demo_speed, seed=args.demo_seed) if args.demo else None
     from exporter.api.endpoint import EndpointError
     from exporter.state import StateError
+    from exporter.webconfig import WebConfigError
 
     try:
         if args.command == "serve":
             asyncio.run(serve(settings, demo))
             return EXIT_OK
         body, errors = asyncio.run(once(settings, demo))
-    except (EndpointError, StateError) as exc:
+    except (EndpointError, StateError, WebConfigError) as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:

@@ -22,6 +22,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import math
+import re
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -153,7 +154,18 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")
+
+
 def escape(value: str) -> str:
+    """A label value as the exposition formats require, whatever the API sent.
+
+    Backslash, double quote and line feed are escaped; other control characters
+    become U+FFFD and unpaired surrogates '?', so the output is always valid UTF-8
+    that Prometheus parses back to the same value.
+    """
+    if not value.isascii() or _CONTROL.search(value):
+        value = _CONTROL.sub("\ufffd", value).encode("utf-8", "replace").decode("utf-8")
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -18,6 +18,7 @@ from exporter import __version__
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ExpositionCache
 from exporter.service import Exporter
 from exporter.snapshot import Snapshot
+from exporter.webconfig import Authenticator, WebConfigWatcher
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 WRITE_SIZE = 1 << 20
@@ -45,9 +46,43 @@ def wants_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def build_app(exporter: Exporter, *, poll_interval: float, clock: Callable[[], float] = time.time) -> web.Application:
+def build_app(
+    exporter: Exporter,
+    *,
+    poll_interval: float,
+    clock: Callable[[], float] = time.time,
+    web_config: WebConfigWatcher | None = None,
+) -> web.Application:
     cache = ExpositionCache()
-    app = web.Application()
+    watcher = web_config or WebConfigWatcher(None)
+    authenticator = Authenticator()
+
+    @web.middleware
+    async def protect(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        watcher.maybe_reload()
+        config = watcher.config
+        # /healthz stays open so liveness probes need no credentials; it reveals nothing.
+        if config.auth_enabled and request.path != "/healthz":
+            header = request.headers.get("Authorization")
+            allowed = authenticator.cached(config, header)
+            if allowed is None:
+                allowed = await asyncio.to_thread(authenticator.check, config, header)
+            if not allowed:
+                return web.Response(
+                    status=401,
+                    text="Unauthorized\n",
+                    headers={"WWW-Authenticate": 'Basic realm="idaas-sync-exporter"'},
+                )
+        return await handler(request)
+
+    async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in watcher.config.headers.items():
+            response.headers[name] = value
+
+    app = web.Application(middlewares=[protect])
+    app.on_response_prepare.append(security_headers)
     app[EXPORTER_KEY] = exporter
     preparing: set[asyncio.Task[None]] = set()
 

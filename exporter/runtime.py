@@ -29,6 +29,7 @@ from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
 from exporter.simulator.world import SCENARIOS, World
 from exporter.state import StateStore
+from exporter.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +104,19 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
         stack.push_async_callback(exporter.client.aclose)
         stack.callback(exporter.store.close)
 
-        app = build_app(exporter, poll_interval=settings.poll_interval_seconds)
+        watcher = WebConfigWatcher(settings.web_config_file)
+        app = build_app(exporter, poll_interval=settings.poll_interval_seconds, web_config=watcher)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         host, port = settings.listen_host_port
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=watcher.context).start()
         log.info("listening", extra={"address": f"{host}:{port}", "instances": ",".join(settings.instance_ids)})
 
         scheduler = AsyncIOScheduler()
         exporter.schedule(scheduler, settings.poll_interval_seconds, settings.target_refresh_seconds)
+        # Certificates are renewed on disk while the exporter runs; notice within seconds.
+        scheduler.add_job(watcher.maybe_reload, "interval", seconds=5, id="web-config", coalesce=True)
         scheduler.start()
 
         stop_event = stop or asyncio.Event()

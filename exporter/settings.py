@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     requests_per_second: float = Field(5.0, gt=0, le=100, description="API request rate limit per instance")
     connect_timeout_seconds: float = Field(5.0, gt=0)
     read_timeout_seconds: float = Field(10.0, gt=0)
+    web_config_file: str | None = Field(
+        None, description="exporter-toolkit web config (TLS, client certificates, basic auth, headers)"
+    )
     log_level: str = Field("info")
     log_format: str = Field("logfmt")
 

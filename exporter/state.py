@@ -8,16 +8,24 @@ in one transaction, so a crash before the commit simply redoes the poll.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import sqlite3
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from exporter.api.models import COUNT_RESULTS, SynchronizationJob
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+# 1: one JSON document per instance; 2: targets in their own rows, written only when changed.
+SCHEMA_VERSION = 2
 # Job durations range from seconds (incremental callbacks) to hours (full syncs).
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
 OBJECT_TYPES = ("user", "organizational_unit", "group", "group_member")
@@ -229,23 +237,76 @@ class StateError(Exception):
 class StateStore:
     """SQLite-backed; ``path=None`` keeps state in memory only (lost on restart)."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
-        target = path or ":memory:"
+        self.moved_aside: str | None = None
         if path:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StateError(f"cannot create the state directory for {path}: {exc.strerror}") from None
+            problem = self._inspect(path)
+            if problem is not None:
+                self.moved_aside = self._move_aside(path, problem, clock)
         try:
-            self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(path or ":memory:", isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StateError(
-                f"state file {path} is not usable ({exc}); move it aside to start from a cold start"
+                f"cannot open state file {path}: {exc}; check that the directory is writable "
+                "(or set IDAAS_EXPORTER_STATE_PATH elsewhere)"
             ) from None
+
+    @staticmethod
+    def _inspect(path: str) -> str | None:
+        """Why an existing file cannot be used as it is, or None when it can (or does not exist)."""
+        if not Path(path).exists():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    return "it failed SQLite's integrity check"
+                if version == 0:
+                    return None
+                if version > SCHEMA_VERSION:
+                    raise StateError(
+                        f"state file {path} was written by a newer exporter (schema {version}, this one reads "
+                        f"{SCHEMA_VERSION}); run that version or move the file aside"
+                    )
+                if version < SCHEMA_VERSION:
+                    return f"it has the older schema {version} (this exporter writes {SCHEMA_VERSION})"
+                for (meta,) in db.execute("SELECT meta FROM instances"):
+                    json.loads(meta)
+                for (doc,) in db.execute("SELECT doc FROM targets"):
+                    TargetTally.from_json(json.loads(doc))
+        except sqlite3.OperationalError as exc:
+            if "unable to open" in str(exc):
+                return None  # unreadable: opening it for writing reports the real problem
+            return f"SQLite cannot read it ({exc})"
+        except sqlite3.DatabaseError as exc:
+            return f"it is not a usable SQLite database ({exc})"
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"its content is damaged ({type(exc).__name__})"
+        return None
+
+    @staticmethod
+    def _move_aside(path: str, problem: str, clock: Callable[[], float]) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+        target = f"{path}.unusable-{stamp}"
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                if Path(path + suffix).exists():
+                    os.replace(path + suffix, target + suffix)
+        except OSError as exc:
+            raise StateError(f"state file {path} is unusable ({problem}) and cannot be moved aside: {exc}") from None
+        log.error(
+            "state file unusable; moved aside, counting restarts from a cold start",
+            extra={"path": path, "moved_to": target, "problem": problem},
+        )
+        return target
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -261,11 +322,6 @@ class StateStore:
                 """
             )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            raise StateError(
-                f"state file {self.path} has schema version {version}, this exporter reads {SCHEMA_VERSION}; "
-                "move the file aside (counting restarts cold) or run a matching exporter version"
-            )
 
     def load(self, instance_id: str) -> InstanceState:
         row = self._db.execute("SELECT meta FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()

@@ -82,12 +82,18 @@ class SynchronizationJob(BaseModel):
         return self.end_time - self.start_time
 
 
+# Ids, codes and statuses become label values; anything this long is not an id.
+MAX_LABEL_FIELD = 512
+
+
 def _require_str(raw: Mapping[str, Any], key: str, where: str, action: str) -> str:
     value = raw.get(key)
     if not isinstance(value, str) or not value.strip():
         raise MalformedResponseError(
             action=action, problem=f"{where}.{key} must be a non-empty string, got {_kind(value)}"
         )
+    if len(value) > MAX_LABEL_FIELD:
+        raise MalformedResponseError(action=action, problem=f"{where}.{key} is {len(value)} characters long")
     return value.strip()
 
 
@@ -97,6 +103,13 @@ def _optional_str(raw: Mapping[str, Any], key: str, where: str, action: str) -> 
         return None
     if not isinstance(value, str):
         raise MalformedResponseError(action=action, problem=f"{where}.{key} must be a string, got {_kind(value)}")
+    return value
+
+
+def _label_str(raw: Mapping[str, Any], key: str, where: str, action: str) -> str | None:
+    value = _optional_str(raw, key, where, action)
+    if value is not None and len(value) > MAX_LABEL_FIELD:
+        raise MalformedResponseError(action=action, problem=f"{where}.{key} is {len(value)} characters long")
     return value
 
 
@@ -187,11 +200,11 @@ def parse_job(raw: Any, where: str, action: str) -> SynchronizationJob:
         target_id=_require_str(raw, "TargetId", where, action),
         direction=_require_str(raw, "Direction", where, action),
         status=_require_str(raw, "Status", where, action),
-        trigger_type=_optional_str(raw, "TriggerType", where, action) or "unknown",
+        trigger_type=_label_str(raw, "TriggerType", where, action) or "unknown",
         start_time=_millis(raw, "StartTime", where, action, required=True) or 0.0,
         end_time=_millis(raw, "EndTime", where, action, required=False),
         description=_optional_str(raw, "Description", where, action),
-        error_code=_optional_str(result, "ErrorCode", f"{where}.Result", action),
+        error_code=_label_str(result, "ErrorCode", f"{where}.Result", action),
         error_message=_optional_str(result, "ErrorMessage", f"{where}.Result", action),
         statistics=statistics,
         result_extra=extra,

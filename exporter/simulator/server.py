@@ -62,6 +62,16 @@ class Faults:
     latency_seconds: float = 0.0
     # When set, throttling answers carry x-acs-retry-after with this many milliseconds.
     retry_after_ms: int | None = None
+    drop_rate: float = 0.0  # close the connection without an answer
+    malformed_rate: float = 0.0  # 200 with a body that is not JSON
+    truncated_rate: float = 0.0  # 200 with the real answer cut short
+    repeat_token_rate: float = 0.0  # answer a NextToken request with the same NextToken
+    duplicate_rate: float = 0.0  # a page starts with the previous page's last job again
+    regress_rate: float = 0.0  # a final job is shown as running again
+
+    def off(self) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, None if name == "retry_after_ms" else 0.0)
 
 
 @dataclass(slots=True)
@@ -110,12 +120,37 @@ class SimulatorApp:
             self.requests.params.append(query)
             await self._inject_latency()
             self._inject_faults()
+            if self._roll(self.faults.drop_rate):
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=500)
             params = unflatten(query)
+            if action == "ListSynchronizationJobs" and params.get("NextToken"):
+                if self._roll(self.faults.duplicate_rate):
+                    params["DuplicateBoundary"] = "1"
+                if self._roll(self.faults.repeat_token_rate):
+                    answer = await asyncio.to_thread(self.actions.handle, action, dict(params))
+                    answer["NextToken"] = params["NextToken"]
+                    return web.json_response({"RequestId": request_id, **answer}, dumps=_dumps)
             answer = await asyncio.to_thread(self.actions.handle, action, params)
         except ActionError as exc:
             return self._error(request_id, exc)
-        answer = {"RequestId": request_id, **answer}
-        return web.json_response(answer, dumps=_dumps)
+        if action == "ListSynchronizationJobs" and self._roll(self.faults.regress_rate):
+            for job in answer.get("SynchronizationJobs", []):
+                if job.get("EndTime"):
+                    job["Status"] = "running"
+                    job["Result"] = {}
+                    del job["EndTime"]
+                    break
+        text = _dumps({"RequestId": request_id, **answer})
+        if self._roll(self.faults.malformed_rate):
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if self._roll(self.faults.truncated_rate):
+            return web.Response(text=text[: len(text) // 2], content_type="application/json")
+        return web.Response(text=text, content_type="application/json")
+
+    def _roll(self, rate: float) -> bool:
+        return bool(rate) and self._rng.random() < rate
 
     # -- signature ------------------------------------------------------------
 

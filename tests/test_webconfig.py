@@ -1,0 +1,298 @@
+"""exporter-toolkit web configuration: real TLS and client certificates, basic auth, reload, Prometheus."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from exporter.webconfig import Authenticator, WebConfigError, load
+from tests.e2e import free_port, prometheus, query
+
+PASSWORD = "scrape-pass-7d1e9a"
+NEW_PASSWORD = "rotated-pass-4c2b8f"
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _write(path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+    path.with_suffix(".key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def make_ca(path: Path, common: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common))
+        .issuer_name(_name(common))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    _write(path, key, cert)
+    return key, cert
+
+
+def make_leaf(
+    path: Path, common: str, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], *, server: bool
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common))
+        .issuer_name(ca[1].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    _write(path, key, builder.sign(ca[0], hashes.SHA256()))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pki")
+    ca = make_ca(root / "ca", "test CA")
+    other = make_ca(root / "other-ca", "untrusted CA")
+    make_leaf(root / "server", "localhost", ca, server=True)
+    make_leaf(root / "client", "prometheus", ca, server=False)
+    make_leaf(root / "rogue", "prometheus", other, server=False)
+    return root
+
+
+def web_config(pki: Path, password: str) -> str:
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    return f"""
+tls_server_config:
+  cert_file: {pki / "server.crt"}
+  key_file: {pki / "server.key"}
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: {pki / "ca.crt"}
+  min_version: TLS12
+http_server_config:
+  headers:
+    X-Frame-Options: deny
+    X-Content-Type-Options: nosniff
+    Strict-Transport-Security: max-age=31536000
+basic_auth_users:
+  prometheus: '{hashed}'
+"""
+
+
+@pytest.fixture
+def secured(pki: Path, tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
+    config = tmp_path / "web.yml"
+    config.write_text(web_config(pki, PASSWORD))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--demo",
+            "--listen-address",
+            f"127.0.0.1:{port}",
+            "--poll-interval-seconds",
+            "2",
+            "--web.config.file",
+            str(config),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with client(pki) as http:
+                    if http.get(f"https://127.0.0.1:{port}/healthz").status_code == 200:
+                        break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield port, config, process
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+
+
+def client(pki: Path, cert: str | None = "client", auth: tuple[str, str] | None = None) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if cert:
+        context.load_cert_chain(str(pki / f"{cert}.crt"), str(pki / f"{cert}.key"))
+    return httpx.Client(verify=context, auth=auth, timeout=10)
+
+
+@pytest.mark.slow
+def test_tls_client_certificates_and_basic_auth(secured: tuple[int, Path, subprocess.Popen[str]], pki: Path) -> None:
+    port, config, process = secured
+    url = f"https://127.0.0.1:{port}"
+    with client(pki, auth=("prometheus", PASSWORD)) as http:
+        ok = http.get(f"{url}/metrics")
+        assert ok.status_code == 200 and "idaas_up" in ok.text
+        assert ok.headers["X-Frame-Options"] == "deny"
+        assert ok.headers["Strict-Transport-Security"] == "max-age=31536000"
+    with client(pki, auth=("prometheus", "wrong-password")) as http:
+        refused = http.get(f"{url}/metrics")
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
+        assert http.get(f"{url}/").status_code == 401
+    with client(pki) as http:
+        assert http.get(f"{url}/metrics").status_code == 401  # no credentials
+        assert http.get(f"{url}/healthz").status_code == 200  # liveness stays open
+    for cert in ("rogue", None):
+        with client(pki, cert=cert, auth=("prometheus", PASSWORD)) as http, pytest.raises(httpx.HTTPError):
+            http.get(f"{url}/metrics")
+    with pytest.raises(httpx.HTTPError), httpx.Client(timeout=5) as plain:
+        plain.get(f"http://127.0.0.1:{port}/metrics")
+
+    # Reload: a new password takes effect; an invalid file keeps the last good one.
+    time.sleep(1.1)  # a different mtime
+    config.write_text(web_config(pki, NEW_PASSWORD))
+    with client(pki, auth=("prometheus", NEW_PASSWORD)) as http:
+        assert http.get(f"{url}/metrics").status_code == 200
+    with client(pki, auth=("prometheus", PASSWORD)) as http:
+        assert http.get(f"{url}/metrics").status_code == 401
+    time.sleep(1.1)
+    config.write_text("basic_auth_users:\n  prometheus: plain-text-password\n")
+    with client(pki, auth=("prometheus", NEW_PASSWORD)) as http:
+        assert http.get(f"{url}/metrics").status_code == 200
+    process.terminate()
+    _, stderr = process.communicate(timeout=20)
+    assert "web config not reloaded" in stderr and "must be a bcrypt hash" in stderr
+    for secret in (PASSWORD, NEW_PASSWORD, "plain-text-password"):
+        assert secret not in stderr
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_through_tls_and_basic_auth(
+    secured: tuple[int, Path, subprocess.Popen[str]], pki: Path, tmp_path: Path
+) -> None:
+    port, _, _ = secured
+    (tmp_path / "password").write_text(PASSWORD)
+    (tmp_path / "wrong").write_text("not-the-password")
+    tls = f"""    tls_config:
+      ca_file: {pki / "ca.crt"}
+      cert_file: {pki / "client.crt"}
+      key_file: {pki / "client.key"}
+      server_name: localhost
+"""
+    config = f"""
+global: {{scrape_interval: 1s}}
+scrape_configs:
+  - job_name: good
+    scheme: https
+    basic_auth: {{username: prometheus, password_file: {tmp_path / "password"}}}
+{tls}    static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
+  - job_name: wrong-password
+    scheme: https
+    basic_auth: {{username: prometheus, password_file: {tmp_path / "wrong"}}}
+{tls}    static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
+"""
+    with prometheus(tmp_path, config, free_port()) as base:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            good = query(base, 'up{job="good"}')
+            bad = query(base, 'up{job="wrong-password"}')
+            if good and bad and good[0]["value"][1] == "1" and query(base, 'idaas_up{job="good"}'):
+                break
+            time.sleep(1)
+        assert good and good[0]["value"][1] == "1"
+        assert bad and bad[0]["value"][1] == "0"
+        assert query(base, 'idaas_up{job="good"} == 1')
+
+
+def test_invalid_files_are_refused_with_the_key_named(tmp_path: Path, pki: Path) -> None:
+    cases = {
+        "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n": "cert_file",
+        "basic_auth_users:\n  prometheus: hunter2\n": "must be a bcrypt hash",
+        "tls_server_confg: {}\n": "unknown key 'tls_server_confg'",
+        f"tls_server_config:\n  cert_file: {pki / 'server.crt'}\n  key_file: {pki / 'server.key'}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n": "needs tls_server_config.client_ca_file",
+        f"tls_server_config:\n  cert_file: {pki / 'server.crt'}\n  key_file: {pki / 'server.key'}\n"
+        "  min_version: TLS14\n": "min_version",
+        "http_server_config:\n  headers:\n    X-Powered-By: me\n": "X-Powered-By",
+    }
+    for text, fragment in cases.items():
+        path = tmp_path / "web.yml"
+        path.write_text(text)
+        with pytest.raises(WebConfigError, match=fragment.replace("'", ".")):
+            load(str(path))
+
+
+def test_cli_refuses_an_invalid_web_config_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text("basic_auth_users:\n  prometheus: hunter2-plain\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--demo",
+            "--listen-address",
+            "127.0.0.1:0",
+            "--web.config.file",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "basic_auth_users.prometheus must be a bcrypt hash" in result.stderr
+    assert "hunter2-plain" not in result.stderr
+
+
+def test_authenticator_caches_only_successes(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    path = tmp_path / "web.yml"
+    path.write_text(f"basic_auth_users:\n  alice: '{hashed}'\n")
+    config = load(str(path))
+    auth = Authenticator()
+    import base64
+
+    header = "Basic " + base64.b64encode(b"alice:pw").decode()
+    assert auth.cached(config, header) is None
+    assert auth.check(config, header)
+    assert auth.cached(config, header) is True
+    wrong = "Basic " + base64.b64encode(b"alice:nope").decode()
+    assert not auth.check(config, wrong)
+    assert auth.cached(config, wrong) is None
+    assert not auth.check(config, "Basic " + base64.b64encode(b"mallory:pw").decode())
+    assert not auth.check(config, "Bearer x")
+    assert "$2" not in repr(config)
