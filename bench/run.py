@@ -74,8 +74,14 @@ class ExporterProcess:
             if event.get("msg") == "poll finished":
                 ts = time.time()
                 self.polls.append(
-                    Poll(ts, float(event["seconds"]), int(event["api_calls"]), int(event["jobs_read"]),
-                         int(event["jobs_changed"]), bool(event["cold"]))
+                    Poll(
+                        ts,
+                        float(event["seconds"]),
+                        int(event["api_calls"]),
+                        int(event["jobs_read"]),
+                        int(event["jobs_changed"]),
+                        bool(event["cold"]),
+                    )
                 )
 
     def proc(self, key: str) -> int:
@@ -158,11 +164,35 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
     env["IDAAS_EXPORTER_ACCESS_KEY_SECRET"] = secret
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "exporter", "serve", "--instance-ids", instance, "--endpoint", sim.endpoint,
-         "--access-key-id", "bench", "--state-path", str(state_path), "--poll-interval-seconds",
-         str(args.poll_interval), "--requests-per-second", "100", "--listen-address", f"127.0.0.1:{port}",
-         "--log-format", "json", "--target-refresh-seconds", "3600"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--instance-ids",
+            instance,
+            "--endpoint",
+            sim.endpoint,
+            "--access-key-id",
+            "bench",
+            "--state-path",
+            str(state_path),
+            "--poll-interval-seconds",
+            str(args.poll_interval),
+            "--requests-per-second",
+            "100",
+            "--listen-address",
+            f"127.0.0.1:{port}",
+            "--log-format",
+            "json",
+            "--target-refresh-seconds",
+            "3600",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     exporter = ExporterProcess(process, port)
     threading.Thread(target=exporter.read_logs, daemon=True).start()
@@ -187,9 +217,12 @@ def main() -> int:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(NaiveCollector(families))  # type: ignore[arg-type]
         scrape: dict[str, list[float]] = {}
-        for name, accept, encoding in (("text", TEXT, "identity"), ("text+gzip", TEXT, "gzip"),
-                                       ("openmetrics", OPENMETRICS, "identity"),
-                                       ("openmetrics+gzip", OPENMETRICS, "gzip")):
+        for name, accept, encoding in (
+            ("text", TEXT, "identity"),
+            ("text+gzip", TEXT, "gzip"),
+            ("openmetrics", OPENMETRICS, "identity"),
+            ("openmetrics+gzip", OPENMETRICS, "gzip"),
+        ):
             scrape[name] = [fetch(port, accept, encoding)[0] for _ in range(scrapes)]
             naive: list[float] = []
             for _ in range(scrapes):
@@ -266,29 +299,44 @@ def inject_burst(world: World, instance: str, count: int) -> None:
     now_ms = world.now_ms()
     for index in range(count):
         target_type, target_id, direction = targets[index % len(targets)]
-        world.add_job(JobPlan(
-            job_id=world.new_job_id(instance, f"burst-{index}"), instance_id=instance, target_type=target_type,
-            target_id=target_id, direction=direction, trigger_type="manual", start_ms=now_ms - 1000 - index,
-            pending_ms=100, running_ms=500, final_status="success",
-            statistics={"User": {"Updated": {"Total": 2, "Success": 2, "Failed": 0, "Skipped": 0}}},
-        ))
+        world.add_job(
+            JobPlan(
+                job_id=world.new_job_id(instance, f"burst-{index}"),
+                instance_id=instance,
+                target_type=target_type,
+                target_id=target_id,
+                direction=direction,
+                trigger_type="manual",
+                start_ms=now_ms - 1000 - index,
+                pending_ms=100,
+                running_ms=500,
+                final_status="success",
+                statistics={"User": {"Updated": {"Total": 2, "Success": 2, "Failed": 0, "Skipped": 0}}},
+            )
+        )
 
 
 def detect(world: World, instance: str, port: int, speed: float) -> float:
     state = world.instances[instance]
     idp = next(p for p in state.providers if p.pull_config is not None)
     pattern = re.compile(
-        r'^idaas_sync_jobs_total\{[^}]*target_id="' + idp.identity_provider_id
+        r'^idaas_sync_jobs_total\{[^}]*target_id="'
+        + idp.identity_provider_id
         + r'"[^}]*trigger_type="manual"[^}]*\}|^idaas_sync_jobs_total\{[^}]*status="failed"[^}]*target_id="'
-        + idp.identity_provider_id + r'"[^}]*trigger_type="manual"[^}]*\}'
+        + idp.identity_provider_id
+        + r'"[^}]*trigger_type="manual"[^}]*\}'
     )
 
     def current() -> float:
         _, body = fetch(port)
         total = 0.0
         for line in body.decode().splitlines():
-            if line.startswith("idaas_sync_jobs_total{") and f'target_id="{idp.identity_provider_id}"' in line \
-                    and 'status="failed"' in line and 'trigger_type="manual"' in line:
+            if (
+                line.startswith("idaas_sync_jobs_total{")
+                and f'target_id="{idp.identity_provider_id}"' in line
+                and 'status="failed"' in line
+                and 'trigger_type="manual"' in line
+            ):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -297,10 +345,19 @@ def detect(world: World, instance: str, port: int, speed: float) -> float:
     now_world = world.now()
     duration = 4.0 * speed / 30.0  # a few real seconds of simulated time
     plan = JobPlan(
-        job_id=world.new_job_id(instance, f"detect-{time.time()}"), instance_id=instance,
-        target_type="identity_provider", target_id=idp.identity_provider_id, direction="ingress",
-        trigger_type="manual", start_ms=int(now_world * 1000), pending_ms=500, running_ms=int(duration * 1000),
-        final_status="failed", statistics={}, error_code="IdentityProvider.ConnectionFailed", error_message="bench",
+        job_id=world.new_job_id(instance, f"detect-{time.time()}"),
+        instance_id=instance,
+        target_type="identity_provider",
+        target_id=idp.identity_provider_id,
+        direction="ingress",
+        trigger_type="manual",
+        start_ms=int(now_world * 1000),
+        pending_ms=500,
+        running_ms=int(duration * 1000),
+        final_status="failed",
+        statistics={},
+        error_code="IdentityProvider.ConnectionFailed",
+        error_message="bench",
     )
     injected_real = time.time()
     world.add_job(plan)
@@ -362,8 +419,10 @@ def state_size(path: Path) -> int:
 
 def report(r: dict[str, Any], args: argparse.Namespace, scenario: str, speed: float) -> int:
     mib = 1024 * 1024
-    lines = [f"scenario {scenario}: {r['targets']} targets, {r['window_jobs']} jobs in the 24 h window, "
-             f"{r['samples']} samples ({r['exposition_bytes'] / mib:.1f} MiB) in /metrics; simulated time x{speed:g}"]
+    lines = [
+        f"scenario {scenario}: {r['targets']} targets, {r['window_jobs']} jobs in the 24 h window, "
+        f"{r['samples']} samples ({r['exposition_bytes'] / mib:.1f} MiB) in /metrics; simulated time x{speed:g}"
+    ]
     lines.append("")
     lines.append("| /metrics | median ms | p99 ms | naive median ms | naive / exporter |")
     lines.append("| --- | ---: | ---: | ---: | ---: |")
@@ -373,8 +432,10 @@ def report(r: dict[str, Any], args: argparse.Namespace, scenario: str, speed: fl
         ours, naive = scrape[name], scrape["naive " + name]
         ratio = statistics.median(naive) / statistics.median(ours)
         ratios[name] = ratio
-        lines.append(f"| {name} | {statistics.median(ours) * 1000:.1f} | {percentile(ours, 0.99) * 1000:.1f} | "
-                     f"{statistics.median(naive) * 1000:.1f} | {ratio:.1f}x |")
+        lines.append(
+            f"| {name} | {statistics.median(ours) * 1000:.1f} | {percentile(ours, 0.99) * 1000:.1f} | "
+            f"{statistics.median(naive) * 1000:.1f} | {ratio:.1f}x |"
+        )
     polls = r["steady_polls"]
     calls = [p.api_calls for p in polls]
     floor = [math.ceil(p.jobs_changed / 100) for p in polls]
@@ -390,20 +451,22 @@ def report(r: dict[str, Any], args: argparse.Namespace, scenario: str, speed: fl
     lines.append(f"| floor ceil(new or changed / 100): median / max | {statistics.median(floor):.0f} / {max(floor)} |")
     lines.append(f"| polls within floor + 1 | {within} of {len(polls)} |")
     excess = sorted({c - f for c, f in zip(calls, floor, strict=True)})
-    spread = ", ".join(
-        f"+{e}: {sum(1 for c, f in zip(calls, floor, strict=True) if c - f == e)}" for e in excess
-    )
+    spread = ", ".join(f"+{e}: {sum(1 for c, f in zip(calls, floor, strict=True) if c - f == e)}" for e in excess)
     lines.append(f"| calls above the floor (polls) | {spread} |")
     lines.append(f"| naive poller (re-read the window): calls per poll | {naive_calls} |")
     cpu_per_k = r["cpu_steady"] / max(1, jobs_read) * 1000
-    lines.append(f"| CPU seconds per 1,000 jobs read, steady / cold | {cpu_per_k:.3f} / "
-                 f"{r['cold_cpu'] / max(1, r['window_jobs']) * 1000:.3f} |")
+    lines.append(
+        f"| CPU seconds per 1,000 jobs read, steady / cold | {cpu_per_k:.3f} / "
+        f"{r['cold_cpu'] / max(1, r['window_jobs']) * 1000:.3f} |"
+    )
     lines.append("")
     lines.append("| memory and state | value |")
     lines.append("| --- | ---: |")
     lines.append(f"| peak RSS | {r['peak_rss'] / mib:.0f} MiB |")
-    lines.append(f"| RSS after cold poll / start of steady / end ({r['simulated_seconds'] / 3600:.1f} simulated h) | "
-                 f"{r['rss_after_cold'] / mib:.0f} / {r['rss_start'] / mib:.0f} / {r['rss_end'] / mib:.0f} MiB |")
+    lines.append(
+        f"| RSS after cold poll / start of steady / end ({r['simulated_seconds'] / 3600:.1f} simulated h) | "
+        f"{r['rss_after_cold'] / mib:.0f} / {r['rss_start'] / mib:.0f} / {r['rss_end'] / mib:.0f} MiB |"
+    )
     lines.append(
         f"| state file start / end of steady | {r['state_start'] / mib:.1f} / {r['state_end'] / mib:.1f} MiB |"
     )
@@ -411,11 +474,15 @@ def report(r: dict[str, Any], args: argparse.Namespace, scenario: str, speed: fl
     idle = [d for s, d in r["scrape_log"] if not any(a <= s <= b for a, b in r["poll_windows"])]
     during_ms = statistics.median(during) * 1000 if during else float("nan")
     idle_ms = statistics.median(idle) * 1000 if idle else float("nan")
-    lines.append(f"| /metrics (text+gzip) during polls / between polls, median ms | {during_ms:.1f} / "
-                 f"{idle_ms:.1f} ({len(during)} / {len(idle)} scrapes) |")
-    lines.append(f"| detection latency (failed job EndTime to /metrics), median / max | "
-                 f"{statistics.median(r['detection']):.1f} / {max(r['detection']):.1f} s "
-                 f"(poll interval {args.poll_interval:g} s) |")
+    lines.append(
+        f"| /metrics (text+gzip) during polls / between polls, median ms | {during_ms:.1f} / "
+        f"{idle_ms:.1f} ({len(during)} / {len(idle)} scrapes) |"
+    )
+    lines.append(
+        f"| detection latency (failed job EndTime to /metrics), median / max | "
+        f"{statistics.median(r['detection']):.1f} / {max(r['detection']):.1f} s "
+        f"(poll interval {args.poll_interval:g} s) |"
+    )
     lines.append(f"| counts against ground truth | {'exact' if r['truth_ok'] else 'MISMATCH'}: {r['truth_detail']} |")
     lines.append("")
     checks = [
@@ -423,8 +490,10 @@ def report(r: dict[str, Any], args: argparse.Namespace, scenario: str, speed: fl
         ("steady API calls per poll <= ceil(new or changed / 100) + 1 (every poll)", within == len(polls)),
         ("peak RSS <= 150 MB", r["peak_rss"] <= 150e6),
         ("no growth over simulated time (RSS +10% at most)", r["rss_end"] <= r["rss_start"] * 1.10),
-        ("/metrics during polls within 2x of between polls",
-         bool(during and idle) and statistics.median(during) <= 2 * statistics.median(idle)),
+        (
+            "/metrics during polls within 2x of between polls",
+            bool(during and idle) and statistics.median(during) <= 2 * statistics.median(idle),
+        ),
         ("counts equal the ground truth", r["truth_ok"]),
     ]
     for name, ok in checks:

@@ -1,0 +1,289 @@
+"""Fault-injection soak: the exporter's counters must equal the simulator's ground truth exactly.
+
+    python bench/soak.py --seconds 600     # the long mode
+    python bench/soak.py --seconds 45      # what the test suite runs
+
+The simulator throttles 30% of requests, answers 10% with 5xx, adds latency, drops
+connections, sends malformed and truncated bodies, repeats a NextToken, duplicates
+jobs across pages, shows finished jobs as running again, and runs its clock ten
+minutes ahead of the exporter's. Meanwhile the exporter is killed (SIGKILL and
+SIGTERM, often mid-poll) and restarted on the same state file. Before and after,
+simulated time is frozen and faults are switched off until two polls complete; the
+counters must have grown by exactly the jobs that finished in between.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import bcrypt
+from pydantic import SecretStr
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from exporter.simulator.clock import ScaledClock  # noqa: E402
+from exporter.simulator.server import AccessKey, Faults, SimulatorApp, SimulatorThread  # noqa: E402
+from exporter.simulator.world import SCENARIOS, World  # noqa: E402
+
+FAULTS = {
+    "throttle_rate": 0.30,
+    "server_error_rate": 0.10,
+    "latency_seconds": 0.005,
+    "drop_rate": 0.03,
+    "malformed_rate": 0.03,
+    "truncated_rate": 0.03,
+    "repeat_token_rate": 0.05,
+    "duplicate_rate": 0.10,
+    "regress_rate": 0.05,
+}
+Counts = dict[tuple[str, str], float]
+
+
+class Soak:
+    def __init__(self, seconds: float, seed: int) -> None:
+        self.seconds = seconds
+        self.rng = random.Random(seed)
+        # The API's clock runs ten minutes ahead of the exporter's.
+        self.clock = ScaledClock(start=time.time() + 600, speed=60)
+        self.world = World(SCENARIOS["busy"], seed=seed, clock=self.clock)
+        self.instances = ",".join(self.world.instances)
+        self.key_id = "STS.soak" + secrets.token_hex(4)
+        self.secret = "soak-secret-" + secrets.token_hex(12)
+        self.token = "soak-token-" + secrets.token_hex(12)
+        self.password = "soak-password-" + secrets.token_hex(8)
+        self.faults = Faults()
+        self.app = SimulatorApp(
+            self.world,
+            [AccessKey(self.key_id, SecretStr(self.secret), SecretStr(self.token))],
+            faults=self.faults,
+            seed=seed,
+        )
+        self.workdir = Path(tempfile.mkdtemp(prefix="idaas-soak-"))
+        self.port = _free_port()
+        self.output: list[str] = []
+        self.polls = 0
+        self.process: subprocess.Popen[str] | None = None
+        self.kills = {"SIGKILL": 0, "SIGTERM": 0}
+        # API answers by code, summed over every exporter process (each starts from zero).
+        self.codes: dict[str, float] = {}
+
+    # -- exporter process ------------------------------------------------------
+
+    def start_exporter(self, endpoint: str) -> None:
+        hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
+        web = self.workdir / "web.yml"
+        web.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
+        env["IDAAS_EXPORTER_ACCESS_KEY_SECRET"] = self.secret
+        env["IDAAS_EXPORTER_SECURITY_TOKEN"] = self.token
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "serve",
+                "--instance-ids",
+                self.instances,
+                "--endpoint",
+                endpoint,
+                # A long re-read window makes every poll page through NextTokens, where paging faults live.
+                "--overlap-seconds",
+                "5400",
+                "--lookback-seconds",
+                "10800",
+                "--access-key-id",
+                self.key_id,
+                "--state-path",
+                str(self.workdir / "state.sqlite3"),
+                "--poll-interval-seconds",
+                "1",
+                "--requests-per-second",
+                "50",
+                "--log-level",
+                "debug",
+                "--log-format",
+                "json",
+                "--web.config.file",
+                str(web),
+                "--listen-address",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        if process.stdout is None:
+            return
+        for line in process.stdout:
+            self.output.append(line)
+            if '"poll finished"' in line:
+                self.polls += 1
+
+    def kill_and_restart(self, endpoint: str) -> None:
+        process = self.process
+        if process is None:
+            raise RuntimeError("no exporter")
+        if process.poll() is not None:
+            raise SystemExit(f"soak: the exporter exited on its own with status {process.returncode}")
+        self.add_codes(self.fetch_metrics())
+        name = self.rng.choice(["SIGKILL", "SIGTERM"])
+        process.send_signal(getattr(signal, name))
+        process.wait(timeout=30)
+        if name == "SIGTERM" and process.returncode != 0:
+            raise SystemExit(f"soak: SIGTERM should stop cleanly, got status {process.returncode}")
+        self.kills[name] += 1
+        self.start_exporter(endpoint)
+
+    def add_codes(self, metrics: str) -> None:
+        for line in metrics.splitlines():
+            if line.startswith("idaas_exporter_api_requests_total{"):
+                code = dict(re.findall(r'(\w+)="([^"]*)"', line))["code"]
+                self.codes[code] = self.codes.get(code, 0.0) + float(line.rsplit(" ", 1)[1])
+
+    def fetch_metrics(self) -> str:
+        auth = base64.b64encode(f"prometheus:{self.password}".encode()).decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/metrics", headers={"Authorization": f"Basic {auth}"}
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+                    return str(response.read().decode())
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    # -- the measurement -------------------------------------------------------------
+
+    def settle(self) -> tuple[Counts, Counts]:
+        """Freeze simulated time, switch faults off, wait for two clean polls, read both sides."""
+        self.faults.off()
+        self.clock.pause()
+        try:
+            seen = self.polls
+            deadline = time.monotonic() + 120
+            while self.polls < seen + 2:
+                if time.monotonic() > deadline:
+                    raise SystemExit("soak: no two successful polls within 120 s of switching faults off")
+                time.sleep(0.1)
+            exported: Counts = {}
+            for line in self.fetch_metrics().splitlines():
+                if line.startswith("idaas_sync_jobs_total{"):
+                    labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                    key = (labels["target_id"], labels["status"])
+                    exported[key] = exported.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            final: Counts = {}
+            for plan in self.world.finished_jobs():
+                key = (plan.target_id, plan.final_status)
+                final[key] = final.get(key, 0.0) + 1
+            return exported, final
+        finally:
+            self.clock.resume()
+            for name, rate in FAULTS.items():
+                setattr(self.faults, name, rate)
+
+    def run(self) -> int:
+        with SimulatorThread(self.app) as sim:
+            self.start_exporter(sim.endpoint)
+            try:
+                before = self.settle()
+                deadline = time.monotonic() + self.seconds
+                while time.monotonic() < deadline:
+                    time.sleep(self.rng.uniform(2.0, 6.0))
+                    self.kill_and_restart(sim.endpoint)
+                after = self.settle()
+                metrics = self.fetch_metrics()
+            finally:
+                if self.process is not None and self.process.poll() is None:
+                    self.process.terminate()
+                    self.process.wait(timeout=30)
+        return self.report(before, after, metrics)
+
+    def report(self, before: tuple[Counts, Counts], after: tuple[Counts, Counts], metrics: str) -> int:
+        keys = set(before[0]) | set(after[0]) | set(before[1]) | set(after[1])
+        wrong = {
+            k: (after[0].get(k, 0) - before[0].get(k, 0), after[1].get(k, 0) - before[1].get(k, 0))
+            for k in keys
+            if after[0].get(k, 0) - before[0].get(k, 0) != after[1].get(k, 0) - before[1].get(k, 0)
+        }
+        counted = sum(after[0].values()) - sum(before[0].values())
+        finished = sum(after[1].values()) - sum(before[1].values())
+        self.add_codes(metrics)
+        codes = self.codes
+        log = "".join(self.output)
+        leaked = [
+            name
+            for name, value in (
+                ("AccessKey secret", self.secret),
+                ("STS token", self.token),
+                ("basic-auth password", self.password),
+            )
+            if value in log
+        ]
+        events = [json.loads(line).get("msg", "") for line in self.output if line.startswith("{")]
+        print(
+            f"soak: {self.seconds:.0f} s, {self.kills['SIGKILL']} SIGKILL and {self.kills['SIGTERM']} SIGTERM "
+            f"restarts, {self.polls} successful polls, {len(self.output)} log lines"
+        )
+        print(
+            f"soak: {counted:.0f} jobs counted, {finished:.0f} finished in the simulator, {len(wrong)} targets differ"
+        )
+        print("soak: API answers by code: " + ", ".join(f"{c}={v:.0f}" for c, v in sorted(codes.items())))
+        print(f"soak: poll failures logged: {sum(1 for e in events if e == 'poll failed')}")
+        print(f"soak: secrets found in the debug log: {', '.join(leaked) if leaked else 'none'}")
+        ok = not wrong and not leaked and counted > 0
+        for name, present in (
+            ("throttling", any(c.startswith("Throttling") for c in codes)),
+            ("5xx", any(c in ("ServiceUnavailable", "InternalError") for c in codes)),
+            ("malformed bodies", "MalformedResponse" in codes),
+            ("transport errors", any(c.endswith(("Error", "Timeout")) and c not in ("InternalError",) for c in codes)),
+            ("repeated NextToken", "already returned" in log),
+        ):
+            print(f"soak: {name} seen: {'yes' if present else 'NO'}")
+            ok = ok and present
+        if wrong:
+            print(f"soak: differences (exported, truth): {list(wrong.items())[:5]}")
+        print("PASS: counts equal the ground truth" if ok else "FAIL: soak")
+        return 0 if ok else 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    return Soak(args.seconds, args.seed).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
