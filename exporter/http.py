@@ -109,7 +109,7 @@ def build_app(
             headers["Content-Encoding"] = "gzip"
             return web.Response(body=body, headers=headers)
         response = web.StreamResponse(headers=headers)
-        response.content_length = rendered.size(openmetrics=openmetrics)
+        response.enable_chunked_encoding()
         await response.prepare(request)
         # Coalesce the cached pieces into writes of about a megabyte: few syscalls, no full copy.
         buffer = bytearray()
