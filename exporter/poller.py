@@ -146,7 +146,9 @@ class InstancePoller:
         work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
 
         state = work.result()
-        self._store.save(state, work.touched)  # the only commit point: a crash before it redoes the poll
+        # The only commit point: a crash before it redoes the poll. Off the event loop,
+        # because an fsync can take milliseconds that scrapes should not wait for.
+        await asyncio.to_thread(self._store.save, state, work.touched)
         self._state = state
         return PollResult(
             jobs_read=stats.read,

@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,6 +241,7 @@ class StateStore:
     def __init__(self, path: str | None, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.moved_aside: str | None = None
+        self._lock = threading.Lock()
         if path:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -324,6 +326,10 @@ class StateStore:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def load(self, instance_id: str) -> InstanceState:
+        with self._lock:
+            return self._load(instance_id)
+
+    def _load(self, instance_id: str) -> InstanceState:
         row = self._db.execute("SELECT meta FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
         if row is None:
             return InstanceState(instance_id)
@@ -352,7 +358,14 @@ class StateStore:
             ) from None
 
     def save(self, state: InstanceState, changed: set[TargetKey] | None = None) -> None:
-        """Commit a poll atomically: the instance's metadata and the targets it changed."""
+        """Commit a poll atomically: the instance's metadata and the targets it changed.
+
+        Safe to call from worker threads: one connection, one writer at a time.
+        """
+        with self._lock:
+            self._save(state, changed)
+
+    def _save(self, state: InstanceState, changed: set[TargetKey] | None) -> None:
         keys = state.targets.keys() if changed is None else changed
         rows = [
             (state.instance_id, *key, json.dumps(state.targets[key].to_json(), separators=(",", ":"))) for key in keys
