@@ -92,3 +92,19 @@ def test_snake_case() -> None:
     assert snake_case("GroupMember") == "group_member"
     assert snake_case("Binded") == "binded"
     assert snake_case("SCIMPushed") == "scim_pushed"
+
+
+def test_very_long_label_fields_are_refused() -> None:
+    raw = {
+        "SynchronizationJobId": "s",
+        "TargetType": "application",
+        "TargetId": "a" * 10_000,
+        "Direction": "egress",
+        "Status": "success",
+        "StartTime": 1,
+    }
+    with pytest.raises(MalformedResponseError, match="TargetId is 10000 characters long"):
+        parse_job(raw, "job", "ListSynchronizationJobs")
+    raw = {**raw, "TargetId": "a", "Result": {"ErrorCode": "E" * 5000}}
+    with pytest.raises(MalformedResponseError, match="ErrorCode is 5000 characters long"):
+        parse_job(raw, "job", "ListSynchronizationJobs")
