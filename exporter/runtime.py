@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import signal
+import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -88,6 +89,9 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
 async def serve(settings: Settings, demo: DemoOptions | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``); polls in flight finish and commit first."""
     limit_malloc_arenas()
+    # Worker threads (state commits, gzip) hold the GIL in bursts; a shorter switch interval
+    # hands it back to the event loop sooner, so scrapes do not wait behind them.
+    sys.setswitchinterval(0.0005)
     async with AsyncExitStack() as stack:
         credentials: CredentialsProvider
         if demo is not None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import orjson
+
 from exporter.api.models import COUNT_RESULTS, SynchronizationJob
 
 log = logging.getLogger(__name__)
@@ -368,7 +370,9 @@ class StateStore:
     def _save(self, state: InstanceState, changed: set[TargetKey] | None) -> None:
         keys = state.targets.keys() if changed is None else changed
         rows = [
-            (state.instance_id, *key, json.dumps(state.targets[key].to_json(), separators=(",", ":"))) for key in keys
+            # orjson: this runs in a worker thread and holds the GIL while it encodes.
+            (state.instance_id, *key, orjson.dumps(state.targets[key].to_json()).decode())
+            for key in keys
         ]
         try:
             self._db.execute("BEGIN IMMEDIATE")
