@@ -42,6 +42,20 @@ from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread  
 from exporter.simulator.world import SCENARIOS, JobPlan, World  # noqa: E402
 
 TEXT = "text/plain"
+SCRAPER = """
+import json, sys, time, urllib.request
+port, path = int(sys.argv[1]), sys.argv[2]
+request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept-Encoding": "gzip"})
+with open(path, "a") as out:
+    while True:
+        started = time.time()
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+        out.write(json.dumps([started, time.perf_counter() - t0]) + "\\n")
+        out.flush()
+        time.sleep(0.05)
+"""
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
@@ -241,18 +255,13 @@ def main() -> int:
         cpu_before = exporter.cpu_seconds()
         rss_start = exporter.proc("VmRSS")
         state_start = state_size(state_path)
-        scrape_log: list[tuple[float, float]] = []
-        stop = threading.Event()
-
-        def scraper() -> None:
-            while not stop.is_set():
-                started = time.time()
-                duration, _ = fetch(port, TEXT, "gzip")
-                scrape_log.append((started, duration))
-                time.sleep(0.05)
-
-        scrape_thread = threading.Thread(target=scraper, daemon=True)
-        scrape_thread.start()
+        # The scraper runs in its own process: in this one, the simulator's work during polls
+        # would delay the scraper's own threads and be mistaken for exporter latency.
+        scrape_file = workdir / "scrapes.jsonl"
+        scraper = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-c", SCRAPER, str(port), str(scrape_file)],
+            cwd=ROOT,
+        )
         phase_start = time.monotonic()
         burst_done = False
         while time.monotonic() - phase_start < steady:
@@ -260,8 +269,9 @@ def main() -> int:
                 inject_burst(world, instance, 200 if args.smoke else 3000)
                 burst_done = True
             time.sleep(0.2)
-        stop.set()
-        scrape_thread.join()
+        scraper.terminate()
+        scraper.wait(timeout=30)
+        scrape_log = [tuple(json.loads(line)) for line in scrape_file.read_text().splitlines() if line.strip()]
         steady_polls = [p for p in exporter.polls[steady_from:] if not p.cold]
         results["steady_polls"] = steady_polls
         results["cpu_steady"] = exporter.cpu_seconds() - cpu_before
