@@ -229,33 +229,27 @@ def _pull_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
 
+    async def apply(client: EiamClient | None) -> int:
+        return await pullconfig_cli.set_(
+            client,
+            args.instance_id,
+            args.identity_provider_id,
+            args.file,
+            dry_run=args.dry_run,
+            yes=args.yes,
+            stdin=sys.stdin,
+            out=sys.stdout,
+        )
+
     async def run() -> int:
         if args.pull_command == "set" and args.dry_run:
-            return await pullconfig_cli.set_(
-                None,
-                args.instance_id,
-                args.identity_provider_id,
-                args.file,
-                dry_run=True,
-                yes=args.yes,
-                stdin=sys.stdin,
-                out=sys.stdout,
-            )
+            return await apply(None)  # a dry run contacts nothing
         async with EiamClient(endpoint=endpoint, credentials=credentials_from(settings)) as client:
             if args.pull_command == "get":
                 return await pullconfig_cli.get(
                     client, args.instance_id, args.identity_provider_id, args.output, sys.stdout
                 )
-            return await pullconfig_cli.set_(
-                client,
-                args.instance_id,
-                args.identity_provider_id,
-                args.file,
-                dry_run=False,
-                yes=args.yes,
-                stdin=sys.stdin,
-                out=sys.stdout,
-            )
+            return await apply(client)
 
     return asyncio.run(run())
 

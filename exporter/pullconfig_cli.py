@@ -34,13 +34,22 @@ def describe_api_error(exc: EiamError) -> str:
     return str(exc)
 
 
+def api_failure(exc: EiamError) -> int:
+    print(f"idaas-sync-exporter: error: {describe_api_error(exc)}", file=sys.stderr)
+    return EXIT_API
+
+
+async def read_current(client: EiamClient, instance_id: str, idp_id: str) -> dict[str, Any]:
+    """The identity provider's configuration now, in the file format (raises EiamError)."""
+    config = await client.get_ud_pull_configuration(instance_id, idp_id)
+    return from_response(config.model_dump(by_alias=True, exclude_none=True))
+
+
 async def get(client: EiamClient, instance_id: str, idp_id: str, output: str, out: TextIO) -> int:
     try:
-        config = await client.get_ud_pull_configuration(instance_id, idp_id)
+        current = await read_current(client, instance_id, idp_id)
     except EiamError as exc:
-        print(f"idaas-sync-exporter: error: {describe_api_error(exc)}", file=sys.stderr)
-        return EXIT_API
-    current = from_response(config.model_dump(by_alias=True, exclude_none=True))
+        return api_failure(exc)
     out.write(json.dumps(current, indent=2, ensure_ascii=False) + "\n" if output == "json" else dump_yaml(current))
     return EXIT_OK
 
@@ -84,11 +93,9 @@ async def set_(
     if client is None:
         raise ValueError("a client is needed unless dry_run")
     try:
-        current_model = await client.get_ud_pull_configuration(instance_id, idp_id)
+        current = await read_current(client, instance_id, idp_id)
     except EiamError as exc:
-        print(f"idaas-sync-exporter: error: {describe_api_error(exc)}", file=sys.stderr)
-        return EXIT_API
-    current = from_response(current_model.model_dump(by_alias=True, exclude_none=True))
+        return api_failure(exc)
     diff = list(
         difflib.unified_diff(
             dump_yaml(current).splitlines(keepends=True),
@@ -117,7 +124,6 @@ async def set_(
     try:
         request_id = await client.set_ud_pull_configuration(instance_id, idp_id, to_request(wanted))
     except EiamError as exc:
-        print(f"idaas-sync-exporter: error: {describe_api_error(exc)}", file=sys.stderr)
-        return EXIT_API
+        return api_failure(exc)
     out.write(f"applied (RequestId {request_id or '-'})\n")
     return EXIT_OK

@@ -86,6 +86,30 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
     return Exporter(client=client, store=store, pollers=pollers, api_stats=api_stats)
 
 
+async def open_exporter(
+    stack: AsyncExitStack, settings: Settings, demo: DemoOptions | None
+) -> tuple[Settings, Exporter]:
+    """The exporter for ``settings``, or for an in-process simulator in demo mode; closed by ``stack``.
+
+    Returns the settings in force (demo mode points them at the simulator and its instances).
+    """
+    credentials: CredentialsProvider
+    if demo is not None:
+        simulator, key_id, secret, instance_ids = await start_demo_simulator(demo)
+        stack.push_async_callback(simulator.stop)
+        settings = settings.model_copy(
+            update={"endpoint": simulator.endpoint, "instance_ids": settings.instance_ids or instance_ids}
+        )
+        credentials = StaticCredentialsProvider(key_id, secret)
+        log.info("demo mode: simulated IDaaS API", extra={"endpoint": simulator.endpoint, "speed": demo.speed})
+    else:
+        credentials = credentials_from(settings)
+    exporter = build_exporter(settings, credentials)
+    stack.push_async_callback(exporter.client.aclose)
+    stack.callback(exporter.store.close)
+    return settings, exporter
+
+
 async def serve(settings: Settings, demo: DemoOptions | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``); polls in flight finish and commit first."""
     limit_malloc_arenas()
@@ -93,21 +117,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
     # hands it back to the event loop sooner, so scrapes do not wait behind them.
     sys.setswitchinterval(0.0005)
     async with AsyncExitStack() as stack:
-        credentials: CredentialsProvider
-        if demo is not None:
-            simulator, key_id, secret, instance_ids = await start_demo_simulator(demo)
-            stack.push_async_callback(simulator.stop)
-            settings = settings.model_copy(
-                update={"endpoint": simulator.endpoint, "instance_ids": settings.instance_ids or instance_ids}
-            )
-            credentials = StaticCredentialsProvider(key_id, secret)
-            log.info("demo mode: simulated IDaaS API", extra={"endpoint": simulator.endpoint, "speed": demo.speed})
-        else:
-            credentials = credentials_from(settings)
-        exporter = build_exporter(settings, credentials)
-        stack.push_async_callback(exporter.client.aclose)
-        stack.callback(exporter.store.close)
-
+        settings, exporter = await open_exporter(stack, settings, demo)
         watcher = WebConfigWatcher(settings.web_config_file)
         app = build_app(exporter, poll_interval=settings.poll_interval_seconds, web_config=watcher)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -130,7 +140,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
         await stop_event.wait()
         log.info("stopping: waiting for polls in flight to save their state")
         scheduler.shutdown(wait=False)
-        await wait_for_running_polls(scheduler)
+        await wait_for_running_polls()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log.info("stopped")
@@ -141,19 +151,7 @@ async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[byt
     from exporter.exposition import render
 
     async with AsyncExitStack() as stack:
-        credentials: CredentialsProvider
-        if demo is not None:
-            simulator, key_id, secret, instance_ids = await start_demo_simulator(demo)
-            stack.push_async_callback(simulator.stop)
-            settings = settings.model_copy(
-                update={"endpoint": simulator.endpoint, "instance_ids": settings.instance_ids or instance_ids}
-            )
-            credentials = StaticCredentialsProvider(key_id, secret)
-        else:
-            credentials = credentials_from(settings)
-        exporter = build_exporter(settings, credentials)
-        stack.push_async_callback(exporter.client.aclose)
-        stack.callback(exporter.store.close)
+        settings, exporter = await open_exporter(stack, settings, demo)
         for instance_id in settings.instance_ids:
             await exporter.refresh_targets(instance_id)
             await exporter.poll(instance_id)

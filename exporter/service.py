@@ -116,7 +116,6 @@ class Exporter:
             tuple[str, TargetKey], tuple[TargetTally, tuple[tuple[str, int], ...], float | None, TargetView]
         ] = {}
         self.snapshot = self._build()
-        self.stopping = False
         # Called with each new snapshot (the HTTP layer prepares its exposition).
         self.listeners: list[Callable[[Snapshot], None]] = []
 
@@ -278,7 +277,7 @@ def _now_for_scheduler() -> object:
     return datetime.now(UTC)
 
 
-async def wait_for_running_polls(scheduler: AsyncIOScheduler, limit_seconds: float = 30.0) -> None:
+async def wait_for_running_polls(limit_seconds: float = 30.0) -> None:
     """On shutdown, let a poll in flight commit its state instead of cutting it off."""
     deadline = time.monotonic() + limit_seconds
     while time.monotonic() < deadline:
