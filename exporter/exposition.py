@@ -19,16 +19,15 @@ Exposition (abridged)::
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import math
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from exporter import __version__
+from exporter.memory import release_free_memory
 from exporter.snapshot import InstanceView, Snapshot, TargetView
 from exporter.state import ACTIONS, DURATION_BUCKETS, FINAL, OBJECT_TYPES, TRIGGER_TYPES, TargetKey
 
@@ -437,10 +436,7 @@ class ExpositionCache:
         if current is None or current.version != snapshot.version:
             rendered = await self._renderer.render_async(snapshot)
             with self._lock:
-                if self._rendered is None or self._rendered.version < rendered.version:
-                    self._rendered = rendered
-                    self._gzipped = {}
-                    self.renders += 1
+                self._install(rendered)
         rendered = self.rendered(snapshot)
         for openmetrics in (True, False):
             await asyncio.to_thread(self.gzipped, rendered, openmetrics=openmetrics)
@@ -457,10 +453,19 @@ class ExpositionCache:
     def rendered(self, snapshot: Snapshot) -> Rendered:
         with self._lock:
             if self._rendered is None or self._rendered.version != snapshot.version:
-                self._rendered = self._renderer.render(snapshot)
-                self._gzipped = {}
-                self.renders += 1
+                return self._install(self._renderer.render(snapshot))
             return self._rendered
+
+    def _install(self, rendered: Rendered) -> Rendered:
+        """Make ``rendered`` current unless a newer snapshot already is; call with the lock held.
+
+        Returns the rendering now current.
+        """
+        if self._rendered is None or self._rendered.version < rendered.version:
+            self._rendered = rendered
+            self._gzipped = {}
+            self.renders += 1
+        return self._rendered
 
     def gzipped(self, rendered: Rendered, *, openmetrics: bool) -> bytes:
         """Compressed body; call from a worker thread (zlib releases the GIL while compressing)."""
@@ -475,47 +480,6 @@ class ExpositionCache:
             if self._rendered is rendered:
                 self._gzipped[openmetrics] = body
         return body
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def limit_malloc_arenas(count: int = 2) -> None:
-    """Cap glibc's per-thread malloc arenas.
-
-    Compression runs in worker threads; by default each may get its own arena, and
-    memory freed there stays with the process. Two arenas keep RSS close to live data.
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return
-    m_arena_max = -8
-    mallopt(m_arena_max, count)
-
-
-def release_free_memory() -> None:
-    """Give freed heap back to the OS (glibc only).
-
-    Rendering thousands of targets leaves many freed small blocks; without this the
-    process keeps them and its RSS stays at the high-water mark.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def render(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:

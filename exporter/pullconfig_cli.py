@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import json
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
@@ -17,6 +16,7 @@ from exporter.api.client import EiamClient
 from exporter.api.errors import ApiError, EiamError
 from exporter.api.flatten import flatten
 from exporter.pullconfig import PullConfigError, from_response, to_request, validate
+from exporter.yamlfile import YamlFileError, read_yaml
 
 EXIT_OK = 0
 EXIT_API = 1
@@ -57,13 +57,9 @@ async def get(client: EiamClient, instance_id: str, idp_id: str, output: str, ou
 def load_file(path: str) -> dict[str, Any]:
     """Read and validate a configuration file; raises PullConfigError naming every problem."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PullConfigError([f"cannot read {path}: {exc.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PullConfigError([f"{path} is not valid YAML: {str(exc).splitlines()[0]}"]) from None
+        data = read_yaml(path)
+    except YamlFileError as exc:
+        raise PullConfigError([str(exc)]) from None
     return validate(data)
 
 

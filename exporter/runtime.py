@@ -21,8 +21,8 @@ from exporter.api.credentials import (
     StaticCredentialsProvider,
 )
 from exporter.api.endpoint import resolve_endpoint
-from exporter.exposition import limit_malloc_arenas
 from exporter.http import build_app
+from exporter.memory import limit_malloc_arenas
 from exporter.poller import InstancePoller, PollOptions
 from exporter.service import ApiStats, Exporter, wait_for_running_polls
 from exporter.settings import Settings

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.logs import LOG_FORMATS, LOG_LEVELS
+from exporter.yamlfile import YamlFileError, read_yaml
 
 ENV_PREFIX = "IDAAS_EXPORTER_"
 # Registered-range default; see README "Port".
@@ -163,13 +163,9 @@ def _env_values() -> dict[str, Any]:
 
 def _yaml_values(path: str) -> dict[str, Any]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError([f"config: cannot read {path}: {exc.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SettingsError([f"config: {path} is not valid YAML: {str(exc).splitlines()[0]}"]) from None
+        data = read_yaml(path) or {}
+    except YamlFileError as exc:
+        raise SettingsError([f"config: {exc}"]) from None
     if not isinstance(data, dict):
         raise SettingsError([f"config: {path} must be a mapping of setting names to values"])
     values: dict[str, Any] = {}

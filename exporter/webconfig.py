@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
+
+from exporter.yamlfile import YamlFileError, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,9 @@ class WebConfig:
 
 def load(path: str) -> WebConfig:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WebConfigError(f"web config {path}: cannot read it: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise WebConfigError(f"web config {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = read_yaml(path) or {}
+    except YamlFileError as exc:
+        raise WebConfigError(f"web config: {exc}") from None
     if not isinstance(data, dict):
         raise WebConfigError(f"web config {path}: must be a mapping with tls_server_config, basic_auth_users, ...")
     unknown = set(data) - _TOP_KEYS
