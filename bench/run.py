@@ -15,9 +15,7 @@ import gzip
 import json
 import math
 import os
-import re
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.truth import Counts, compare, exported_jobs, finished_jobs, free_port, sum_by  # noqa: E402
 from exporter.simulator.clock import ScaledClock  # noqa: E402
 from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread  # noqa: E402
 from exporter.simulator.world import SCENARIOS, JobPlan, World  # noqa: E402
@@ -108,12 +107,6 @@ class ExporterProcess:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
         return (int(fields[11]) + int(fields[12])) / ticks
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fetch(port: int, accept: str = TEXT, encoding: str = "identity") -> tuple[float, bytes]:
@@ -290,7 +283,7 @@ def main() -> int:
 
         # Exact check, part 2: the counters grew by exactly the jobs that finished in between.
         truth_after = settled_counts(world, clock, exporter, port)
-        results["truth_ok"], results["truth_detail"] = compare(truth_before, truth_after)
+        results["truth_ok"], results["truth_detail"] = check_truth(truth_before, truth_after)
     finally:
         process.terminate()
         try:
@@ -329,28 +322,12 @@ def inject_burst(world: World, instance: str, count: int) -> None:
 def detect(world: World, instance: str, port: int, speed: float) -> float:
     state = world.instances[instance]
     idp = next(p for p in state.providers if p.pull_config is not None)
-    pattern = re.compile(
-        r'^idaas_sync_jobs_total\{[^}]*target_id="'
-        + idp.identity_provider_id
-        + r'"[^}]*trigger_type="manual"[^}]*\}|^idaas_sync_jobs_total\{[^}]*status="failed"[^}]*target_id="'
-        + idp.identity_provider_id
-        + r'"[^}]*trigger_type="manual"[^}]*\}'
-    )
 
     def current() -> float:
         _, body = fetch(port)
-        total = 0.0
-        for line in body.decode().splitlines():
-            if (
-                line.startswith("idaas_sync_jobs_total{")
-                and f'target_id="{idp.identity_provider_id}"' in line
-                and 'status="failed"' in line
-                and 'trigger_type="manual"' in line
-            ):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        totals = sum_by(body.decode(), "idaas_sync_jobs_total", "target_id", "status", "trigger_type")
+        return totals.get((idp.identity_provider_id, "failed", "manual"), 0.0)
 
-    del pattern
     before = current()
     now_world = world.now()
     duration = 4.0 * speed / 30.0  # a few real seconds of simulated time
@@ -380,9 +357,6 @@ def detect(world: World, instance: str, port: int, speed: float) -> float:
     raise SystemExit("bench: an injected failure never appeared on /metrics")
 
 
-Counts = dict[tuple[str, str], float]
-
-
 def settled_counts(world: World, clock: ScaledClock, exporter: ExporterProcess, port: int) -> tuple[Counts, Counts]:
     """(exporter's job counters, jobs final in the world) at one frozen simulated moment."""
     clock.pause()
@@ -391,35 +365,17 @@ def settled_counts(world: World, clock: ScaledClock, exporter: ExporterProcess, 
         # The first poll may have started before the pause; the second started after it.
         wait_for(lambda: len(exporter.polls) >= seen + 2, 120, "two polls after pausing simulated time")
         _, body = fetch(port)
-        exported: Counts = {}
-        for line in body.decode().splitlines():
-            if line.startswith("idaas_sync_jobs_total{"):
-                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-                key = (labels["target_id"], labels["status"])
-                exported[key] = exported.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-        final: Counts = {}
-        for plan in world.finished_jobs():
-            key = (plan.target_id, plan.final_status)
-            final[key] = final.get(key, 0.0) + 1
-        return exported, final
+        return exported_jobs(body.decode()), finished_jobs(world)
     finally:
         clock.resume()
 
 
-def compare(before: tuple[Counts, Counts], after: tuple[Counts, Counts]) -> tuple[bool, str]:
+def check_truth(before: tuple[Counts, Counts], after: tuple[Counts, Counts]) -> tuple[bool, str]:
     """The exporter's counters must have grown by exactly the jobs that became final in between."""
-    keys = set(before[0]) | set(after[0]) | set(before[1]) | set(after[1])
-    wrong = {
-        key: (after[0].get(key, 0) - before[0].get(key, 0), after[1].get(key, 0) - before[1].get(key, 0))
-        for key in keys
-        if after[0].get(key, 0) - before[0].get(key, 0) != after[1].get(key, 0) - before[1].get(key, 0)
-    }
-    counted = sum(after[0].values()) - sum(before[0].values())
-    finished = sum(after[1].values()) - sum(before[1].values())
+    wrong, counted, finished = compare(before, after)
     detail = f"{counted:.0f} jobs counted, {finished:.0f} finished in the simulator, {len(wrong)} targets differ"
     if wrong:
-        sample = list(wrong.items())[:3]
-        detail += f" (e.g. {sample})"
+        detail += f" (e.g. {list(wrong.items())[:3]})"
     return not wrong, detail
 
 

@@ -19,10 +19,8 @@ import base64
 import json
 import os
 import random
-import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,7 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.truth import Counts, compare, exported_jobs, finished_jobs, free_port, sum_by  # noqa: E402
 from exporter.simulator.clock import ScaledClock  # noqa: E402
 from exporter.simulator.server import AccessKey, Faults, SimulatorApp, SimulatorThread  # noqa: E402
 from exporter.simulator.world import SCENARIOS, World  # noqa: E402
@@ -53,7 +52,6 @@ FAULTS = {
     "duplicate_rate": 0.10,
     "regress_rate": 0.05,
 }
-Counts = dict[tuple[str, str], float]
 
 
 class Soak:
@@ -76,7 +74,7 @@ class Soak:
             seed=seed,
         )
         self.workdir = Path(tempfile.mkdtemp(prefix="idaas-soak-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.output: list[str] = []
         self.polls = 0
         self.process: subprocess.Popen[str] | None = None
@@ -157,10 +155,8 @@ class Soak:
         self.start_exporter(endpoint)
 
     def add_codes(self, metrics: str) -> None:
-        for line in metrics.splitlines():
-            if line.startswith("idaas_exporter_api_requests_total{"):
-                code = dict(re.findall(r'(\w+)="([^"]*)"', line))["code"]
-                self.codes[code] = self.codes.get(code, 0.0) + float(line.rsplit(" ", 1)[1])
+        for (code,), count in sum_by(metrics, "idaas_exporter_api_requests_total", "code").items():
+            self.codes[code] = self.codes.get(code, 0.0) + count
 
     def fetch_metrics(self) -> str:
         auth = base64.b64encode(f"prometheus:{self.password}".encode()).decode()
@@ -190,17 +186,7 @@ class Soak:
                 if time.monotonic() > deadline:
                     raise SystemExit("soak: no two successful polls within 120 s of switching faults off")
                 time.sleep(0.1)
-            exported: Counts = {}
-            for line in self.fetch_metrics().splitlines():
-                if line.startswith("idaas_sync_jobs_total{"):
-                    labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-                    key = (labels["target_id"], labels["status"])
-                    exported[key] = exported.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-            final: Counts = {}
-            for plan in self.world.finished_jobs():
-                key = (plan.target_id, plan.final_status)
-                final[key] = final.get(key, 0.0) + 1
-            return exported, final
+            return exported_jobs(self.fetch_metrics()), finished_jobs(self.world)
         finally:
             self.clock.resume()
             for name, rate in FAULTS.items():
@@ -224,14 +210,7 @@ class Soak:
         return self.report(before, after, metrics)
 
     def report(self, before: tuple[Counts, Counts], after: tuple[Counts, Counts], metrics: str) -> int:
-        keys = set(before[0]) | set(after[0]) | set(before[1]) | set(after[1])
-        wrong = {
-            k: (after[0].get(k, 0) - before[0].get(k, 0), after[1].get(k, 0) - before[1].get(k, 0))
-            for k in keys
-            if after[0].get(k, 0) - before[0].get(k, 0) != after[1].get(k, 0) - before[1].get(k, 0)
-        }
-        counted = sum(after[0].values()) - sum(before[0].values())
-        finished = sum(after[1].values()) - sum(before[1].values())
+        wrong, counted, finished = compare(before, after)
         self.add_codes(metrics)
         codes = self.codes
         log = "".join(self.output)
@@ -269,12 +248,6 @@ class Soak:
             print(f"soak: differences (exported, truth): {list(wrong.items())[:5]}")
         print("PASS: counts equal the ground truth" if ok else "FAIL: soak")
         return 0 if ok else 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> int:
