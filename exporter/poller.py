@@ -19,10 +19,12 @@ an ``increase()``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from exporter.api.client import EiamClient, JobFilter
 from exporter.api.errors import ApiError
@@ -48,15 +50,16 @@ class PollOptions:
     directions: tuple[str, ...] = ()
     target_ids: tuple[str, ...] = ()
 
-    def job_filter(self, **kwargs: object) -> JobFilter:
-        job_filter = JobFilter(
-            target_type=self.target_types[0] if len(self.target_types) == 1 else None,
-            direction=self.directions[0] if len(self.directions) == 1 else None,
-            target_ids=list(self.target_ids),
+    def job_filter(self, **overrides: Any) -> JobFilter:
+        """The configured target filters as API filters, with ``overrides`` applied."""
+        return dataclasses.replace(
+            JobFilter(
+                target_type=self.target_types[0] if len(self.target_types) == 1 else None,
+                direction=self.directions[0] if len(self.directions) == 1 else None,
+                target_ids=list(self.target_ids),
+            ),
+            **overrides,
         )
-        for key, value in kwargs.items():
-            setattr(job_filter, key, value)
-        return job_filter
 
     def wanted(self, job: SynchronizationJob) -> bool:
         return (
