@@ -85,6 +85,12 @@ async def test_filters_reach_the_server_and_apply(
     assert sent["StartTime"] == str(int(since * 1000))
 
 
+async def test_time_filters_keep_whole_milliseconds() -> None:
+    # 1089267279998 / 1000 * 1000 is a hair below 1089267279998 in binary floating point.
+    params = JobFilter(start_time=1089267279998 / 1000, end_time=1089267279.998).to_params()
+    assert params["StartTime"] == params["EndTime"] == 1089267279998
+
+
 async def test_listings_and_pull_configuration_round_trip(make_client: Callable[..., EiamClient], world: World) -> None:
     client = make_client()
     instances = [i async for i in client.list_instances(page_size=1)]

@@ -14,7 +14,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -121,7 +121,9 @@ class JobFilter:
 
 
 def _to_millis(seconds: float | None) -> int | None:
-    return None if seconds is None else int(seconds * 1000)
+    # round, not int: an integer number of milliseconds divided by 1000 and multiplied back
+    # can land a hair below itself, and truncating would move an end bound by 1 ms.
+    return None if seconds is None else round(seconds * 1000)
 
 
 class EiamClient:
@@ -249,7 +251,7 @@ class EiamClient:
 
     async def list_synchronization_job_pages(
         self, instance_id: str, job_filter: JobFilter | None = None, *, max_results: int = MAX_PAGE_SIZE
-    ) -> AsyncIterator[JobPage]:
+    ) -> AsyncGenerator[JobPage, None]:
         """Pages newest first, following NextToken until the API stops sending one."""
         if not 1 <= max_results <= MAX_PAGE_SIZE:
             raise ValueError(f"max_results must be 1..{MAX_PAGE_SIZE}, got {max_results}")
