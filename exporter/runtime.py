@@ -24,7 +24,7 @@ from exporter.api.endpoint import resolve_endpoint
 from exporter.http import build_app
 from exporter.memory import limit_malloc_arenas
 from exporter.poller import InstancePoller, PollOptions
-from exporter.service import ApiStats, Exporter, wait_for_running_polls
+from exporter.service import ApiStats, Exporter
 from exporter.settings import Settings
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
@@ -110,6 +110,14 @@ async def open_exporter(
     return settings, exporter
 
 
+async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter) -> None:
+    """Stop scheduling; polls in flight finish and commit (for up to 30 s) first."""
+    # Pause, not shut down, first: shutting the scheduler down cancels the polls it runs.
+    scheduler.pause()
+    await exporter.wait_for_polls()
+    scheduler.shutdown(wait=False)
+
+
 async def serve(settings: Settings, demo: DemoOptions | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``); polls in flight finish and commit first."""
     limit_malloc_arenas()
@@ -139,8 +147,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
             loop.add_signal_handler(sig, stop_event.set)
         await stop_event.wait()
         log.info("stopping: waiting for polls in flight to save their state")
-        scheduler.shutdown(wait=False)
-        await wait_for_running_polls()
+        await stop_polling(scheduler, exporter)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log.info("stopped")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -118,9 +119,31 @@ class Exporter:
         self.snapshot = self._build()
         # Called with each new snapshot (the HTTP layer prepares its exposition).
         self.listeners: list[Callable[[Snapshot], None]] = []
+        # The scheduler runs polls as its own tasks; these are the ones running now.
+        self._polls_in_flight: set[asyncio.Task[Any]] = set()
 
     async def poll(self, instance_id: str) -> PollResult | None:
         """Poll one instance; failures are logged and counted, never raised."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._polls_in_flight.add(task)
+        try:
+            return await self._poll(instance_id)
+        finally:
+            if task is not None:
+                self._polls_in_flight.discard(task)
+
+    @property
+    def polls_in_flight(self) -> int:
+        return len(self._polls_in_flight)
+
+    async def wait_for_polls(self, limit_seconds: float = 30.0) -> None:
+        """On shutdown, let polls in flight commit their state instead of cutting them off."""
+        running = set(self._polls_in_flight)
+        if running:
+            await asyncio.wait(running, timeout=limit_seconds)
+
+    async def _poll(self, instance_id: str) -> PollResult | None:
         health = self.health[instance_id]
         started = self._monotonic()
         try:
@@ -275,13 +298,3 @@ def _now_for_scheduler() -> object:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
-
-
-async def wait_for_running_polls(limit_seconds: float = 30.0) -> None:
-    """On shutdown, let a poll in flight commit its state instead of cutting it off."""
-    deadline = time.monotonic() + limit_seconds
-    while time.monotonic() < deadline:
-        running = [t for t in asyncio.all_tasks() if "Exporter.poll" in repr(t.get_coro())]
-        if not running:
-            return
-        await asyncio.sleep(0.05)

@@ -393,4 +393,6 @@ class StateStore:
             raise StateError(f"cannot write state to {self.path or 'memory'}: {exc}") from None
 
     def close(self) -> None:
-        self._db.close()
+        # Under the lock: a commit still running in a worker thread finishes first.
+        with self._lock:
+            self._db.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
 from exporter.api.client import ClientOptions, EiamClient
@@ -14,6 +16,7 @@ from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.http import build_app, wants_gzip
 from exporter.poller import InstancePoller, PollOptions
+from exporter.runtime import stop_polling
 from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator, SimulatorApp
@@ -132,3 +135,21 @@ async def test_pull_configuration_metrics_and_unreadable_providers(
         f'idaas_exporter_pull_config_failures_total{{instance_id="{instance}",'
         f'code="OperationNotSupported.IdentityProvider"}} 1\n'
     ) in text
+
+
+async def test_shutdown_lets_a_scheduled_poll_commit(exporter: Exporter, sim_app: SimulatorApp) -> None:
+    # As in `serve`: the scheduler runs the poll as its own task; stopping must still wait for it.
+    sim_app.faults.latency_seconds = 0.2
+    instance = next(iter(exporter.pollers))
+    scheduler = AsyncIOScheduler()
+    exporter.schedule(scheduler, poll_interval=3600, target_refresh=3600)
+    scheduler.start()
+    for _ in range(500):
+        if exporter.polls_in_flight:
+            break
+        await asyncio.sleep(0.01)
+    assert exporter.polls_in_flight == 1
+    await stop_polling(scheduler, exporter)  # what `serve` does on SIGTERM
+    assert exporter.polls_in_flight == 0
+    assert exporter.health[instance].polled
+    assert exporter.pollers[instance].state.cursor_ms is not None, "the poll committed"
