@@ -4,11 +4,20 @@ Reading strategy (the cost follows new and changed jobs, not the window):
 
 1. ``ListSynchronizationJobs`` from ``cursor - overlap`` to now, newest first, 100 per
    page. The cursor is the latest job start time the API has shown us, so it runs on
-   the API's clock; the overlap catches jobs that appear late.
-2. Jobs seen pending/running whose start lies before that window are read back in
-   batches (one listing per group of their targets, bounded to their start times);
-   long-running ones with one ``Status=running`` listing. Anything a batch did not
-   return is read with ``GetSynchronizationJob``.
+   the API's clock; the overlap catches jobs that appear late. Once the pages reach
+   jobs older than the cursor, the first page's ``TotalCount`` tells how many jobs are
+   left; when that equals the jobs already known there, nothing appeared late and the
+   rest of the overlap is not read.
+2. Followed (pending/running) jobs that step 1 did not return are re-read in batches:
+   one listing per group of up to 100 targets, bounded to their start times; jobs
+   running for a long time with one ``Status=running`` listing. Anything a complete
+   batch did not return is read with ``GetSynchronizationJob``.
+
+Re-reads are paid from what the poll learns. A poll makes at most one call more than
+one per 100 new or changed jobs it has seen so far; re-reads that would exceed that
+wait for a later poll, which by then has more finished jobs to show for its calls.
+No followed job waits longer than ``recheck_max_seconds``: when it would, it is read
+whatever the cost.
 
 Counting: a job enters the ``_total`` counters once, when first seen final, and its
 id is remembered while it can still be returned. On a cold start, jobs already final
@@ -19,14 +28,16 @@ an ``increase()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.api.client import EiamClient, JobFilter
+from exporter.api.client import EiamClient, JobFilter, JobPage
 from exporter.api.errors import ApiError
 from exporter.api.models import IN_PROGRESS_STATUSES, SynchronizationJob
 from exporter.state import InstanceState, PollWork, StateStore, TargetKey, TrackedJob
@@ -35,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # How many target ids one batched re-read asks for; keeps query strings short.
 TARGET_IDS_PER_QUERY = 100
+# Jobs per page (the API's maximum), and so the unit of the per-poll call budget.
+PAGE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +55,11 @@ class PollOptions:
     lookback_seconds: float = 86400.0
     overlap_seconds: float = 30.0
     stuck_after_seconds: float = 7200.0
-    # Followed jobs older than this are checked with a running-jobs listing instead of
-    # batches, and only every long_running_check_seconds: they rarely finish.
+    # The longest a followed job goes unread when polls have no calls to spare.
+    recheck_max_seconds: float = 600.0
+    # Followed jobs older than this are checked with one running-jobs listing instead of
+    # batches, and only after waiting half of recheck_max_seconds: they rarely finish.
     long_running_seconds: float = 1800.0
-    long_running_check_seconds: float = 300.0
     target_types: tuple[str, ...] = ()
     directions: tuple[str, ...] = ()
     target_ids: tuple[str, ...] = ()
@@ -75,10 +89,28 @@ class PollResult:
     jobs_counted: int
     api_calls: int
     cold: bool
-    # Followed jobs read one by one because they finished behind the re-read window.
+    # Followed jobs read one by one because a batch did not return them.
     fetched_individually: int = 0
     # New jobs plus jobs whose status changed: the least a poll has to learn.
     jobs_changed: int = 0
+    # Calls spent on the window listing and on re-reading followed jobs behind it.
+    window_calls: int = 0
+    recheck_calls: int = 0
+    # Followed jobs not seen in this poll, left for a later one (see the module doc).
+    jobs_deferred: int = 0
+    # Re-read listings made whatever the cost because their jobs had waited recheck_max_seconds.
+    forced_rechecks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Recheck:
+    """One listing that re-reads a group of followed jobs."""
+
+    jobs: dict[str, TrackedJob]
+    job_filter: JobFilter
+    # Seconds since the least recently seen of these jobs was seen.
+    waited: float
+    forced: bool
 
 
 class InstancePoller:
@@ -99,7 +131,9 @@ class InstancePoller:
         self._options = options
         self._clock = clock
         self._state = store.load(instance_id)
-        self._long_running_checked: float | None = None
+        # When each followed job was last returned by the API, in this process. Not
+        # persisted: after a restart every followed job is due at once.
+        self._last_seen: dict[str, float] = {}
 
     @property
     def state(self) -> InstanceState:
@@ -114,25 +148,18 @@ class InstancePoller:
         lookback_floor_ms = int((now - opts.lookback_seconds) * 1000)
         window_start_ms = lookback_floor_ms if work.cursor_ms is None else work.cursor_ms - overlap_ms
         stats = _PollStats()
-        newest_start_ms: int | None = None
+        seen: set[str] = set()
 
-        # Pages are applied as they arrive, so memory holds one page, not the window.
-        # A job met twice (pages shift while we read) is harmless: a final job is
-        # counted once (its id is remembered) and a running one is just followed.
-        async for page in self._client.list_synchronization_job_pages(
-            self.instance_id, opts.job_filter(start_time=window_start_ms / 1000)
-        ):
-            stats.calls += 1
-            for index, job in enumerate(page.jobs):
-                start_ms = round(job.start_time * 1000)
-                newest_start_ms = start_ms if newest_start_ms is None else max(newest_start_ms, start_ms)
-                self._apply(work, job, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
-                if index % 25 == 24:
-                    await asyncio.sleep(0)  # scrapes are served between slices of a page
-
-        behind = {job_id: tracked for job_id, tracked in work.tracked.items() if tracked.start_ms < window_start_ms}
-        if behind:
-            await self._follow_behind(work, behind, stats, now=now, lookback_floor_ms=lookback_floor_ms)
+        newest_start_ms = await self._read_window(
+            work, window_start_ms, seen, stats, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms
+        )
+        unseen = {job_id: tracked for job_id, tracked in work.tracked.items() if job_id not in seen}
+        if unseen:
+            # Job ages are measured on the API's clock, as far as the poll has seen it.
+            api_now_ms = max(round(now * 1000), newest_start_ms or 0)
+            await self._recheck(
+                work, unseen, seen, stats, now=now, api_now_ms=api_now_ms, lookback_floor_ms=lookback_floor_ms
+            )
 
         for job_id, tracked in list(work.tracked.items()):
             if tracked.start_ms < lookback_floor_ms:
@@ -153,6 +180,9 @@ class InstancePoller:
         # because an fsync can take milliseconds that scrapes should not wait for.
         await asyncio.to_thread(self._store.save, state, work.touched)
         self._state = state
+        self._last_seen = {
+            job_id: now if job_id in seen else self._last_seen.get(job_id, -math.inf) for job_id in state.tracked
+        }
         return PollResult(
             jobs_read=stats.read,
             jobs_counted=stats.counted,
@@ -160,86 +190,165 @@ class InstancePoller:
             cold=cold,
             fetched_individually=stats.individually,
             jobs_changed=stats.changed,
+            window_calls=stats.window_calls,
+            recheck_calls=stats.calls - stats.window_calls,
+            jobs_deferred=sum(1 for job_id in state.tracked if job_id not in seen),
+            forced_rechecks=stats.forced,
         )
 
-    async def _follow_behind(
+    async def _read_window(
         self,
         work: PollWork,
-        behind: dict[str, TrackedJob],
+        window_start_ms: int,
+        seen: set[str],
+        stats: _PollStats,
+        *,
+        cold: bool,
+        now: float,
+        lookback_floor_ms: int,
+    ) -> int | None:
+        """List every job started since ``window_start_ms``; returns the newest start time seen."""
+        newest_start_ms: int | None = None
+        total: int | None = None
+        pages = self._client.list_synchronization_job_pages(
+            self.instance_id, self._options.job_filter(start_time=window_start_ms / 1000)
+        )
+        # Pages are applied as they arrive, so memory holds one page, not the window.
+        # A job met twice (pages shift while we read) is harmless: a final job is
+        # counted once (its id is remembered) and a running one is just followed.
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                stats.calls += 1
+                stats.window_calls += 1
+                if total is None:
+                    total = page.total_count
+                for index, job in enumerate(page.jobs):
+                    start_ms = round(job.start_time * 1000)
+                    newest_start_ms = start_ms if newest_start_ms is None else max(newest_start_ms, start_ms)
+                    seen.add(job.job_id)
+                    self._apply(work, job, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+                    if index % 25 == 24:
+                        await asyncio.sleep(0)  # scrapes are served between slices of a page
+                if page.next_token and page.jobs and self._rest_is_known(work.base, window_start_ms, page, total, seen):
+                    break
+        return newest_start_ms
+
+    @staticmethod
+    def _rest_is_known(
+        base: InstanceState, window_start_ms: int, page: JobPage, total: int | None, seen: set[str]
+    ) -> bool:
+        """Whether the pages after ``page`` can only hold jobs the last poll already saw.
+
+        They can once the listing has passed the cursor (everything after is older)
+        and the jobs left to list, by ``TotalCount``, are exactly the known ones not
+        met yet. Followed jobs among them are then re-read like those behind the window.
+        """
+        if total is None or base.cursor_ms is None:
+            return False
+        last_ms = round(page.jobs[-1].start_time * 1000)
+        if last_ms >= base.cursor_ms:
+            return False
+        known = sum(
+            1 for job_id, start in base.counted.items() if window_start_ms <= start <= last_ms and job_id not in seen
+        ) + sum(
+            1
+            for job_id, tracked in base.tracked.items()
+            if window_start_ms <= tracked.start_ms <= last_ms and job_id not in seen and job_id not in base.counted
+        )
+        return total - len(seen) == known
+
+    def _rechecks(
+        self, work: PollWork, unseen: dict[str, TrackedJob], *, now: float, api_now_ms: int
+    ) -> list[_Recheck]:
+        """The listings that would re-read ``unseen``, those that must run first, then by how long they waited."""
+        opts = self._options
+        cutoff = api_now_ms - int(opts.long_running_seconds * 1000)
+        recent = {job_id: tracked for job_id, tracked in unseen.items() if tracked.start_ms >= cutoff}
+        old = {job_id: tracked for job_id, tracked in unseen.items() if tracked.start_ms < cutoff}
+        rechecks: list[_Recheck] = []
+
+        for group in _adjacent_groups(recent):
+            waited = now - min(self._last_seen.get(job_id, -math.inf) for job_id in group)
+            starts = [tracked.start_ms for tracked in group.values()]
+            job_filter = opts.job_filter(
+                start_time=min(starts) / 1000,
+                end_time=max(starts) / 1000,
+                target_ids=sorted({tracked.target.target_id for tracked in group.values()}),
+            )
+            rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= opts.recheck_max_seconds))
+
+        waited = now - min((self._last_seen.get(job_id, -math.inf) for job_id in old), default=now)
+        if old and waited >= opts.recheck_max_seconds / 2:
+            job_filter = opts.job_filter(
+                start_time=min(tracked.start_ms for tracked in old.values()) / 1000,
+                status="running",
+                target_ids=sorted({tracked.target.target_id for tracked in old.values()}),
+            )
+            rechecks.append(_Recheck(old, job_filter, waited, forced=waited >= opts.recheck_max_seconds))
+        rechecks.sort(key=lambda recheck: (not recheck.forced, -recheck.waited))
+        return rechecks
+
+    async def _recheck(
+        self,
+        work: PollWork,
+        unseen: dict[str, TrackedJob],
+        seen: set[str],
         stats: _PollStats,
         *,
         now: float,
+        api_now_ms: int,
         lookback_floor_ms: int,
     ) -> None:
-        """Re-read followed jobs that started before this poll's window.
+        """Re-read followed jobs the window listing did not return, within the poll's call budget.
 
-        Recently started ones are read back in batches: one listing per group of
-        targets, bounded to the start times of those jobs. Long-running ones are
-        checked with one running-jobs listing; those that left it are read one by one.
-        Whatever a batch did not return is read one by one too, so nothing depends on
-        how the API interprets EndTime.
+        Whatever a complete listing did not return is read one by one, so nothing depends
+        on how the API interprets EndTime or on a job having left the running state.
         """
-        opts = self._options
-        long_running_ms = int(opts.long_running_seconds * 1000)
-        cutoff = round(now * 1000) - long_running_ms
-        recent = {job_id: t for job_id, t in behind.items() if t.start_ms >= cutoff}
-        old = {job_id: t for job_id, t in behind.items() if t.start_ms < cutoff}
-        if (
-            old
-            and self._long_running_checked is not None
-            and (now - self._long_running_checked < opts.long_running_check_seconds)
-        ):
-            behind = {job_id: t for job_id, t in behind.items() if job_id not in old}
-            old = {}
-        elif old:
-            self._long_running_checked = now
-        found: set[str] = set()
+        for recheck in self._rechecks(work, unseen, now=now, api_now_ms=api_now_ms):
+            if not recheck.forced and stats.spare_calls() < 1:
+                continue
+            if recheck.forced:
+                stats.forced += 1
+            complete = True
+            pages = self._client.list_synchronization_job_pages(self.instance_id, recheck.job_filter)
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    stats.calls += 1
+                    for job in page.jobs:
+                        # Only followed jobs: others in the range were settled long ago and
+                        # their ids may have been forgotten, so applying them could count twice.
+                        if job.job_id in unseen and job.job_id not in seen:
+                            seen.add(job.job_id)
+                            self._apply(
+                                work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats
+                            )
+                    if page.next_token and not recheck.forced and stats.spare_calls() < 1:
+                        complete = False
+                        break
+            if not complete:
+                continue
+            for job_id in recheck.jobs:
+                if job_id not in seen:
+                    await self._read_one(work, job_id, seen, stats, now=now, lookback_floor_ms=lookback_floor_ms)
 
-        targets = sorted({t.target.target_id for t in recent.values()})
-        for chunk_start in range(0, len(targets), TARGET_IDS_PER_QUERY):
-            chunk = set(targets[chunk_start : chunk_start + TARGET_IDS_PER_QUERY])
-            wanted = {job_id: t for job_id, t in recent.items() if t.target.target_id in chunk}
-            first = min(t.start_ms for t in wanted.values())
-            last = max(t.start_ms for t in wanted.values())
-            job_filter = opts.job_filter(start_time=first / 1000, end_time=last / 1000, target_ids=sorted(chunk))
-            async for page in self._client.list_synchronization_job_pages(self.instance_id, job_filter):
-                stats.calls += 1
-                for job in page.jobs:
-                    # Only the followed jobs: others in the range were settled long ago and
-                    # their ids may have been forgotten, so applying them could count twice.
-                    if job.job_id in wanted:
-                        found.add(job.job_id)
-                        self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
-
-        if old:
-            first = min(t.start_ms for t in old.values())
-            job_filter = opts.job_filter(
-                start_time=first / 1000, status="running", target_ids=sorted({t.target.target_id for t in old.values()})
+    async def _read_one(
+        self, work: PollWork, job_id: str, seen: set[str], stats: _PollStats, *, now: float, lookback_floor_ms: int
+    ) -> None:
+        stats.calls += 1
+        stats.individually += 1
+        try:
+            job = await self._client.get_synchronization_job(self.instance_id, job_id)
+        except ApiError as exc:
+            if not exc.code.startswith("EntityNotExists"):
+                raise
+            log.warning(
+                "followed job no longer exists; it will not be counted",
+                extra={"instance_id": self.instance_id, "job_id": job_id},
             )
-            async for page in self._client.list_synchronization_job_pages(self.instance_id, job_filter):
-                stats.calls += 1
-                for job in page.jobs:
-                    if job.job_id in old:
-                        found.add(job.job_id)
-                        self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
-
-        for job_id in behind:
-            if job_id in found:
-                continue
-            stats.calls += 1
-            stats.individually += 1
-            try:
-                job = await self._client.get_synchronization_job(self.instance_id, job_id)
-            except ApiError as exc:
-                if not exc.code.startswith("EntityNotExists"):
-                    raise
-                log.warning(
-                    "followed job no longer exists; it will not be counted",
-                    extra={"instance_id": self.instance_id, "job_id": job_id},
-                )
-                work.tracked.pop(job_id, None)
-                continue
-            self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+            work.tracked.pop(job_id, None)
+            return
+        seen.add(job_id)
+        self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
 
     def _apply(
         self,
@@ -303,10 +412,38 @@ class InstancePoller:
             )
 
 
+def _adjacent_groups(jobs: dict[str, TrackedJob]) -> list[dict[str, TrackedJob]]:
+    """``jobs`` in groups of adjacent start times, each naming at most TARGET_IDS_PER_QUERY targets.
+
+    Adjacent, so each listing's time range (and the settled jobs of the same targets
+    inside it) stays small; as few groups as the target limit allows, of even size, so
+    that none barely spills onto a second page.
+    """
+    ordered = sorted(jobs, key=lambda job_id: jobs[job_id].start_ms)
+    distinct = len({tracked.target.target_id for tracked in jobs.values()})
+    per_group = math.ceil(distinct / max(1, math.ceil(distinct / TARGET_IDS_PER_QUERY)))
+    groups: list[dict[str, TrackedJob]] = []
+    targets: set[str] = set()
+    for job_id in ordered:
+        tracked = jobs[job_id]
+        if not groups or (tracked.target.target_id not in targets and len(targets) == per_group):
+            groups.append({})
+            targets = set()
+        groups[-1][job_id] = tracked
+        targets.add(tracked.target.target_id)
+    return groups
+
+
 @dataclass(slots=True)
 class _PollStats:
     calls: int = 0
+    window_calls: int = 0
     read: int = 0
     counted: int = 0
     changed: int = 0
     individually: int = 0
+    forced: int = 0
+
+    def spare_calls(self) -> int:
+        """Calls this poll may still make and stay within one per 100 jobs learned, plus one."""
+        return math.ceil(self.changed / PAGE_SIZE) + 1 - self.calls

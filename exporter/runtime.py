@@ -76,6 +76,7 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
         lookback_seconds=settings.lookback_seconds,
         overlap_seconds=settings.overlap_seconds,
         stuck_after_seconds=settings.stuck_after_seconds,
+        recheck_max_seconds=settings.recheck_max_seconds,
         target_types=tuple(settings.target_types),
         directions=tuple(settings.directions),
         target_ids=tuple(settings.target_ids),

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     stuck_after_seconds: float = Field(
         7200.0, gt=0, description="age after which an in-progress job is logged as stuck"
     )
+    recheck_max_seconds: float = Field(
+        600.0, gt=0, description="longest an in-progress job behind the window goes unread"
+    )
     target_refresh_seconds: float = Field(900.0, ge=10, description="how often target names are listed")
     state_path: str = Field(default_factory=default_state_path, description="SQLite state file; empty = in memory")
     target_types: list[str] = Field(default_factory=list, description="only these target types")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -183,7 +184,8 @@ async def test_memory_is_bounded_by_the_window_not_uptime(
 async def test_api_calls_follow_new_jobs_not_the_window(
     world: World, client: EiamClient, clock: ManualClock, sim_app: object
 ) -> None:
-    poller = make_poller(world, client, StateStore(None), clock)
+    options = dataclasses.replace(OPTIONS, recheck_max_seconds=3600)
+    poller = InstancePoller(instance_id_of(world), client, StateStore(None), options, clock=clock)
     cold = await poller.poll()
     assert cold.api_calls >= 7  # the whole lookback window once
     instance = instance_id_of(world)
@@ -193,10 +195,110 @@ async def test_api_calls_follow_new_jobs_not_the_window(
         now_ms = world.now_ms()
         changed = sum(1 for p in world.visible_jobs(instance, now_ms) if before.get(p.job_id) != p.status_at(now_ms))
         result = await poller.poll()
-        # +1 for the running-jobs listing that follows the long-running job behind the window,
-        # plus one read per followed job that finished behind it (each is a changed job)
+        assert result.jobs_changed <= changed
+        assert result.forced_rechecks == 0
+        # One read per followed job that a complete batch did not return (each is a changed job).
         assert result.fetched_individually <= changed
-        assert result.api_calls <= math.ceil(max(changed, 1) / 100) + 1 + result.fetched_individually
+        assert result.api_calls <= math.ceil(result.jobs_changed / 100) + 1 + result.fetched_individually
+
+
+def add_finished_jobs(world: World, tag: str, starts_ms: list[int], *, running_ms: int = 500) -> list[JobPlan]:
+    """Jobs on the first identity provider that start at ``starts_ms`` and succeed ``running_ms`` later."""
+    instance = instance_id_of(world)
+    idp = world.instances[instance].providers[0].identity_provider_id
+    return [
+        world.add_job(
+            JobPlan(
+                job_id=world.new_job_id(instance, f"{tag}-{index}"),
+                instance_id=instance,
+                target_type="identity_provider",
+                target_id=idp,
+                direction="ingress",
+                trigger_type="manual",
+                start_ms=start_ms,
+                pending_ms=100,
+                running_ms=running_ms,
+                final_status="success",
+                statistics={"User": {"Updated": {"Total": 1, "Success": 1, "Failed": 0, "Skipped": 0}}},
+            )
+        )
+        for index, start_ms in enumerate(starts_ms)
+    ]
+
+
+async def test_overlap_is_checked_by_count_and_a_late_job_is_still_counted(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    poller = make_poller(world, client, StateStore(None), clock)
+    await poller.poll()
+    baseline = set(final_ids(world, world.now_ms()))
+    now_ms = world.now_ms()
+    # 250 jobs in the ten seconds before now: they will all lie in the next polls' overlap.
+    add_finished_jobs(world, "overlap", [now_ms - 12_000 + 40 * i for i in range(250)], running_ms=1)
+    clock.advance(1)
+    first = await poller.poll()
+    assert first.window_calls >= 3
+
+    clock.advance(1)
+    again = await poller.poll()
+    # Nothing appeared late, so the known jobs in the overlap are counted, not listed again.
+    assert again.window_calls == 1
+    assert counted_jobs(poller.state) == expected_jobs(world, baseline, world.now_ms())
+
+    # A job that shows up late, older than all of them: it sits on the overlap's last page.
+    assert poller.state.cursor_ms is not None
+    (late,) = add_finished_jobs(world, "late", [max(poller.state.cursor_ms - 29_000, now_ms - 20_000)], running_ms=1)
+    clock.advance(1)
+    found = await poller.poll()
+    assert found.window_calls >= 3
+    assert late.job_id in poller.state.counted
+    assert counted_jobs(poller.state) == expected_jobs(world, baseline, world.now_ms())
+    assert world.instances[instance].by_id[late.job_id].start_ms >= poller.state.cursor_ms - 30_000
+
+
+async def test_rechecks_wait_for_spare_calls_but_never_past_recheck_max(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    options = dataclasses.replace(OPTIONS, recheck_max_seconds=600)
+    poller = InstancePoller(instance, client, StateStore(None), options, clock=clock)
+    await poller.poll()
+    baseline = set(final_ids(world, world.now_ms()))
+    # 300 ten-minute jobs on 300 targets: three batches of re-reads once they fall behind the window.
+    start_ms = world.now_ms() + 1000
+    plans = [
+        world.add_job(
+            JobPlan(
+                job_id=world.new_job_id(instance, f"long-{index}"),
+                instance_id=instance,
+                target_type="application",
+                target_id=f"app_recheck{index:04d}",
+                direction="egress",
+                trigger_type="auto",
+                start_ms=start_ms + 50 * index,
+                pending_ms=1000,
+                running_ms=600_000 + 1000 * index,
+                final_status="failed" if index % 10 == 0 else "success",
+                statistics={"User": {"Pushed": {"Total": 1, "Success": 1, "Failed": 0, "Skipped": 0}}},
+            )
+        )
+        for index in range(300)
+    ]
+    results = []
+    for _ in range(27):  # one poll a simulated minute, until the last job has ended recheck_max ago
+        clock.advance(60)
+        result = await poller.poll()
+        results.append(result)
+        if result.forced_rechecks == 0:
+            assert result.api_calls <= math.ceil(result.jobs_changed / 100) + 1 + result.fetched_individually
+
+    assert any(result.jobs_deferred >= 100 for result in results), "some re-reads waited for a later poll"
+    assert any(result.forced_rechecks for result in results), "and some could wait no longer"
+    last_end_s = max(plan.end_ms for plan in plans) / 1000
+    assert clock() >= last_end_s + options.recheck_max_seconds
+    assert counted_jobs(poller.state) == expected_jobs(world, baseline, world.now_ms())
+    assert not any(job_id in poller.state.tracked for job_id in (plan.job_id for plan in plans))
 
 
 async def test_a_job_injected_as_failed_is_counted_once(world: World, client: EiamClient, clock: ManualClock) -> None:
