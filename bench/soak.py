@@ -6,10 +6,12 @@
 The simulator throttles 30% of requests, answers 10% with 5xx, adds latency, drops
 connections, sends malformed and truncated bodies, repeats a NextToken, duplicates
 jobs across pages, shows finished jobs as running again, and runs its clock ten
-minutes ahead of the exporter's. Meanwhile the exporter is killed (SIGKILL and
-SIGTERM, often mid-poll) and restarted on the same state file. Before and after,
-simulated time is frozen and faults are switched off until two polls complete; the
-counters must have grown by exactly the jobs that finished in between.
+minutes ahead of the exporter's. Bursts of jobs of every outcome, some running for
+many polls, keep the exporter paging and re-reading jobs behind its window.
+Meanwhile the exporter is killed (SIGKILL and SIGTERM, often mid-poll) and restarted
+on the same state file. Before and after, simulated time is frozen and faults are
+switched off until every followed job has been read again; the counters must have
+grown by exactly the jobs that finished in between.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bench.truth import Counts, compare, exported_jobs, finished_jobs, free_port, sum_by  # noqa: E402
 from exporter.simulator.clock import ScaledClock  # noqa: E402
 from exporter.simulator.server import AccessKey, Faults, SimulatorApp, SimulatorThread  # noqa: E402
-from exporter.simulator.world import SCENARIOS, World  # noqa: E402
+from exporter.simulator.world import SCENARIOS, JobPlan, World  # noqa: E402
 
 FAULTS = {
     "throttle_rate": 0.30,
@@ -52,6 +54,10 @@ FAULTS = {
     "duplicate_rate": 0.10,
     "regress_rate": 0.05,
 }
+
+
+# Real seconds; simulated time runs 60 times faster, so this is three simulated minutes.
+RECHECK_MAX_SECONDS = 3
 
 
 class Soak:
@@ -77,6 +83,8 @@ class Soak:
         self.port = free_port()
         self.output: list[str] = []
         self.polls = 0
+        # Successful polls per instance: each instance is polled on its own schedule.
+        self.polls_by_instance: dict[str, int] = dict.fromkeys(self.world.instances, 0)
         self.process: subprocess.Popen[str] | None = None
         self.kills = {"SIGKILL": 0, "SIGTERM": 0}
         # API answers by code, summed over every exporter process (each starts from zero).
@@ -101,9 +109,10 @@ class Soak:
                 self.instances,
                 "--endpoint",
                 endpoint,
-                # A long re-read window makes every poll page through NextTokens, where paging faults live.
                 "--overlap-seconds",
-                "5400",
+                "60",
+                "--recheck-max-seconds",
+                str(RECHECK_MAX_SECONDS),
                 "--lookback-seconds",
                 "10800",
                 "--access-key-id",
@@ -138,6 +147,8 @@ class Soak:
             self.output.append(line)
             if '"poll finished"' in line:
                 self.polls += 1
+                instance_id = json.loads(line).get("instance_id", "")
+                self.polls_by_instance[instance_id] = self.polls_by_instance.get(instance_id, 0) + 1
 
     def kill_and_restart(self, endpoint: str) -> None:
         process = self.process
@@ -175,16 +186,49 @@ class Soak:
 
     # -- the measurement -------------------------------------------------------------
 
+    def inject_burst(self) -> None:
+        """Jobs of every outcome starting now; some finish within a poll, some many polls later."""
+        for instance_id, state in self.world.instances.items():
+            targets = [("identity_provider", p.identity_provider_id, "ingress") for p in state.providers]
+            targets += [("application", a.application_id, "egress") for a in state.applications]
+            now_ms = self.world.now_ms()
+            for index in range(self.rng.randint(60, 180)):
+                target_type, target_id, direction = self.rng.choice(targets)
+                status = self.rng.choice(["success", "success", "partial_success", "failed"])
+                self.world.add_job(
+                    JobPlan(
+                        job_id=self.world.new_job_id(instance_id, f"soak-{now_ms}-{index}"),
+                        instance_id=instance_id,
+                        target_type=target_type,
+                        target_id=target_id,
+                        direction=direction,
+                        trigger_type=self.rng.choice(["auto", "manual"]),
+                        start_ms=now_ms - self.rng.randint(0, 10_000),
+                        pending_ms=self.rng.randint(100, 20_000),
+                        running_ms=self.rng.randint(1_000, 900_000),
+                        final_status=status,
+                        statistics={"User": {"Updated": {"Total": 3, "Success": 2, "Failed": 1, "Skipped": 0}}},
+                        error_code="IdentityProvider.ConnectionFailed" if status == "failed" else None,
+                        error_message="soak" if status == "failed" else None,
+                    )
+                )
+
     def settle(self) -> tuple[Counts, Counts]:
-        """Freeze simulated time, switch faults off, wait for two clean polls, read both sides."""
+        """Freeze simulated time, switch faults off, wait until every followed job was read again.
+
+        A followed job behind the window may wait up to the recheck maximum for a poll
+        with calls to spare. Of two polls of an instance that finish after that, the
+        second started after it, so it has read them all.
+        """
         self.faults.off()
         self.clock.pause()
         try:
-            seen = self.polls
+            time.sleep(RECHECK_MAX_SECONDS)
+            seen = dict(self.polls_by_instance)
             deadline = time.monotonic() + 120
-            while self.polls < seen + 2:
+            while any(self.polls_by_instance.get(i, 0) < count + 2 for i, count in seen.items()):
                 if time.monotonic() > deadline:
-                    raise SystemExit("soak: no two successful polls within 120 s of switching faults off")
+                    raise SystemExit("soak: no two successful polls of every instance within 120 s of settling")
                 time.sleep(0.1)
             return exported_jobs(self.fetch_metrics()), finished_jobs(self.world)
         finally:
@@ -199,6 +243,7 @@ class Soak:
                 before = self.settle()
                 deadline = time.monotonic() + self.seconds
                 while time.monotonic() < deadline:
+                    self.inject_burst()
                     time.sleep(self.rng.uniform(2.0, 6.0))
                     self.kill_and_restart(sim.endpoint)
                 after = self.settle()
