@@ -112,7 +112,7 @@ async def open_exporter(
 
 
 async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter) -> None:
-    """Stop scheduling; polls in flight finish and commit (for up to 30 s) first."""
+    """Stop scheduling; polls in flight finish and commit (for up to 5 s) first."""
     # Pause, not shut down, first: shutting the scheduler down cancels the polls it runs.
     scheduler.pause()
     await exporter.wait_for_polls()

@@ -137,8 +137,13 @@ class Exporter:
     def polls_in_flight(self) -> int:
         return len(self._polls_in_flight)
 
-    async def wait_for_polls(self, limit_seconds: float = 30.0) -> None:
-        """On shutdown, let polls in flight commit their state instead of cutting them off."""
+    async def wait_for_polls(self, limit_seconds: float = 5.0) -> None:
+        """On shutdown, let polls in flight commit their state instead of cutting them off.
+
+        Briefly: a poll normally ends in well under a second, and one still retrying
+        after that is simply redone on the next start, while container runtimes send
+        SIGKILL 10 seconds after SIGTERM.
+        """
         running = set(self._polls_in_flight)
         if running:
             await asyncio.wait(running, timeout=limit_seconds)
