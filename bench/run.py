@@ -68,6 +68,9 @@ class Poll:
     jobs_changed: int
     cold: bool
     forced_rechecks: int
+    window_calls: int
+    recheck_calls: int
+    jobs_deferred: int
 
 
 @dataclass
@@ -97,6 +100,9 @@ class ExporterProcess:
                         int(event["jobs_changed"]),
                         bool(event["cold"]),
                         int(event["forced_rechecks"]),
+                        int(event["window_calls"]),
+                        int(event["recheck_calls"]),
+                        int(event["jobs_deferred"]),
                     )
                 )
 
@@ -158,6 +164,9 @@ def main() -> int:
     steady = 8.0 if args.smoke else args.steady_seconds
     scrapes = 5 if args.smoke else args.scrapes
     speed = args.speed
+    # How long a followed job may wait for a re-read: the default, in simulated time
+    # (the smoke run checks correctness only, and need not wait that long to settle).
+    recheck_max = 2.0 if args.smoke else float(Settings.model_fields["recheck_max_seconds"].default) / speed
 
     print(f"building the {scenario} tenant ...", flush=True)
     clock = ScaledClock(speed=speed)
@@ -197,9 +206,8 @@ def main() -> int:
             "json",
             "--target-refresh-seconds",
             "3600",
-            # The default, in simulated time: how long a followed job may wait for a re-read.
             "--recheck-max-seconds",
-            str(recheck_max_seconds(speed)),
+            str(recheck_max),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -221,7 +229,7 @@ def main() -> int:
         results["rss_after_cold"] = exporter.proc("VmRSS")
         wait_for(lambda: len(exporter.polls) >= 3, 120, "steady polls")
         # Exact check, part 1: freeze simulated time, let a poll see everything, note both sides.
-        truth_before = settled_counts(world, clock, exporter, port)
+        truth_before = settled_counts(world, clock, exporter, port, recheck_max)
 
         # 1. Scrape cost, side by side with the naive per-scrape rendering of the same data.
         _, body = fetch(port)
@@ -288,7 +296,7 @@ def main() -> int:
         results["peak_rss"] = exporter.proc("VmHWM")
 
         # Exact check, part 2: the counters grew by exactly the jobs that finished in between.
-        truth_after = settled_counts(world, clock, exporter, port)
+        truth_after = settled_counts(world, clock, exporter, port, recheck_max)
         results["truth_ok"], results["truth_detail"] = check_truth(truth_before, truth_after)
     finally:
         process.terminate()
@@ -363,11 +371,9 @@ def detect(world: World, instance: str, port: int, speed: float) -> float:
     raise SystemExit("bench: an injected failure never appeared on /metrics")
 
 
-def recheck_max_seconds(speed: float) -> float:
-    return float(Settings.model_fields["recheck_max_seconds"].default) / speed
-
-
-def settled_counts(world: World, clock: ScaledClock, exporter: ExporterProcess, port: int) -> tuple[Counts, Counts]:
+def settled_counts(
+    world: World, clock: ScaledClock, exporter: ExporterProcess, port: int, recheck_max: float
+) -> tuple[Counts, Counts]:
     """(exporter's job counters, jobs final in the world) at one frozen simulated moment.
 
     Followed jobs behind the window may wait up to the recheck maximum for a re-read;
@@ -375,7 +381,7 @@ def settled_counts(world: World, clock: ScaledClock, exporter: ExporterProcess, 
     """
     clock.pause()
     try:
-        time.sleep(recheck_max_seconds(clock.speed))
+        time.sleep(recheck_max)
         seen = len(exporter.polls)
         # The first poll may have started before the pause; the second started after it.
         wait_for(lambda: len(exporter.polls) >= seen + 2, 120, "two polls after pausing simulated time")
@@ -484,6 +490,13 @@ def report(r: dict[str, Any], args: argparse.Namespace, scenario: str, speed: fl
     ]
     for name, ok in checks:
         lines.append(f"{'PASS' if ok else 'FAIL'}: {name}")
+    for number, poll in enumerate(polls, start=1):
+        if poll.api_calls > math.ceil(poll.jobs_changed / 100) + 1:
+            lines.append(
+                f"  steady poll {number} above floor + 1: {poll.api_calls} calls ({poll.window_calls} window, "
+                f"{poll.recheck_calls} re-reads in {poll.forced_rechecks} forced listings and others), "
+                f"{poll.jobs_changed} new or changed, {poll.jobs_deferred} followed jobs left for later"
+            )
     print("\n".join(lines))
     if args.smoke:
         return 0 if r["truth_ok"] else 1

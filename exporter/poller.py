@@ -267,7 +267,7 @@ class InstancePoller:
         old = {job_id: tracked for job_id, tracked in unseen.items() if tracked.start_ms < cutoff}
         rechecks: list[_Recheck] = []
 
-        for group in _adjacent_groups(recent):
+        for group in _adjacent_groups(recent, self._last_seen):
             waited = now - min(self._last_seen.get(job_id, -math.inf) for job_id in group)
             starts = [tracked.start_ms for tracked in group.values()]
             job_filter = opts.job_filter(
@@ -412,14 +412,17 @@ class InstancePoller:
             )
 
 
-def _adjacent_groups(jobs: dict[str, TrackedJob]) -> list[dict[str, TrackedJob]]:
-    """``jobs`` in groups of adjacent start times, each naming at most TARGET_IDS_PER_QUERY targets.
+def _adjacent_groups(jobs: dict[str, TrackedJob], last_seen: dict[str, float]) -> list[dict[str, TrackedJob]]:
+    """``jobs`` in groups of at most TARGET_IDS_PER_QUERY targets: those last seen together, by start time.
 
-    Adjacent, so each listing's time range (and the settled jobs of the same targets
-    inside it) stays small; as few groups as the target limit allows, of even size, so
-    that none barely spills onto a second page.
+    Jobs last seen in the same poll go together, so the longest-waiting jobs are read
+    in the first listings instead of each listing holding a few of them (which would let
+    them all reach the recheck maximum at once). Within that, adjacent start times keep
+    each listing's time range (and the settled jobs of the same targets inside it)
+    small. As few groups as the target limit allows, of even size, so that none barely
+    spills onto a second page.
     """
-    ordered = sorted(jobs, key=lambda job_id: jobs[job_id].start_ms)
+    ordered = sorted(jobs, key=lambda job_id: (last_seen.get(job_id, -math.inf), jobs[job_id].start_ms))
     distinct = len({tracked.target.target_id for tracked in jobs.values()})
     per_group = math.ceil(distinct / max(1, math.ceil(distinct / TARGET_IDS_PER_QUERY)))
     groups: list[dict[str, TrackedJob]] = []
