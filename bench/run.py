@@ -1,6 +1,6 @@
 """Benchmark: idaas-sync-exporter against the simulator at scale, every figure measured side by side.
 
-    python bench/run.py            # 1,000 targets, ~100,000 jobs in the window, about 6 minutes
+    python bench/run.py            # 1,000 targets, ~100,000 jobs in the window, about 9 minutes
     python bench/run.py --smoke    # a few seconds, small tenant; checks correctness, not speed
 
 The simulator runs in this process (so jobs can be injected and the ground truth read);
