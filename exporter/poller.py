@@ -33,11 +33,11 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.api.client import EiamClient, JobFilter, JobPage
+from exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
 from exporter.api.errors import ApiError
 from exporter.api.models import IN_PROGRESS_STATUSES, SynchronizationJob
 from exporter.state import InstanceState, PollWork, StateStore, TargetKey, TrackedJob
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 # How many target ids one batched re-read asks for; keeps query strings short.
 TARGET_IDS_PER_QUERY = 100
-# Jobs per page (the API's maximum), and so the unit of the per-poll call budget.
-PAGE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,9 +255,11 @@ class InstancePoller:
         )
         return total - len(seen) == known
 
-    def _rechecks(
-        self, work: PollWork, unseen: dict[str, TrackedJob], *, now: float, api_now_ms: int
-    ) -> list[_Recheck]:
+    def _waited(self, job_ids: Iterable[str], now: float) -> float:
+        """Seconds since the least recently seen of ``job_ids`` was seen (infinite if never)."""
+        return now - min(self._last_seen.get(job_id, -math.inf) for job_id in job_ids)
+
+    def _rechecks(self, unseen: dict[str, TrackedJob], *, now: float, api_now_ms: int) -> list[_Recheck]:
         """The listings that would re-read ``unseen``, those that must run first, then by how long they waited."""
         opts = self._options
         cutoff = api_now_ms - int(opts.long_running_seconds * 1000)
@@ -267,8 +267,8 @@ class InstancePoller:
         old = {job_id: tracked for job_id, tracked in unseen.items() if tracked.start_ms < cutoff}
         rechecks: list[_Recheck] = []
 
-        for group in _adjacent_groups(recent, self._last_seen):
-            waited = now - min(self._last_seen.get(job_id, -math.inf) for job_id in group)
+        for group in _recheck_groups(recent, self._last_seen):
+            waited = self._waited(group, now)
             starts = [tracked.start_ms for tracked in group.values()]
             job_filter = opts.job_filter(
                 start_time=min(starts) / 1000,
@@ -277,8 +277,8 @@ class InstancePoller:
             )
             rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= opts.recheck_max_seconds))
 
-        waited = now - min((self._last_seen.get(job_id, -math.inf) for job_id in old), default=now)
-        if old and waited >= opts.recheck_max_seconds / 2:
+        waited = self._waited(old, now) if old else 0.0
+        if waited >= opts.recheck_max_seconds / 2:
             job_filter = opts.job_filter(
                 start_time=min(tracked.start_ms for tracked in old.values()) / 1000,
                 status="running",
@@ -304,7 +304,7 @@ class InstancePoller:
         Whatever a complete listing did not return is read one by one, so nothing depends
         on how the API interprets EndTime or on a job having left the running state.
         """
-        for recheck in self._rechecks(work, unseen, now=now, api_now_ms=api_now_ms):
+        for recheck in self._rechecks(unseen, now=now, api_now_ms=api_now_ms):
             if not recheck.forced and stats.spare_calls() < 1:
                 continue
             if recheck.forced:
@@ -412,7 +412,7 @@ class InstancePoller:
             )
 
 
-def _adjacent_groups(jobs: dict[str, TrackedJob], last_seen: dict[str, float]) -> list[dict[str, TrackedJob]]:
+def _recheck_groups(jobs: dict[str, TrackedJob], last_seen: dict[str, float]) -> list[dict[str, TrackedJob]]:
     """``jobs`` in groups of at most TARGET_IDS_PER_QUERY targets: those last seen together, by start time.
 
     Jobs last seen in the same poll go together, so the longest-waiting jobs are read
@@ -449,4 +449,4 @@ class _PollStats:
 
     def spare_calls(self) -> int:
         """Calls this poll may still make and stay within one per 100 jobs learned, plus one."""
-        return math.ceil(self.changed / PAGE_SIZE) + 1 - self.calls
+        return math.ceil(self.changed / MAX_PAGE_SIZE) + 1 - self.calls
