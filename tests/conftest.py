@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,7 +15,15 @@ from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
 from exporter.simulator.world import SCENARIOS, World
 
-REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+# Only loopback may ever be contacted: the credential chain must not try the ECS metadata
+# address or read a developer's CLI profile. Set before anything imports the chain, which
+# reads these variables once at import time; subprocesses inherit them.
+os.environ["ALIBABA_CLOUD_ECS_METADATA_DISABLED"] = "true"
+os.environ["ALIBABA_CLOUD_CLI_PROFILE_DISABLED"] = "true"
+
+# Facts from the API documentation and the official SDK that the tests check against,
+# copied into the repository so that a clone needs nothing beside it.
+DATA = Path(__file__).resolve().parent / "data"
 AK_ID = "LTAI5tSimulatorKey"
 AK_SECRET = "sim-secret-9f8e7d6c5b4a"  # unique, so a leak is easy to grep for
 STS_ID = "STS.NUgYrLnoC37mZZCNnAbez"
@@ -24,11 +33,8 @@ STS_TOKEN = "CAIS-sts-token-77aa88bb99cc"
 SIM_START = 1_790_000_000.0
 
 
-def reference_file(name: str) -> Path:
-    path = REFERENCE / name
-    if not path.exists():
-        pytest.fail(f"reference file {path} is missing: the tests expect ../shared/reference beside the repo")
-    return path
+def data_file(name: str) -> Path:
+    return DATA / name
 
 
 @pytest.fixture

@@ -25,10 +25,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Which package brings each binary the system tests run.
+BINARY_PACKAGES = {
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
+}
+
+
 def require_binary(name: str) -> str:
+    """The path of ``name``, or a one-line failure that says how to install it."""
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed; .ci/run installs Debian's prometheus and prometheus-alertmanager")
+        package = BINARY_PACKAGES.get(name, name)
+        pytest.fail(
+            f"{name} is not installed: run `sudo apt-get install {package}` on Debian/Ubuntu "
+            f"(`bash .ci/run` does it as root), `brew install {package.removeprefix('prometheus-')}` on macOS, "
+            "or put the binary from prometheus.io/download on PATH",
+            pytrace=False,
+        )
     return path
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,3 +28,24 @@ def test_ruff_format_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nothing_outside_the_repository_is_read() -> None:
+    # A user's clone has nothing beside it; facts the tests need live in tests/data.
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    offenders = [
+        name
+        for name in tracked.split()
+        if name.endswith((".py", ".toml", ".yml", ".yaml", "run", "Dockerfile"))
+        and "/".join(("shared", "reference")) in (ROOT / name).read_text(encoding="utf-8", errors="replace")
+    ]
+    assert offenders == []
+
+
+def test_missing_binary_fails_with_one_line_install_hint() -> None:
+    from tests.e2e import require_binary
+
+    with pytest.raises(pytest.fail.Exception) as failure:
+        require_binary("promtool-that-is-not-installed")
+    message = str(failure.value)
+    assert "\n" not in message and "apt-get install" in message

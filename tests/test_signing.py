@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from exporter.api.signing import EMPTY_BODY_SHA256, canonical_query, parse_authorization, sign
-from tests.conftest import reference_file
+from tests.conftest import data_file
 
 VECTOR_NAMES = ("V1_static_ak_sdk_headers", "V2_sts_sdk_headers", "V3_minimal_headers_encoding")
 
 
 def _vectors() -> dict[str, Any]:
-    return json.loads(reference_file("signature-vectors.json").read_text(encoding="utf-8"))
+    return json.loads(data_file("signature-vectors.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("name", VECTOR_NAMES)
