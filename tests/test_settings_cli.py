@@ -109,7 +109,11 @@ def test_cli_once_demo_prints_a_valid_exposition() -> None:
     assert result.returncode == 0, result.stderr
     assert "idaas_sync_target_info{" in result.stdout
     check = subprocess.run(
-        [require_binary("promtool"), "check", "metrics"], input=result.stdout, capture_output=True, text=True, check=False
+        [require_binary("promtool"), "check", "metrics"],
+        input=result.stdout,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.strip() == "" and check.stderr.strip() == ""
