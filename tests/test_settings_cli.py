@@ -117,3 +117,16 @@ def test_cli_once_demo_prints_a_valid_exposition() -> None:
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.strip() == "" and check.stderr.strip() == ""
+
+
+def test_cli_refuses_a_directory_as_state_path_and_leaves_it_alone(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    result = _cli("once", "--demo", "--state-path", str(home), "--log-level", "error")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "is a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+    assert [p.name for p in home.iterdir()] == ["thesis.tex"]
+    assert (home / "thesis.tex").read_text() == "years of work"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from exporter.state import InstanceState, StateError, StateStore, TargetKey, TargetTally
+from exporter.state import APPLICATION_ID, InstanceState, StateError, StateStore, TargetKey, TargetTally
 
 
 def saved_store(path: Path) -> None:
@@ -27,41 +31,180 @@ def test_round_trip(tmp_path: Path) -> None:
     assert state.targets[TargetKey("application", "app_1", "egress")].jobs[("auto", "success")] == 3
 
 
-def test_corrupt_file_is_moved_aside_and_counting_restarts_cold(
+def damage_pages(path: Path) -> None:
+    """Overwrite the file after its first page, as a stray writer would; the header (and mark) survive."""
+    with open(path, "r+b") as file:
+        file.seek(4096)
+        file.write(os.urandom(64 * 1024))
+
+
+def cold_start_causes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [str(record.__dict__["cause"]) for record in caplog.records if "cause" in record.__dict__]
+
+
+def snapshot_of(path: Path) -> dict[str, bytes]:
+    return {entry.name: entry.read_bytes() for entry in sorted(path.iterdir()) if entry.is_file()}
+
+
+def test_our_file_with_damaged_pages_is_moved_aside_and_counting_restarts_cold(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     path = tmp_path / "state.sqlite3"
-    path.write_bytes(b"this is not a database" * 100)
+    saved_store(path)
+    damage_pages(path)
+    damaged = path.read_bytes()
     store = StateStore(str(path))
     assert store.moved_aside is not None
-    assert Path(store.moved_aside).read_bytes().startswith(b"this is not a database")
+    assert Path(store.moved_aside).read_bytes() == damaged
     assert store.load("idaas_1").is_cold
     assert "moved aside" in caplog.text
+    assert cold_start_causes(caplog)[0].startswith("the previous state file was moved aside")
 
 
 def test_damaged_rows_are_moved_aside(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     saved_store(path)
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         db.execute("UPDATE targets SET doc = '{not json'")
     store = StateStore(str(path))
     assert store.moved_aside is not None and os.path.exists(store.moved_aside)
     assert store.load("idaas_1").is_cold
 
 
+def test_a_cursor_of_the_wrong_type_is_damage_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    saved_store(path)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("""UPDATE instances SET meta = json_set(meta, '$.cursor_ms', 'soon')""")
+    store = StateStore(str(path))
+    assert store.moved_aside is not None
+    assert store.load("idaas_1").is_cold
+
+
 def test_older_schema_is_moved_aside_newer_is_refused(tmp_path: Path) -> None:
     older = tmp_path / "older.sqlite3"
-    with sqlite3.connect(older) as db:
+    with closing(sqlite3.connect(older)) as db, db:
         db.execute("CREATE TABLE instance_state (instance_id TEXT PRIMARY KEY, doc TEXT)")
         db.execute("PRAGMA user_version=1")
     store = StateStore(str(older))
     assert store.moved_aside is not None and "unusable" in store.moved_aside
     newer = tmp_path / "newer.sqlite3"
-    with sqlite3.connect(newer) as db:
+    with closing(sqlite3.connect(newer)) as db, db:
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
         db.execute("PRAGMA user_version=99")
+    before = newer.read_bytes()
     with pytest.raises(StateError, match="newer exporter"):
         StateStore(str(newer))
-    assert newer.exists()
+    assert newer.read_bytes() == before
+
+
+def test_an_unmarked_file_of_the_previous_schema_is_marked_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("PRAGMA journal_mode=WAL")  # as version 2 wrote it
+        db.execute("CREATE TABLE instances (instance_id TEXT PRIMARY KEY, meta TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE targets (instance_id TEXT NOT NULL, target_type TEXT NOT NULL, target_id TEXT NOT NULL,"
+            " direction TEXT NOT NULL, doc TEXT NOT NULL,"
+            " PRIMARY KEY (instance_id, target_type, target_id, direction))"
+        )
+        db.execute("""INSERT INTO instances VALUES ('idaas_1', '{"cursor_ms":5,"counted":{},"tracked":[]}')""")
+        db.execute("PRAGMA user_version=2")
+    store = StateStore(str(path))
+    assert store.moved_aside is None
+    assert store.load("idaas_1").cursor_ms == 5
+    store.close()
+    with closing(sqlite3.connect(path)) as db, db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def test_a_directory_is_refused_untouched(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(StateError, match=r"is a directory.*untouched.*state\.sqlite3"):
+        StateStore(str(home))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+    assert snapshot_of(home) == {"notes.txt": b"mine"}
+
+
+def test_a_device_is_refused() -> None:
+    with pytest.raises(StateError, match="not an idaas-sync-exporter state file"):
+        StateStore("/dev/null")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not a database" * 100, b"SQLite format 3\x00" + b"\x00" * 40],
+    ids=["text", "truncated-header"],
+)
+def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(content)
+    with pytest.raises(StateError, match="not a SQLite database.*left untouched"):
+        StateStore(str(path))
+    assert snapshot_of(tmp_path) == {"notes.db": content}
+
+
+@pytest.mark.parametrize("application_id", [0, 0x0F055112])
+def test_another_applications_database_is_refused_untouched(tmp_path: Path, application_id: int) -> None:
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(f"PRAGMA application_id={application_id}")
+        db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    before = snapshot_of(tmp_path)
+    with pytest.raises(StateError, match="another application"):
+        StateStore(str(path))
+    assert snapshot_of(tmp_path) == before
+    with closing(sqlite3.connect(path)) as db, db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"customers"}
+
+
+def test_an_empty_file_is_used_and_the_cold_start_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "state.sqlite3"
+    path.write_bytes(b"")
+    caplog.set_level(logging.INFO)
+    store = StateStore(str(path))
+    assert store.load("idaas_1").is_cold
+    assert cold_start_causes(caplog) == ["the state file has no saved state for this instance yet"]
+    store.close()
+
+
+def test_a_second_exporter_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    first = StateStore(str(path))
+    with pytest.raises(StateError, match="in use by another exporter process"):
+        StateStore(str(path))
+    first.close()
+    StateStore(str(path)).close()  # free again once the first has stopped
+
+
+def test_the_lock_holds_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    first = StateStore(str(path))
+    try:
+        other = subprocess.run(
+            [sys.executable, "-c", f"from exporter.state import StateStore; StateStore({str(path)!r})"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        first.close()
+    assert other.returncode != 0 and "in use by another exporter process" in other.stderr
+
+
+def test_commits_leave_no_journal_behind(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    saved_store(path)
+    store = StateStore(str(path))
+    for cursor in range(20):
+        store.save(InstanceState("idaas_1", cursor, {}, {}, {}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.sqlite3"]
+    store.close()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
@@ -92,3 +235,6 @@ def test_disk_full_fails_the_commit_and_keeps_the_last_state(tmp_path: Path) -> 
     with pytest.raises(StateError, match="full"):
         store.save(InstanceState("idaas_1", 2000, big, {}, {}))
     assert store.load("idaas_1").cursor_ms == 1000
+    store._db.execute("PRAGMA max_page_count=1000000")  # space returns: the next commit works, no restart
+    store.save(InstanceState("idaas_1", 2000, big, {}, {}))
+    assert store.load("idaas_1").cursor_ms == 2000
