@@ -13,6 +13,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.api.client import EiamClient
+from exporter.api.credentials import CredentialsError
 from exporter.api.errors import EiamError
 from exporter.api.models import UdPullConfiguration
 from exporter.exposition import API_DURATION_BUCKETS
@@ -154,13 +155,13 @@ class Exporter:
         try:
             result = await self.pollers[instance_id].poll()
         except (EiamError, StateError) as exc:
-            health.polled = True
-            health.up = False
-            health.last_error = str(exc)
-            health.poll_failures += 1
-            health.poll_duration = self._monotonic() - started
             log.error("poll failed", extra={"instance_id": instance_id, "error": str(exc)})  # noqa: TRY400 - the error text is enough, a traceback would hide it
-            self.publish()
+            self._poll_failed(health, str(exc), started)
+            return None
+        except Exception as exc:
+            # A bug must still show as a failed poll (idaas_up 0, counted), not vanish into the scheduler's log.
+            log.exception("poll failed unexpectedly", extra={"instance_id": instance_id})
+            self._poll_failed(health, f"internal error: {type(exc).__name__}: {str(exc)[:200]}", started)
             return None
         health.polled = True
         health.up = True
@@ -186,6 +187,14 @@ class Exporter:
         self.publish()
         return result
 
+    def _poll_failed(self, health: InstanceHealth, error: str, started: float) -> None:
+        health.polled = True
+        health.up = False
+        health.last_error = error
+        health.poll_failures += 1
+        health.poll_duration = self._monotonic() - started
+        self.publish()
+
     async def refresh_targets(self, instance_id: str) -> None:
         """List identity providers and applications for ``idaas_sync_target_info``."""
         health = self.health[instance_id]
@@ -202,6 +211,8 @@ class Exporter:
                 info[("application", app.application_id)] = TargetInfo(
                     app.application_name or app.application_id, "application"
                 )
+        except CredentialsError:
+            return  # every poll fails the same way and reports it; one line per cause is enough
         except EiamError as exc:
             health.target_info_failures += 1
             log.warning(

@@ -142,7 +142,7 @@ def test_a_device_is_refused() -> None:
 def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(content)
-    with pytest.raises(StateError, match="not a SQLite database.*left untouched"):
+    with pytest.raises(StateError, match=r"not a SQLite database.*left untouched"):
         StateStore(str(path))
     assert snapshot_of(tmp_path) == {"notes.db": content}
 

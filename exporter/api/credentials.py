@@ -6,17 +6,55 @@ a stray ``repr`` or log line shows ``**********`` instead of the value.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import SecretStr
 
+from exporter.api.errors import EiamError
+
 if TYPE_CHECKING:
     from alibabacloud_credentials.client import Client as ChainClient
 
+# What each provider of the default chain reads, in the words an operator searches for.
+_CHAIN_SOURCES = {
+    "EnvironmentVariableCredentialsProvider": "ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET",
+    "OIDCRoleArnCredentialsProvider": "OIDC/RRSA (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_*)",
+    "CLIProfileCredentialsProvider": "~/.aliyun/config.json",
+    "ProfileCredentialsProvider": "~/.alibabacloud/credentials.ini",
+    "EcsRamRoleCredentialsProvider": "ECS RAM role",
+    "CredentialsUriCredentialsProvider": "ALIBABA_CLOUD_CREDENTIALS_URI",
+}
+_HOW_TO_SET = (
+    "set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET "
+    "(or IDAAS_EXPORTER_ACCESS_KEY_ID/_SECRET), or use RRSA or an ECS RAM role"
+)
 
-class CredentialsError(Exception):
-    """No usable AccessKey could be obtained; the message names where we looked."""
+
+class CredentialsError(EiamError):
+    """No usable AccessKey could be obtained; the message names where we looked and how to set one.
+
+    A poll failure like any other: the poll is counted as failed and ``idaas_up`` drops to 0.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.action = "credentials"
+        super().__init__(message)
+
+    @property
+    def metric_code(self) -> str:
+        return "CredentialsError"
+
+
+def chain_failure_message(error: Exception) -> str:
+    """One line naming the chain's sources that were tried; never the providers' raw text."""
+    tried = [
+        _CHAIN_SOURCES.get(name, name.removesuffix("CredentialsProvider"))
+        for name in dict.fromkeys(re.findall(r"(\w+CredentialsProvider)", str(error)))
+    ]
+    where = ", ".join(tried) if tried else "the default credential chain"
+    return f"no Alibaba Cloud credentials found (tried {where}); {_HOW_TO_SET}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +88,7 @@ class StaticCredentialsProvider:
         security_token: SecretStr | None = None,
     ) -> None:
         if not access_key_id or not access_key_secret.get_secret_value():
-            raise CredentialsError("AccessKey id and secret must both be non-empty")
+            raise CredentialsError(f"AccessKey id and secret must both be non-empty; {_HOW_TO_SET}")
         has_token = security_token is not None and bool(security_token.get_secret_value())
         self._credentials = Credentials(
             access_key_id,
@@ -89,14 +127,9 @@ class DefaultChainCredentialsProvider:
         try:
             model = await self._chain().get_credential_async()
         except Exception as exc:  # the chain raises bare Exceptions of several kinds
-            raise CredentialsError(
-                "no Alibaba Cloud credentials found by the default chain "
-                "(ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET, OIDC/RRSA, ~/.aliyun/config.json, "
-                "~/.alibabacloud/credentials.ini, ECS RAM role); set one of them or "
-                f"IDAAS_EXPORTER_ACCESS_KEY_ID/SECRET: {type(exc).__name__}"
-            ) from None
+            raise CredentialsError(chain_failure_message(exc)) from None
         if not model.access_key_id or not model.access_key_secret:
-            raise CredentialsError("the default credential chain returned an empty AccessKey")
+            raise CredentialsError(f"the default credential chain returned an empty AccessKey; {_HOW_TO_SET}")
         token = model.security_token or None
         return Credentials(
             model.access_key_id,

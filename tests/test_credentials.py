@@ -1,0 +1,139 @@
+"""Missing or wrong credentials are a poll failure like any other: one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from exporter.api.client import ClientOptions, EiamClient
+from exporter.api.credentials import DefaultChainCredentialsProvider
+from exporter.api.endpoint import resolve_endpoint
+from exporter.http import build_app
+from exporter.poller import InstancePoller, PollOptions
+from exporter.service import ApiStats, Exporter
+from exporter.simulator.clock import ManualClock
+from exporter.simulator.server import RunningSimulator
+from exporter.state import StateStore
+from tests.conftest import AK_SECRET
+
+# What the alibabacloud-credentials chain raises when every provider comes up empty.
+CHAIN_FAILURE = (
+    "unable to load credentials from any of the providers in the chain: "
+    "['EnvironmentVariableCredentialsProvider: Environment variable accessKeyId cannot be empty', "
+    "'CLIProfileCredentialsProvider: cli credentials file is disabled', "
+    "\"ProfileCredentialsProvider: [Errno 2] No such file or directory: '/home/x/.alibabacloud/credentials.ini'\"]"
+)
+
+
+class EmptyChain:
+    async def get_credential_async(self) -> object:
+        raise Exception(CHAIN_FAILURE)  # the chain raises plain Exceptions like this
+
+
+@pytest.fixture
+async def exporter(simulator: RunningSimulator, clock: ManualClock) -> AsyncIterator[Exporter]:
+    stats = ApiStats()
+    client = EiamClient(
+        endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
+        credentials=DefaultChainCredentialsProvider(EmptyChain()),  # type: ignore[arg-type]
+        options=ClientOptions(max_attempts=1),
+        observer=stats.observe,
+    )
+    store = StateStore(None)
+    poller = InstancePoller("idaas_x", client, store, PollOptions(), clock=clock)
+    yield Exporter(client=client, store=store, pollers={"idaas_x": poller}, api_stats=stats, clock=clock)
+    await client.aclose()
+
+
+async def test_missing_credentials_fail_the_poll_and_say_how_to_fix_it(
+    exporter: Exporter, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    http: TestClient[object, object] = TestClient(TestServer(build_app(exporter, poll_interval=60, clock=clock)))
+    await http.start_server()
+    try:
+        await exporter.refresh_targets("idaas_x")
+        assert await exporter.poll("idaas_x") is None
+        metrics = await (await http.get("/metrics")).text()
+        ready = await http.get("/readyz")
+        ready_text = await ready.text()
+        landing = await (await http.get("/")).text()
+    finally:
+        await http.close()
+    assert 'idaas_up{instance_id="idaas_x"} 0' in metrics
+    assert 'idaas_exporter_poll_failures_total{instance_id="idaas_x"} 1' in metrics
+    assert ready.status == 503 and "no Alibaba Cloud credentials found" in ready_text
+    assert "down" in landing and "ALIBABA_CLOUD_ACCESS_KEY_ID" in landing
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None  # one line, no traceback
+    message = str(errors[0].__dict__["error"])
+    for source in ("ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET", "~/.aliyun/config.json", "~/.alibabacloud/credentials.ini"):
+        assert source in message
+    assert "/home/x" not in message  # the chain's raw text stays out
+
+
+async def test_an_unexpected_error_is_still_a_counted_poll_failure(
+    exporter: Exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(exporter.pollers["idaas_x"], "poll", broken)
+    assert await exporter.poll("idaas_x") is None
+    view = exporter.snapshot.instances["idaas_x"]
+    assert not view.up and view.poll_failures == 1
+    assert view.last_error == "internal error: ZeroDivisionError: division by zero"
+
+
+def _without_credentials(tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("IDAAS_EXPORTER_", "ALIBABA_CLOUD_ACCESS", "ALIYUN"))
+    }
+    return {**env, "HOME": str(tmp_path), "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("once", "--instance-ids", "idaas_x", "--state-path", ""),
+        ("pull-config", "get", "--instance-id", "idaas_x", "--identity-provider-id", "idp_1"),
+    ],
+    ids=["once", "pull-config"],
+)
+def test_cli_without_credentials_exits_1_with_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    endpoint = ("--endpoint", "http://127.0.0.1:9")  # never reached: there is nothing to sign with
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", *args, *endpoint, "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_without_credentials(tmp_path),
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "no Alibaba Cloud credentials found" in result.stderr
+    assert AK_SECRET not in result.stderr
+    if args[0] == "once":
+        assert 'idaas_up{instance_id="idaas_x"} 0' in result.stdout  # the exposition is still printed
+        assert 'idaas_exporter_poll_failures_total{instance_id="idaas_x"} 1' in result.stdout
+    else:
+        assert result.stderr.count("\n") == 1
+
+
+def test_ctrl_c_during_start_up_ends_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter import cli
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_exporter_command", interrupted)
+    assert cli.main(["once", "--demo"]) == 130
+    assert capsys.readouterr().err == "idaas-sync-exporter: interrupted\n"
