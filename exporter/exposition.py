@@ -425,8 +425,6 @@ class ExpositionCache:
         self._lock = threading.Lock()
         self._rendered: Rendered | None = None
         self._gzipped: dict[bool, bytes] = {}
-        # The last snapshot whose gzip forms are both complete, served while the next compresses.
-        self._ready_gzip: dict[bool, bytes] = {}
         self.renders = 0
 
     async def prepare(self, snapshot: Snapshot) -> None:
@@ -441,14 +439,11 @@ class ExpositionCache:
         for openmetrics in (True, False):
             await asyncio.to_thread(self.gzipped, rendered, openmetrics=openmetrics)
         release_free_memory()
-        with self._lock:
-            if self._rendered is rendered and len(self._gzipped) == 2:
-                self._ready_gzip = dict(self._gzipped)
 
-    def ready_gzip(self, *, openmetrics: bool) -> bytes | None:
+    def ready_gzip(self, rendered: Rendered, *, openmetrics: bool) -> bytes | None:
+        """The gzip body of ``rendered`` if it is compressed already; never an older snapshot's."""
         with self._lock:
-            current = self._gzipped.get(openmetrics)
-            return current if current is not None else self._ready_gzip.get(openmetrics)
+            return self._gzipped.get(openmetrics) if self._rendered is rendered else None
 
     def rendered(self, snapshot: Snapshot) -> Rendered:
         with self._lock:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from exporter import __version__
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ExpositionCache
@@ -88,7 +88,7 @@ def build_app(
 
     def on_publish(snapshot: Snapshot) -> None:
         # Render and compress right after a poll, in the background, so that no scrape
-        # ever waits for it; until the new gzip is ready, scrapes get the previous one.
+        # waits for compression.
         task = asyncio.get_running_loop().create_task(cache.prepare(snapshot))
         preparing.add(task)
         task.add_done_callback(preparing.discard)
@@ -103,11 +103,15 @@ def build_app(
             "Vary": "Accept, Accept-Encoding",
         }
         if wants_gzip(request.headers.get("Accept-Encoding", "")):
-            body = cache.ready_gzip(openmetrics=openmetrics)
-            if body is None:
-                body = await asyncio.to_thread(cache.gzipped, rendered, openmetrics=openmetrics)
-            headers["Content-Encoding"] = "gzip"
-            return web.Response(body=body, headers=headers)
+            # Every scrape sees the newest snapshot: until its gzip form is ready, the
+            # answer is plain text (allowed whatever the client accepts), never an older body.
+            body = cache.ready_gzip(rendered, openmetrics=openmetrics)
+            if body is not None:
+                headers["Content-Encoding"] = "gzip"
+                return web.Response(body=body, headers=headers)
+        if request.version < HttpVersion11:
+            # HTTP/1.0 has no chunked encoding: the length must be known up front.
+            return web.Response(body=rendered.body(openmetrics=openmetrics), headers=headers)
         response = web.StreamResponse(headers=headers)
         response.enable_chunked_encoding()
         await response.prepare(request)

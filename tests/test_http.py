@@ -80,7 +80,12 @@ async def test_metrics_negotiates_format_and_gzip(
     om = await http.get("/metrics", headers={"Accept": "application/openmetrics-text;version=1.0.0"})
     assert om.headers["Content-Type"].startswith("application/openmetrics-text")
     assert (await om.text()).endswith("# EOF\n")
-    zipped = await http.get("/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    for _ in range(200):  # compression runs in the background; plain text is served meanwhile
+        zipped = await http.get("/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        if "Content-Encoding" in zipped.headers:
+            break
+        assert await zipped.text() == text
+        await asyncio.sleep(0.01)
     assert zipped.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(await zipped.read()).decode() == text
 
@@ -153,3 +158,32 @@ async def test_shutdown_lets_a_scheduled_poll_commit(exporter: Exporter, sim_app
     assert exporter.polls_in_flight == 0
     assert exporter.health[instance].polled
     assert exporter.pollers[instance].state.cursor_ms is not None, "the poll committed"
+
+
+async def test_every_scrape_sees_the_newest_snapshot_in_either_encoding(
+    http: TestClient[object, object], exporter: Exporter, sim_app: SimulatorApp, world: World, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    for attempt in range(20):
+        failing = attempt % 2 == 1
+        sim_app.faults.server_error_rate = 1.0 if failing else 0.0
+        clock.advance(60)
+        await exporter.poll(instance)
+        expected = f'idaas_up{{instance_id="{instance}"}} {0 if failing else 1}'
+        zipped = await http.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        plain = await http.get("/metrics", headers={"Accept-Encoding": "identity"})
+        assert expected in await zipped.text(), f"gzip scrape {attempt} served an older snapshot"
+        assert expected in await plain.text()
+
+
+async def test_http_1_0_scrapes_get_a_content_length(http: TestClient[object, object], exporter: Exporter) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+    writer.write(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head[:80]
+    length = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    assert length and int(length[0].split(b":")[1]) == len(body)
+    assert b"idaas_exporter_build_info" in body
