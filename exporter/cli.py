@@ -38,19 +38,28 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+# Settings that only mean something to a running daemon; `once` does not offer them.
+SERVE_ONLY_SETTINGS = frozenset(
+    {"listen_address", "poll_interval_seconds", "target_refresh_seconds", "web_config_file"}
+)
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, *, serve: bool) -> None:
     """One flag per setting, named after it (``poll_interval_seconds`` -> ``--poll-interval-seconds``)."""
-    from exporter.settings import ENV_PREFIX, Settings
+    from pydantic_core import PydanticUndefined
+
+    from exporter.settings import ENV_PREFIX, Settings, flag_name
 
     for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        description = field.description or ""
+        if name in SERVE_ONLY_SETTINGS and not serve:
+            continue
+        default = "" if field.default in (None, PydanticUndefined) else f"; default {field.default}"
         parser.add_argument(
-            flag,
+            flag_name(name),
             dest=f"setting_{name}",
             default=None,
             metavar="VALUE",
-            help=f"{description} (env {ENV_PREFIX}{name.upper()})".strip(),
+            help=f"{field.description or name.replace('_', ' ')}{default} (env {ENV_PREFIX}{name.upper()})",
         )
 
 
@@ -79,16 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--demo", action="store_true", help="start the built-in simulator in-process and export it"
         )
-        command.add_argument("--demo-speed", type=float, default=30.0, help="simulated seconds per second (demo)")
-        command.add_argument("--demo-seed", type=int, default=1)
-        _add_setting_flags(command)
         command.add_argument(
-            "--web.config.file",
-            dest="setting_web_config_file",
-            default=None,
-            metavar="FILE",
-            help="the same as --web-config-file (the name Prometheus exporters use)",
+            "--demo-speed", type=float, default=30.0, help="simulated seconds per real second in demo mode; default 30"
         )
+        command.add_argument(
+            "--demo-seed", type=int, default=1, help="seed of the simulated tenant in demo mode; default 1"
+        )
+        _add_setting_flags(command, serve=name == "serve")
+        if name == "serve":
+            command.add_argument(
+                "--web.config.file",
+                dest="setting_web_config_file",
+                default=None,
+                metavar="FILE",
+                help="the same as --web-config-file (the name Prometheus exporters use)",
+            )
 
     pull = commands.add_parser(
         "pull-config",

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from exporter.api.endpoint import REGION_PATTERN, parse_endpoint
 from exporter.logs import LOG_FORMATS, LOG_LEVELS
 from exporter.yamlfile import YamlFileError, read_yaml
 
@@ -47,14 +48,19 @@ def _split_csv(value: Any) -> Any:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, hide_input_in_errors=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        hide_input_in_errors=True,
+        # "inf" and 1e309 parse as floats; no interval or timeout can be infinite.
+        allow_inf_nan=False,
     )
 
     instance_ids: list[str] = Field(default_factory=list, description="IDaaS instance ids to export, comma-separated")
     region_id: str = Field("cn-hangzhou", description="region of the instances")
     endpoint: str | None = Field(None, description="API endpoint override (host or URL)")
     listen_address: str = Field(f":{DEFAULT_PORT}", description="HOST:PORT of the metrics server")
-    poll_interval_seconds: float = Field(60.0, ge=1, description="seconds between polls of an instance")
+    poll_interval_seconds: float = Field(60.0, ge=1, le=86400, description="seconds between polls of an instance")
     lookback_seconds: float = Field(86400.0, ge=60, description="cold-start window and in-progress tracking limit")
     overlap_seconds: float = Field(30.0, ge=0, description="re-read window for late-appearing jobs")
     stuck_after_seconds: float = Field(
@@ -63,7 +69,9 @@ class Settings(BaseSettings):
     recheck_max_seconds: float = Field(
         600.0, gt=0, description="longest an in-progress job behind the window goes unread"
     )
-    target_refresh_seconds: float = Field(900.0, ge=10, description="how often target names are listed")
+    target_refresh_seconds: float = Field(
+        900.0, ge=10, le=86400, description="seconds between listings of target names and inbound-sync configurations"
+    )
     state_path: str = Field(default_factory=default_state_path, description="SQLite state file; empty = in memory")
     target_types: list[str] = Field(default_factory=list, description="only these target types")
     directions: list[str] = Field(default_factory=list, description="only these directions")
@@ -72,13 +80,13 @@ class Settings(BaseSettings):
     access_key_secret: SecretStr | None = Field(None, description="AccessKey secret")
     security_token: SecretStr | None = Field(None, description="STS token for the AccessKey")
     requests_per_second: float = Field(5.0, gt=0, le=100, description="API request rate limit per instance")
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    read_timeout_seconds: float = Field(10.0, gt=0)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=300, description="seconds to connect to the API")
+    read_timeout_seconds: float = Field(10.0, gt=0, le=300, description="seconds to wait for API response data")
     web_config_file: str | None = Field(
         None, description="exporter-toolkit web config (TLS, client certificates, basic auth, headers)"
     )
-    log_level: str = Field("info")
-    log_format: str = Field("logfmt")
+    log_level: str = Field("info", description=f"one of {', '.join(LOG_LEVELS)}")
+    log_format: str = Field("logfmt", description=f"one of {', '.join(LOG_FORMATS)}")
 
     @field_validator("instance_ids", "target_types", "directions", "target_ids", mode="before")
     @classmethod
@@ -114,6 +122,20 @@ class Settings(BaseSettings):
         if value.lower() not in LOG_FORMATS:
             raise ValueError(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
         return value.lower()
+
+    @field_validator("region_id")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not REGION_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a region id; use e.g. cn-hangzhou or ap-southeast-1")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value:
+            parse_endpoint(value)  # its EndpointError is a ValueError naming the problem
+        return value or None
 
     @field_validator("listen_address")
     @classmethod
@@ -176,35 +198,51 @@ def _yaml_values(path: str) -> dict[str, Any]:
         name = str(key).lower().replace("-", "_")
         if name.startswith(ENV_PREFIX.lower()):
             name = name[len(ENV_PREFIX) :]
-        values[name] = ",".join(str(v) for v in value) if isinstance(value, list) else value
+        values[name] = [str(v) for v in value] if isinstance(value, list) else value
     return values
 
 
+def flag_name(setting: str) -> str:
+    """The command-line flag of a setting: ``poll_interval_seconds`` -> ``--poll-interval-seconds``."""
+    return "--" + setting.replace("_", "-")
+
+
 def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Merge YAML < environment < flags and validate; raises :class:`SettingsError`."""
+    """Merge YAML < environment < flags (``overrides``) and validate; raises :class:`SettingsError`.
+
+    Each problem is reported under the name the user gave the value by: the flag, the
+    environment variable, or the key in the YAML file.
+    """
     merged: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     if config_file:
-        merged.update(_yaml_values(config_file))
-    merged.update(_env_values())
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        for name, value in _yaml_values(config_file).items():
+            merged[name] = value
+            given_as[name] = f"{config_file}: {name}"
+    for name, value in _env_values().items():
+        merged[name] = value
+        given_as[name] = ENV_PREFIX + name.upper()
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            merged[name] = value
+            given_as[name] = flag_name(name)
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc, merged)) from None
+        raise SettingsError(_describe(exc, merged, given_as)) from None
 
 
-def _describe(exc: ValidationError, given: dict[str, Any]) -> list[str]:
+def _describe(exc: ValidationError, given: dict[str, Any], given_as: dict[str, str]) -> list[str]:
     problems = []
     for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"]) or "settings"
         name = str(error["loc"][0]) if error["loc"] else ""
         message = str(error["msg"]).removeprefix("Value error, ")
+        source = given_as.get(name) or (f"{ENV_PREFIX}{name.upper()}" if name else "settings")
         if error["type"] == "extra_forbidden":
-            problems.append(f"{location}: unknown setting; see the configuration table in README.md")
+            problems.append(f"{source}: unknown setting; see docs/configuration.md")
             continue
         shown = ""
         if name in given and "secret" not in name and "token" not in name:
             shown = f" (got {given[name]!r})"
-        env = f"{ENV_PREFIX}{name.upper()}" if name else "settings"
-        problems.append(f"{env}{shown}: {message}")
+        problems.append(f"{source}{shown}: {message}")
     return problems

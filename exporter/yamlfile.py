@@ -20,5 +20,9 @@ def read_yaml(path: str) -> Any:
         raise YamlFileError(f"cannot read {path}: {exc.strerror}") from None
     try:
         return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+        raise YamlFileError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise YamlFileError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None

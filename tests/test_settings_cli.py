@@ -38,7 +38,7 @@ def test_every_problem_is_one_line_and_secrets_are_not_echoed(monkeypatch: pytes
     problems = caught.value.problems
     assert len(problems) == 4
     assert any(p.startswith("IDAAS_EXPORTER_POLL_INTERVAL_SECONDS (got '0.5')") for p in problems)
-    assert any("IDAAS_EXPORTER_LISTEN_ADDRESS" in p and "HOST:PORT" in p for p in problems)
+    assert any(p.startswith("--listen-address (got '9999')") and "HOST:PORT" in p for p in problems)
     assert any("'north' is not one of ingress, egress" in p for p in problems)
     monkeypatch.delenv("IDAAS_EXPORTER_POLL_INTERVAL_SECONDS")
     with pytest.raises(SettingsError) as caught:
@@ -78,9 +78,9 @@ def test_cli_usage_errors_exit_2() -> None:
     missing = _cli("once")
     assert missing.returncode == 2
     assert "IDAAS_EXPORTER_INSTANCE_IDS is required" in missing.stderr
-    invalid = _cli("once", "--instance-ids", "i", "--poll-interval-seconds", "0")
+    invalid = _cli("once", "--instance-ids", "i", "--lookback-seconds", "0")
     assert invalid.returncode == 2
-    assert invalid.stderr.count("\n") == 1 and "POLL_INTERVAL_SECONDS" in invalid.stderr
+    assert invalid.stderr.count("\n") == 1 and "--lookback-seconds (got '0')" in invalid.stderr
 
 
 def test_cli_once_api_failure_exits_1(tmp_path: Path) -> None:
@@ -130,3 +130,58 @@ def test_cli_refuses_a_directory_as_state_path_and_leaves_it_alone(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
     assert [p.name for p in home.iterdir()] == ["thesis.tex"]
     assert (home / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--poll-interval-seconds", "inf", "finite number"),
+        ("--poll-interval-seconds", "1e309", "finite number"),
+        ("--target-refresh-seconds", "1e309", "finite number"),
+        ("--endpoint", "http://[::1", "not a valid URL"),
+        ("--endpoint", "https://eiam.example:99999", "not a valid URL"),
+        ("--endpoint", "https://user:pw@eiam.example", "user name or password"),
+        ("--region-id", "Mars", "not a region id"),
+    ],
+)
+def test_bad_flag_values_are_one_line_under_the_flag_typed(flag: str, value: str, expected: str) -> None:
+    result = _cli("serve", "--instance-ids", "i", "--state-path", "", flag, value)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"invalid setting: {flag} (got {value!r})" in result.stderr and expected in result.stderr
+
+
+def test_the_source_of_a_bad_value_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "exporter.yaml"
+    config.write_text("instance_ids: [a, b]\nlookback_seconds: 5\n")
+    monkeypatch.setenv("IDAAS_EXPORTER_OVERLAP_SECONDS", "-1")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(str(config), {"stuck_after_seconds": "0"})
+    problems = "\n".join(caught.value.problems)
+    assert f"{config}: lookback_seconds (got 5)" in problems
+    assert "IDAAS_EXPORTER_OVERLAP_SECONDS (got '-1')" in problems
+    assert "--stuck-after-seconds (got '0')" in problems
+
+
+def test_yaml_lists_stay_lists_and_yaml_errors_name_line_and_column(tmp_path: Path) -> None:
+    config = tmp_path / "exporter.yaml"
+    config.write_text("instance_ids:\n  - idaas_a\n  - idaas_b\n")
+    assert load_settings(str(config)).instance_ids == ["idaas_a", "idaas_b"]
+    config.write_text("instance_ids: [idaas_a\nregion_id: cn-hangzhou\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(str(config))
+    assert caught.value.problems[0].startswith(f"config: {config}:2:")
+
+
+def test_once_help_offers_only_what_once_uses_and_every_flag_is_explained() -> None:
+    from exporter.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
+    once_flags = {flag for action in commands["once"]._actions for flag in action.option_strings}
+    serve_flags = {flag for action in commands["serve"]._actions for flag in action.option_strings}
+    for serve_only in ("--listen-address", "--poll-interval-seconds", "--web.config.file", "--web-config-file"):
+        assert serve_only in serve_flags and serve_only not in once_flags
+    for command in ("serve", "once"):
+        for action in commands[command]._actions:
+            assert action.help, f"{command} {action.option_strings} has no help text"

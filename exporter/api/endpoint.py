@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
+REGION_PATTERN = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
 
 
@@ -39,6 +39,28 @@ class Endpoint:
             return False
 
 
+def parse_endpoint(endpoint: str) -> Endpoint:
+    if "://" not in endpoint:
+        if not _HOST.match(endpoint):
+            raise EndpointError(f"endpoint {endpoint!r} is not a host name; use e.g. eiam.cn-hangzhou.aliyuncs.com")
+        endpoint = "https://" + endpoint  # a bare host means HTTPS, as the SDK assumes
+    usage = "use https://host[:port] or a bare host such as eiam.cn-hangzhou.aliyuncs.com"
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port  # raises for a port out of range
+    except ValueError as exc:
+        raise EndpointError(f"endpoint {endpoint!r} is not a valid URL ({exc}); {usage}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EndpointError(f"endpoint {endpoint!r} is not a valid URL; {usage}")
+    if parts.username is not None or parts.password is not None:
+        raise EndpointError(f"endpoint {endpoint!r} must not carry a user name or password; {usage}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise EndpointError(f"endpoint {endpoint!r} must not carry a path or query; the API path is always /")
+    if port == 0:
+        raise EndpointError(f"endpoint {endpoint!r} has port 0; {usage}")
+    return Endpoint(parts.scheme, parts.netloc)
+
+
 def resolve_endpoint(region_id: str, endpoint: str | None = None) -> Endpoint:
     """``eiam.<region>.aliyuncs.com`` over HTTPS, unless ``endpoint`` overrides it.
 
@@ -47,23 +69,13 @@ def resolve_endpoint(region_id: str, endpoint: str | None = None) -> Endpoint:
     may need it) but warned about, since the signature does not hide parameters.
     """
     if endpoint:
-        if "://" in endpoint:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise EndpointError(f"endpoint {endpoint!r} is not a valid URL; use https://host[:port] or a bare host")
-            if parts.path not in ("", "/") or parts.query:
-                raise EndpointError(f"endpoint {endpoint!r} must not carry a path or query; the API path is always /")
-            result = Endpoint(parts.scheme, parts.netloc)
-        else:
-            if not _HOST.match(endpoint):
-                raise EndpointError(f"endpoint {endpoint!r} is not a host name; use e.g. eiam.cn-hangzhou.aliyuncs.com")
-            result = Endpoint("https", endpoint)
+        result = parse_endpoint(endpoint)
         if result.scheme == "http" and not result.is_loopback:
             log.warning(
                 "plain http endpoint off loopback: requests are signed but not encrypted",
                 extra={"endpoint": result.base_url},
             )
         return result
-    if not region_id or not _REGION.match(region_id):
+    if not region_id or not REGION_PATTERN.match(region_id):
         raise EndpointError(f"region id {region_id!r} is not valid; use e.g. cn-hangzhou or ap-southeast-1")
     return Endpoint("https", f"eiam.{region_id}.aliyuncs.com")
