@@ -250,10 +250,10 @@ def target_lines(instance_id: str, key: TargetKey, view: TargetView) -> dict[str
             "idaas_sync_last_success_timestamp_seconds",
             f"idaas_sync_last_success_timestamp_seconds{{{base}}} {number(view.last_success_end)}\n",
         )
-    for status in IN_PROGRESS:
+    for status in sorted(set(IN_PROGRESS) | set(view.in_progress)):
         add(
             "idaas_sync_jobs_in_progress",
-            f'idaas_sync_jobs_in_progress{{{base},status="{status}"}} {view.in_progress.get(status, 0)}\n',
+            f'idaas_sync_jobs_in_progress{{{base},status="{escape(status)}"}} {view.in_progress.get(status, 0)}\n',
         )
     if view.oldest_in_progress_start is not None:
         add(

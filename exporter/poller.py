@@ -387,16 +387,18 @@ class InstancePoller:
                 extra={"instance_id": self.instance_id, "job_id": job.job_id, "status": job.status},
             )
             return
-        if job.status not in IN_PROGRESS_STATUSES:
-            log.warning(
-                "job has an unknown status; followed like a running job",
-                extra={"instance_id": self.instance_id, "job_id": job.job_id, "status": job.status},
-            )
         if start_ms < lookback_floor_ms:
             return
-        status = job.status if job.status in IN_PROGRESS_STATUSES else "running"
+        # A status the documentation does not list (the console also shows "init") is
+        # followed like a running job and exported under its own name.
+        status = job.status
         if previous is not None and previous.status == status:
             return
+        if status not in IN_PROGRESS_STATUSES:
+            log.warning(
+                "job has an undocumented status; followed until it is final",
+                extra={"instance_id": self.instance_id, "job_id": job.job_id, "status": job.status},
+            )
         stats.changed += 1
         work.tracked[job.job_id] = TrackedJob(key, status, start_ms)
         age = now - job.start_time

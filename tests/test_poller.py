@@ -15,6 +15,7 @@ from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.poller import InstancePoller, PollOptions
+from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
 from exporter.simulator.world import JobPlan, World
@@ -337,3 +338,38 @@ async def test_a_job_injected_as_failed_is_counted_once(world: World, client: Ei
 
 def _unused(_: Callable[..., object]) -> None:
     return None
+
+
+async def test_an_undocumented_status_is_exported_under_its_own_name(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    from exporter.exposition import render
+
+    instance = instance_id_of(world)
+    store = StateStore(None)
+    poller = make_poller(world, client, store, clock)
+    await poller.poll()
+    idp = world.instances[instance].providers[1].identity_provider_id
+    plan = world.add_job(
+        JobPlan(
+            job_id=world.new_job_id(instance, "init"),
+            instance_id=instance,
+            target_type="identity_provider",
+            target_id=idp,
+            direction="ingress",
+            trigger_type="auto",
+            start_ms=world.now_ms() + 1000,
+            pending_ms=60_000,
+            running_ms=60_000,
+            final_status="success",
+            initial_status="init",
+        )
+    )
+    clock.advance(5)
+    await poller.poll()
+    assert poller.state.tracked[plan.job_id].status == "init"
+    exporter = Exporter(client=client, store=store, pollers={instance: poller}, api_stats=ApiStats())
+    text = render(exporter.snapshot).decode()
+    labels = f'instance_id="{instance}",target_type="identity_provider",target_id="{idp}",direction="ingress"'
+    assert f'idaas_sync_jobs_in_progress{{{labels},status="init"}} 1' in text
+    assert f'idaas_sync_jobs_in_progress{{{labels},status="running"}} 0' in text

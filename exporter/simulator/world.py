@@ -104,6 +104,11 @@ class JobPlan:
     error_code: str | None = None
     error_message: str | None = None
     description: str = ""
+    # What the API calls the status before the job runs ("init" is seen in the console).
+    initial_status: str = "pending"
+    # Fields of the answer replaced as they are, for hostile-input tests: a StartTime in
+    # the future, a count that is a string, a Result that is a list...
+    wire_overrides: dict[str, Any] | None = None
 
     @property
     def end_ms(self) -> int:
@@ -129,7 +134,7 @@ class JobPlan:
 
     def status_at(self, now_ms: int) -> str:
         if now_ms < self.start_ms + self.pending_ms:
-            return "pending"
+            return self.initial_status
         if now_ms < self.end_ms:
             return "running"
         return self.final_status
@@ -156,6 +161,8 @@ class JobPlan:
         }
         if final:
             job["EndTime"] = self.end_ms
+        if self.wire_overrides:
+            job.update(self.wire_overrides)
         return job
 
 
