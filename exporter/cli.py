@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("once", "poll every instance once and print the exposition"),
     ):
         command = commands.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("--config", help="YAML file of settings (keys as in the README table)")
+        command.add_argument("--config", help="YAML file of settings (keys as in docs/configuration.md)")
         command.add_argument(
             "--demo", action="store_true", help="start the built-in simulator in-process and export it"
         )

@@ -111,6 +111,21 @@ async def open_exporter(
     return settings, exporter
 
 
+def landing_url(host: str, port: int, *, tls: bool) -> str:
+    """The address to open in a browser: all-interfaces and loopback listeners are reached at localhost."""
+    shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "localhost") else host  # noqa: S104
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"
+
+
+def _bound_port(site: web.TCPSite, requested: int) -> int:
+    # With port 0 the kernel picks one; tell the user which.
+    server = site._server  # aiohttp has no public accessor for the bound socket
+    sockets = getattr(server, "sockets", None) or ()
+    return int(sockets[0].getsockname()[1]) if sockets else requested
+
+
 async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter) -> None:
     """Stop scheduling; polls in flight finish and commit (for up to 5 s) first."""
     # Pause, not shut down, first: shutting the scheduler down cancels the polls it runs.
@@ -133,8 +148,15 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         host, port = settings.listen_host_port
-        await web.TCPSite(runner, host, port, ssl_context=watcher.context).start()
-        log.info("listening", extra={"address": f"{host}:{port}", "instances": ",".join(settings.instance_ids)})
+        site = web.TCPSite(runner, host, port, ssl_context=watcher.context)
+        await site.start()
+        log.info(
+            "listening",
+            extra={
+                "url": landing_url(host, _bound_port(site, port), tls=watcher.context is not None),
+                "instances": ",".join(settings.instance_ids),
+            },
+        )
 
         scheduler = AsyncIOScheduler()
         exporter.schedule(scheduler, settings.poll_interval_seconds, settings.target_refresh_seconds)

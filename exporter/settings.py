@@ -18,7 +18,7 @@ from exporter.logs import LOG_FORMATS, LOG_LEVELS
 from exporter.yamlfile import YamlFileError, read_yaml
 
 ENV_PREFIX = "IDAAS_EXPORTER_"
-# Registered-range default; see README "Port".
+# Registered-range default; see docs/configuration.md "Port".
 DEFAULT_PORT = 10129
 DIRECTIONS = ("ingress", "egress")
 TARGET_TYPES = ("identity_provider", "application")

@@ -34,9 +34,13 @@ BINARY_PACKAGES = {
 }
 
 
+# Debian renames alertmanager; other packagings keep the upstream name.
+BINARY_ALTERNATIVES = {"prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager")}
+
+
 def require_binary(name: str) -> str:
     """The path of ``name``, or a one-line failure that says how to install it."""
-    path = shutil.which(name)
+    path = next(filter(None, map(shutil.which, BINARY_ALTERNATIVES.get(name, (name,)))), None)
     if path is None:
         package = BINARY_PACKAGES.get(name, name)
         pytest.fail(

@@ -49,3 +49,24 @@ def test_missing_binary_fails_with_one_line_install_hint() -> None:
         require_binary("promtool-that-is-not-installed")
     message = str(failure.value)
     assert "\n" not in message and "apt-get install" in message
+
+
+def test_configuration_reference_lists_every_setting_and_nothing_else() -> None:
+    import re
+
+    from exporter.settings import ENV_PREFIX, Settings
+
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(IDAAS_EXPORTER_[A-Z_]+)`", text, re.M))
+    assert documented == {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def test_readme_links_into_docs_and_every_link_resolves() -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for page in ("configuration", "metrics", "counting", "alerts", "deployment", "performance", "security"):
+        assert f"(docs/{page}.md)" in readme, f"README does not link docs/{page}.md"
+    for source in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", source.read_text(encoding="utf-8")):
+            assert (source.parent / target).exists(), f"{source.name} links to missing {target}"
