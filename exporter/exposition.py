@@ -136,6 +136,14 @@ FAMILIES = (
         False,
     ),
     Family(
+        "idaas_exporter_jobs_anomalous",
+        "counter",
+        "Jobs the API showed with a problem, each counted once per reason: malformed (quarantined, not used), "
+        "bad_* (used without the bad part), future_start (dated after the API's clock), late (appeared after "
+        "the overlap had passed it).",
+        False,
+    ),
+    Family(
         "idaas_exporter_api_requests",
         "counter",
         "HTTP attempts to the IDaaS API by action and outcome (OK, the API error Code, or a transport error).",
@@ -319,6 +327,11 @@ def instance_lines(view: InstanceView) -> dict[str, bytes]:
         "idaas_exporter_poll_failures",
         f'idaas_exporter_poll_failures_total{{instance_id="{instance}"}} {view.poll_failures}\n',
     )
+    for reason, count in sorted(view.anomalies.items()):
+        add(
+            "idaas_exporter_jobs_anomalous",
+            f'idaas_exporter_jobs_anomalous_total{{instance_id="{instance}",reason="{escape(reason)}"}} {count}\n',
+        )
     return {family: "".join(lines).encode() for family, lines in out.items()}
 
 

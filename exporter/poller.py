@@ -33,19 +33,32 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
 from exporter.api.errors import ApiError
-from exporter.api.models import IN_PROGRESS_STATUSES, SynchronizationJob
+from exporter.api.models import IN_PROGRESS_STATUSES, REPAIR_REASONS, Anomaly, SynchronizationJob
 from exporter.state import InstanceState, PollWork, StateStore, TargetKey, TrackedJob
 
 log = logging.getLogger(__name__)
 
 # How many target ids one batched re-read asks for; keeps query strings short.
 TARGET_IDS_PER_QUERY = 100
+# A job may start this far after the API's own clock (the Date header rounds to seconds)
+# before its StartTime is treated as wrong: it then never moves the cursor.
+FUTURE_TOLERANCE_MS = 60_000
+# Jobs whose anomalies were logged, so that each is logged once, not every poll.
+REPORTED_LIMIT = 10_000
+# Every reason of idaas_exporter_jobs_anomalous_total, so that each series exists from the start.
+ANOMALY_REASONS = ("malformed", *REPAIR_REASONS, "future_start", "late")
+_ANOMALY_MESSAGES = {
+    "malformed": "job quarantined: not used until the API shows it usable",
+    "future_start": "job starts after the API's clock; followed and counted, but it does not move the cursor",
+    "late": "job appeared after the overlap had passed its start; counted now",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +111,8 @@ class PollResult:
     jobs_deferred: int = 0
     # Re-read listings made whatever the cost because their jobs had waited recheck_max_seconds.
     forced_rechecks: int = 0
+    # Jobs newly found odd in this poll, by reason (quarantined, repaired, dated in the future, late).
+    anomalies: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +147,7 @@ class InstancePoller:
         # When each followed job was last returned by the API, in this process. Not
         # persisted: after a restart every followed job is due at once.
         self._last_seen: dict[str, float] = {}
+        self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     @property
     def state(self) -> InstanceState:
@@ -151,10 +167,10 @@ class InstancePoller:
         newest_start_ms = await self._read_window(
             work, window_start_ms, seen, stats, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms
         )
+        # Job ages and the cursor follow the API's clock (its Date header), or ours without one.
+        api_now_ms = round((self._client.api_now() or now) * 1000)
         unseen = {job_id: tracked for job_id, tracked in work.tracked.items() if job_id not in seen}
         if unseen:
-            # Job ages are measured on the API's clock, as far as the poll has seen it.
-            api_now_ms = max(round(now * 1000), newest_start_ms or 0)
             await self._recheck(
                 work, unseen, seen, stats, now=now, api_now_ms=api_now_ms, lookback_floor_ms=lookback_floor_ms
             )
@@ -192,6 +208,7 @@ class InstancePoller:
             recheck_calls=stats.calls - stats.window_calls,
             jobs_deferred=sum(1 for job_id in state.tracked if job_id not in seen),
             forced_rechecks=stats.forced,
+            anomalies=dict(stats.anomalies),
         )
 
     async def _read_window(
@@ -220,9 +237,20 @@ class InstancePoller:
                 stats.window_calls += 1
                 if total is None:
                     total = page.total_count
+                self._note_anomalies(page.anomalies, seen, stats)
+                # The cursor never passes the API's own clock: a job dated in the future would
+                # otherwise move every later window past the jobs that really come next.
+                latest_plausible_ms = round((self._client.api_now() or now) * 1000) + FUTURE_TOLERANCE_MS
                 for index, job in enumerate(page.jobs):
                     start_ms = round(job.start_time * 1000)
-                    newest_start_ms = start_ms if newest_start_ms is None else max(newest_start_ms, start_ms)
+                    if start_ms > latest_plausible_ms:
+                        self._note_anomalies(
+                            [Anomaly(job.job_id, "future_start", f"StartTime {start_ms} is after the API's clock")],
+                            seen,
+                            stats,
+                        )
+                    else:
+                        newest_start_ms = start_ms if newest_start_ms is None else max(newest_start_ms, start_ms)
                     seen.add(job.job_id)
                     self._apply(work, job, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
                     if index % 25 == 24:
@@ -314,6 +342,7 @@ class InstancePoller:
             async with contextlib.aclosing(pages):
                 async for page in pages:
                     stats.calls += 1
+                    self._note_anomalies(page.anomalies, set(), stats)
                     for job in page.jobs:
                         # Only followed jobs: others in the range were settled long ago and
                         # their ids may have been forgotten, so applying them could count twice.
@@ -337,7 +366,7 @@ class InstancePoller:
         stats.calls += 1
         stats.individually += 1
         try:
-            job = await self._client.get_synchronization_job(self.instance_id, job_id)
+            examined = await self._client.get_synchronization_job(self.instance_id, job_id)
         except ApiError as exc:
             if not exc.code.startswith("EntityNotExists"):
                 raise
@@ -348,7 +377,31 @@ class InstancePoller:
             work.tracked.pop(job_id, None)
             return
         seen.add(job_id)
-        self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+        self._note_anomalies(examined.anomalies, seen, stats)
+        if examined.job is not None:  # a quarantined job stays followed and is read again
+            self._apply(work, examined.job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+
+    def _note_anomalies(self, anomalies: Iterable[Anomaly], seen: set[str], stats: _PollStats) -> None:
+        """Log and count each odd job once (again only if it turns odd another way)."""
+        for anomaly in anomalies:
+            if anomaly.job_id is not None:
+                seen.add(anomaly.job_id)  # listed, even if not usable: the TotalCount check counts it
+            key = (anomaly.job_id or anomaly.detail, anomaly.reason)
+            if key in self._reported:
+                continue
+            self._reported[key] = None
+            if len(self._reported) > REPORTED_LIMIT:
+                self._reported.popitem(last=False)
+            stats.anomalies[anomaly.reason] += 1
+            log.warning(
+                _ANOMALY_MESSAGES.get(anomaly.reason, "job has a problem; counted without the bad part"),
+                extra={
+                    "instance_id": self.instance_id,
+                    "job_id": anomaly.job_id,
+                    "reason": anomaly.reason,
+                    "problem": anomaly.detail,
+                },
+            )
 
     def _apply(
         self,
@@ -448,6 +501,7 @@ class _PollStats:
     changed: int = 0
     individually: int = 0
     forced: int = 0
+    anomalies: Counter[str] = dataclasses.field(default_factory=Counter)
 
     def spare_calls(self) -> int:
         """Calls this poll may still make and stay within one per 100 jobs learned, plus one."""

@@ -17,7 +17,7 @@ from exporter.api.credentials import CredentialsError
 from exporter.api.errors import EiamError
 from exporter.api.models import UdPullConfiguration
 from exporter.exposition import API_DURATION_BUCKETS
-from exporter.poller import InstancePoller, PollResult
+from exporter.poller import ANOMALY_REASONS, InstancePoller, PollResult
 from exporter.pullconfig import max_interval_seconds
 from exporter.snapshot import ApiRequestView, InstanceView, PullConfigView, Snapshot, TargetInfo, TargetView
 from exporter.state import StateError, StateStore, TargetKey, TargetTally
@@ -90,6 +90,7 @@ class InstanceHealth:
     target_info_failures: int = 0
     pull_configs: dict[str, PullConfigView] = field(default_factory=dict)
     pull_config_failures: dict[str, int] = field(default_factory=dict)
+    anomalies: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ANOMALY_REASONS, 0))
 
 
 class Exporter:
@@ -163,6 +164,8 @@ class Exporter:
             log.exception("poll failed unexpectedly", extra={"instance_id": instance_id})
             self._poll_failed(health, f"internal error: {type(exc).__name__}: {str(exc)[:200]}", started)
             return None
+        for reason, count in result.anomalies.items():
+            health.anomalies[reason] = health.anomalies.get(reason, 0) + count
         health.polled = True
         health.up = True
         health.last_error = None
@@ -286,6 +289,7 @@ class Exporter:
                 target_info_failures=health.target_info_failures,
                 pull_configs=MappingProxyType(dict(health.pull_configs)),
                 pull_config_failures=MappingProxyType(dict(health.pull_config_failures)),
+                anomalies=MappingProxyType(dict(health.anomalies)),
             )
         return Snapshot(self._version, self._clock(), MappingProxyType(instances), self.api_stats.view())
 

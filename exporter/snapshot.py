@@ -73,6 +73,7 @@ class InstanceView:
     target_info_failures: int = 0
     pull_configs: Mapping[str, PullConfigView] = field(default_factory=dict)
     pull_config_failures: Mapping[str, int] = field(default_factory=dict)  # error code -> count
+    anomalies: Mapping[str, int] = field(default_factory=dict)  # reason -> jobs
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,8 +121,8 @@ async def test_listings_and_pull_configuration_round_trip(make_client: Callable[
     assert config.group_sync_status is None  # not sent, so not stored
 
     job = next(iter(world.visible_jobs(instance_id, world.now_ms())))
-    fetched = await client.get_synchronization_job(instance_id, job.job_id)
-    assert fetched.job_id == job.job_id and fetched.status == job.final_status
+    fetched = (await client.get_synchronization_job(instance_id, job.job_id)).job
+    assert fetched is not None and fetched.job_id == job.job_id and fetched.status == job.final_status
 
 
 async def test_sts_credentials_are_signed_and_accepted(
@@ -264,27 +264,6 @@ async def test_transport_error_after_last_attempt_is_typed() -> None:
         (b"not json at all", "not a JSON object"),
         (b'{"RequestId": "x", "SynchronizationJobs": {"a": 1}}', "SynchronizationJobs must be a list"),
         (b'{"RequestId": "x", "TotalCount": 3}', "SynchronizationJobs is missing"),
-        (
-            b'{"SynchronizationJobs": [{"TargetType": "application"}]}',
-            "SynchronizationJobId must be a non-empty string",
-        ),
-        (
-            b'{"SynchronizationJobs": [{"SynchronizationJobId": "s1", "TargetType": "application", "TargetId": "a",'
-            b' "Direction": "egress", "Status": "success", "StartTime": "yesterday"}]}',
-            "StartTime must be epoch milliseconds",
-        ),
-        (
-            b'{"SynchronizationJobs": [{"SynchronizationJobId": "s1", "TargetType": "application", "TargetId": "a",'
-            b' "Direction": "egress", "Status": "success", "StartTime": 1, "Result": {"UserStatistics":'
-            b' {"Created": {"Total": -4, "Success": 0, "Failed": 0, "Skipped": 0}}}}]}',
-            "UserStatistics.Created.Total is out of range",
-        ),
-        (
-            b'{"SynchronizationJobs": [{"SynchronizationJobId": "s1", "TargetType": "application", "TargetId": "a",'
-            b' "Direction": "egress", "Status": "success", "StartTime": 1, "Result": {"GroupStatistics":'
-            b' {"Pushed": {"Total": 1.5}}}}]}',
-            "GroupStatistics.Pushed.Total must be an integer",
-        ),
     ],
 )
 async def test_malformed_responses_raise_a_clear_error(body: bytes, fragment: str) -> None:
@@ -295,6 +274,45 @@ async def test_malformed_responses_raise_a_clear_error(body: bytes, fragment: st
         _ = [p async for p in client.list_synchronization_job_pages("idaas_x")]
     assert caught.value.action == "ListSynchronizationJobs"
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment", "usable"),
+    [
+        (
+            b'{"SynchronizationJobs": [{"TargetType": "application"}]}',
+            "SynchronizationJobId must be a non-empty string",
+            False,
+        ),
+        (
+            b'{"SynchronizationJobs": [{"SynchronizationJobId": "s1", "TargetType": "application", "TargetId": "a",'
+            b' "Direction": "egress", "Status": "success", "StartTime": "yesterday"}]}',
+            "StartTime must be epoch milliseconds",
+            False,
+        ),
+        (
+            b'{"SynchronizationJobs": [{"SynchronizationJobId": "s1", "TargetType": "application", "TargetId": "a",'
+            b' "Direction": "egress", "Status": "success", "StartTime": 1, "Result": {"UserStatistics":'
+            b' {"Created": {"Total": -4, "Success": 0, "Failed": 0, "Skipped": 0}}}}]}',
+            "UserStatistics.Created Total is out of range",
+            True,
+        ),
+        (
+            b'{"SynchronizationJobs": [{"SynchronizationJobId": "s1", "TargetType": "application", "TargetId": "a",'
+            b' "Direction": "egress", "Status": "success", "StartTime": 1, "Result": {"GroupStatistics":'
+            b' {"Pushed": {"Total": 1.5}}}}]}',
+            "GroupStatistics.Pushed Total must be an integer",
+            True,
+        ),
+    ],
+)
+async def test_one_odd_job_is_reported_not_a_failed_page(body: bytes, fragment: str, usable: bool) -> None:
+    seen: list[httpx.Request] = []
+    client = _client(_scripted([httpx.Response(200, content=body)], seen), [], max_attempts=1)
+    pages = [p async for p in client.list_synchronization_job_pages("idaas_x")]
+    assert len(pages) == 1 and len(seen) == 1  # no retry: the page itself was fine
+    assert len(pages[0].jobs) == (1 if usable else 0)
+    assert len(pages[0].anomalies) == 1 and fragment in pages[0].anomalies[0].detail
 
 
 async def test_repeated_next_token_is_detected_not_looped() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from exporter.api.errors import MalformedResponseError
-from exporter.api.models import parse_job, snake_case
+from exporter.api.models import INVALID_ERROR_CODE, examine_job, parse_job, snake_case
 from tests.conftest import data_file
 
 
@@ -91,8 +91,8 @@ def test_snake_case() -> None:
     assert snake_case("SCIMPushed") == "scim_pushed"
 
 
-def test_very_long_label_fields_are_refused() -> None:
-    raw = {
+def test_very_long_or_odd_label_fields_quarantine_or_repair_the_job() -> None:
+    raw: dict[str, Any] = {
         "SynchronizationJobId": "s",
         "TargetType": "application",
         "TargetId": "a" * 10_000,
@@ -100,8 +100,72 @@ def test_very_long_label_fields_are_refused() -> None:
         "Status": "success",
         "StartTime": 1,
     }
-    with pytest.raises(MalformedResponseError, match="TargetId is 10000 characters long"):
+    quarantined = examine_job(raw, "job")
+    assert quarantined.job is None
+    assert [(a.job_id, a.reason) for a in quarantined.anomalies] == [("s", "malformed")]
+    assert "TargetId" in quarantined.anomalies[0].detail and "10000 characters" in quarantined.anomalies[0].detail
+    with pytest.raises(MalformedResponseError, match="TargetId is not a plain identifier"):
         parse_job(raw, "job", "ListSynchronizationJobs")
-    raw = {**raw, "TargetId": "a", "Result": {"ErrorCode": "E" * 5000}}
-    with pytest.raises(MalformedResponseError, match="ErrorCode is 5000 characters long"):
-        parse_job(raw, "job", "ListSynchronizationJobs")
+    repaired = examine_job({**raw, "TargetId": "a", "Result": {"ErrorCode": "E" * 100_000}}, "job")
+    assert repaired.job is not None and repaired.job.error_code == INVALID_ERROR_CODE
+    assert [a.reason for a in repaired.anomalies] == ["bad_error_code"]
+    assert len(repaired.anomalies[0].detail) <= 300
+
+
+BASE_JOB: dict[str, Any] = {
+    "SynchronizationJobId": "sync_1",
+    "TargetType": "identity_provider",
+    "TargetId": "idp_1",
+    "Direction": "ingress",
+    "Status": "success",
+    "StartTime": 1_700_000_000_000,
+    "EndTime": 1_700_000_060_000,
+    "TriggerType": "auto",
+}
+GOOD_COUNTS = {"Total": 2, "Success": 2, "Failed": 0, "Skipped": 0}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("SynchronizationJobId", None),
+        ("TargetId", "idp\ud800"),
+        ("TargetId", "x" * 600),
+        ("Status", None),
+        ("Status", 3),
+        ("Direction", ["ingress"]),
+        ("StartTime", "1700000000000"),
+        ("StartTime", 1.5e12),
+    ],
+)
+def test_a_job_without_usable_identity_is_quarantined(field: str, value: object) -> None:
+    examined = examine_job({**BASE_JOB, field: value}, "job")
+    assert examined.job is None and [a.reason for a in examined.anomalies] == ["malformed"]
+
+
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        ({"UserStatistics": {"Created": {**GOOD_COUNTS, "Failed": -1}}}, "bad_statistic"),
+        ({"UserStatistics": {"Created": {**GOOD_COUNTS, "Failed": 1.5}}}, "bad_statistic"),
+        ({"UserStatistics": {"Created": {**GOOD_COUNTS, "Failed": "1"}}}, "bad_statistic"),
+        ({"UserStatistics": [1, 2]}, "bad_statistic"),
+        ({"UserStatistics": {"Created\ud800": GOOD_COUNTS}}, "bad_statistic"),
+        ({"ErrorCode": "E" * 100_000}, "bad_error_code"),
+        ({"ErrorCode": "has spaces and \n"}, "bad_error_code"),
+    ],
+)
+def test_one_bad_field_is_left_out_and_the_rest_of_the_job_is_kept(result: dict[str, Any], reason: str) -> None:
+    raw = {**BASE_JOB, "Result": {"GroupStatistics": {"Created": GOOD_COUNTS}, **result}}
+    examined = examine_job(raw, "job")
+    assert examined.job is not None and examined.job.is_final
+    assert examined.job.statistics["group"]["created"].success == 2
+    assert [a.reason for a in examined.anomalies] == [reason]
+    assert all(a.job_id == "sync_1" for a in examined.anomalies)
+
+
+def test_a_bad_end_time_or_trigger_type_is_repaired() -> None:
+    examined = examine_job({**BASE_JOB, "EndTime": "soon", "TriggerType": {"x": 1}}, "job")
+    assert examined.job is not None
+    assert examined.job.end_time is None and examined.job.trigger_type == "unknown"
+    assert sorted(a.reason for a in examined.anomalies) == ["bad_end_time", "bad_trigger_type"]

@@ -10,6 +10,8 @@ garbled bodies are retried; everything else surfaces at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import random
 import secrets
@@ -17,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
@@ -41,12 +44,14 @@ from exporter.api.errors import (
 )
 from exporter.api.flatten import flatten
 from exporter.api.models import (
+    Anomaly,
     Application,
+    Examined,
     IdentityProvider,
     Instance,
     SynchronizationJob,
     UdPullConfiguration,
-    parse_job,
+    examine_job,
     parse_model,
 )
 from exporter.api.ratelimit import TokenBucket
@@ -93,6 +98,8 @@ class JobPage:
     total_count: int | None
     next_token: str | None
     request_id: str
+    # Problems with single jobs: quarantined ones are not in ``jobs``, repaired ones are.
+    anomalies: tuple[Anomaly, ...] = ()
 
 
 @dataclass(slots=True)
@@ -149,6 +156,8 @@ class EiamClient:
         self._clock = clock
         self._wall_clock = wall_clock
         self._buckets: dict[str, TokenBucket] = {}
+        # API clock minus ours, from the Date header of the latest answer (None until one came).
+        self._api_clock_offset: float | None = None
         opts = self._options
         self._http = httpx.AsyncClient(
             base_url=endpoint.base_url,
@@ -162,6 +171,22 @@ class EiamClient:
     @property
     def endpoint(self) -> Endpoint:
         return self._endpoint
+
+    def api_now(self) -> float | None:
+        """The API's current time as its latest answer's ``Date`` header told it, or None if none did."""
+        if self._api_clock_offset is None:
+            return None
+        return self._wall_clock() + self._api_clock_offset
+
+    def _note_api_clock(self, response: httpx.Response) -> None:
+        date = response.headers.get("date")
+        if not date:
+            return
+        try:
+            api_time = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return  # an unreadable Date says nothing about the API's clock
+        self._api_clock_offset = api_time - self._wall_clock()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -239,6 +264,7 @@ class EiamClient:
             error = TransportError(action=action, error_class=type(exc).__name__, detail=_safe_detail(exc))
             self._observer(instance_id, action, error.metric_code, self._clock() - started)
             raise error from None
+        self._note_api_clock(response)
         try:
             body = _decode_answer(action, response)
         except EiamError as exc:
@@ -322,26 +348,28 @@ class EiamClient:
             raise MalformedResponseError(
                 action=action, problem="SynchronizationJobs must be a list", request_id=request_id
             )
-        try:
-            parsed: list[SynchronizationJob] = []
-            for index, raw in enumerate(raw_jobs):
-                parsed.append(parse_job(raw, f"SynchronizationJobs[{index}]", action))
-                if index % PARSE_SLICE == PARSE_SLICE - 1:
-                    # Give scrapes a turn: parsing a full page holds the loop for milliseconds.
-                    await asyncio.sleep(0)
-            jobs = tuple(parsed)
-        except MalformedResponseError as exc:
-            exc.request_id = request_id
-            raise
+        parsed: list[SynchronizationJob] = []
+        anomalies: list[Anomaly] = []
+        for index, raw in enumerate(raw_jobs):
+            # One odd job never stops the others: it is quarantined or repaired, and reported.
+            examined = examine_job(raw, f"SynchronizationJobs[{index}]")
+            anomalies.extend(examined.anomalies)
+            if examined.job is not None:
+                parsed.append(examined.job)
+            if index % PARSE_SLICE == PARSE_SLICE - 1:
+                # Give scrapes a turn: parsing a full page holds the loop for milliseconds.
+                await asyncio.sleep(0)
+        jobs = tuple(parsed)
         token = body.get("NextToken")
         if token is not None and not isinstance(token, str):
             raise MalformedResponseError(action=action, problem="NextToken must be a string", request_id=request_id)
-        return JobPage(jobs, total, token or None, request_id)
+        return JobPage(jobs, total, token or None, request_id, tuple(anomalies))
 
-    async def get_synchronization_job(self, instance_id: str, job_id: str) -> SynchronizationJob:
+    async def get_synchronization_job(self, instance_id: str, job_id: str) -> Examined:
+        """One job, quarantined or repaired like the jobs of a listing."""
         action = "GetSynchronizationJob"
         body = await self.call(action, {"InstanceId": instance_id, "SynchronizationJobId": job_id})
-        return parse_job(body.get("SynchronizationJob"), "SynchronizationJob", action)
+        return examine_job(body.get("SynchronizationJob"), "SynchronizationJob")
 
     # -- PageNumber-paged listings ------------------------------------------
 
@@ -447,10 +475,14 @@ def _safe_detail(exc: httpx.HTTPError) -> str:
 def _decode_answer(action: str, response: httpx.Response) -> dict[str, Any]:
     status = response.status_code
     raw = response.content
+    body: Any = None
     try:
-        body: Any = orjson.loads(raw) if raw else None
+        body = orjson.loads(raw) if raw else None
     except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError):
-        body = None
+        # orjson refuses a lone surrogate escape (\ud800) anywhere in the body; the standard
+        # parser accepts it, so that only the job carrying it is quarantined, not the page.
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            body = json.loads(raw)
     if 200 <= status < 300:
         if not isinstance(body, dict):
             snippet = raw[:80].decode("utf-8", "replace")

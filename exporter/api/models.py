@@ -82,50 +82,146 @@ class SynchronizationJob(BaseModel):
         return self.end_time - self.start_time
 
 
-# Ids, codes and statuses become label values; anything this long is not an id.
-MAX_LABEL_FIELD = 512
+# Ids, codes and statuses become label values. What the API documents is short and plain
+# (``idp_my664lwkhpicbyzirog3xxxxx``, ``UdPullProtectedRule.DeletedThresholdExceeded``); anything
+# else is not used as a label.
+MAX_ID_LENGTH = 128
+_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,127}")
+_WORD_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# An error code that does not look like one is exported as this, with the job still counted.
+INVALID_ERROR_CODE = "invalid"
+
+# Why a job was quarantined (not used at all) or repaired (used without the bad part).
+QUARANTINE_REASONS = ("malformed",)
+REPAIR_REASONS = ("bad_statistic", "bad_end_time", "bad_error_code", "bad_trigger_type", "bad_text")
 
 
-def _require_str(raw: Mapping[str, Any], key: str, where: str, action: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise MalformedResponseError(
-            action=action, problem=f"{where}.{key} must be a non-empty string, got {_kind(value)}"
-        )
-    if len(value) > MAX_LABEL_FIELD:
-        raise MalformedResponseError(action=action, problem=f"{where}.{key} is {len(value)} characters long")
-    return value.strip()
+class Anomaly(NamedTuple):
+    """Something wrong with one job as the API showed it."""
+
+    job_id: str | None  # None when the job had no usable id
+    reason: str  # one of QUARANTINE_REASONS or REPAIR_REASONS
+    detail: str  # what was wrong, bounded, for the log line
 
 
-def _optional_str(raw: Mapping[str, Any], key: str, where: str, action: str) -> str | None:
-    value = raw.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise MalformedResponseError(action=action, problem=f"{where}.{key} must be a string, got {_kind(value)}")
-    return value
+class Examined(NamedTuple):
+    """A job as far as it could be used: ``job`` is None when it was quarantined."""
+
+    job: SynchronizationJob | None
+    anomalies: tuple[Anomaly, ...]
 
 
-def _label_str(raw: Mapping[str, Any], key: str, where: str, action: str) -> str | None:
-    value = _optional_str(raw, key, where, action)
-    if value is not None and len(value) > MAX_LABEL_FIELD:
-        raise MalformedResponseError(action=action, problem=f"{where}.{key} is {len(value)} characters long")
-    return value
+class _QuarantineError(Exception):
+    """A field the job cannot be used without is unusable."""
 
 
-def _millis(raw: Mapping[str, Any], key: str, where: str, action: str, required: bool) -> float | None:
-    value = raw.get(key)
-    if value is None or (value == 0 and not required):
-        if required:
-            raise MalformedResponseError(action=action, problem=f"{where}.{key} is missing")
-        return None
-    # bool is an int subclass in Python; a boolean time is never valid.
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**14:
-        raise MalformedResponseError(
-            action=action,
-            problem=f"{where}.{key} must be epoch milliseconds (integer), got {_kind(value)}",
-        )
-    return value / 1000.0
+class _Examiner:
+    """Validates one raw job, repairing what can be repaired and recording every problem."""
+
+    def __init__(self, raw: Mapping[str, Any], where: str) -> None:
+        self.raw = raw
+        self.where = where
+        self.job_id: str | None = None
+        self.anomalies: list[Anomaly] = []
+
+    def note(self, reason: str, detail: str) -> None:
+        self.anomalies.append(Anomaly(self.job_id, reason, detail[:300]))
+
+    def required(self, key: str, shape: re.Pattern[str]) -> str:
+        value = self.raw.get(key)
+        if isinstance(value, str):
+            value = value.strip()
+        if not isinstance(value, str) or not value:
+            raise _QuarantineError(f"{self.where}.{key} must be a non-empty string, got {_kind(value)}")
+        if len(value) > MAX_ID_LENGTH or not shape.fullmatch(value):
+            raise _QuarantineError(
+                f"{self.where}.{key} is not a plain identifier: {_kind(value)} ({len(value)} characters)"
+            )
+        return value
+
+    def text(self, mapping: Mapping[str, Any], key: str, where: str) -> str | None:
+        value = mapping.get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            self.note("bad_text", f"{where}.{key} must be a string, got {_kind(value)}; left out")
+            return None
+        if len(value) > 4096 or not _encodable(value):
+            self.note("bad_text", f"{where}.{key} is {len(value)} characters or not valid text; left out")
+            return None
+        return value
+
+    def start_time(self) -> float:
+        value = self.raw.get("StartTime")
+        if type(value) is not int or not 0 < value < 10**14:
+            raise _QuarantineError(f"{self.where}.StartTime must be epoch milliseconds (integer), got {_kind(value)}")
+        return value / 1000.0
+
+    def end_time(self) -> float | None:
+        value = self.raw.get("EndTime")
+        if value is None or value == 0:
+            return None
+        if type(value) is not int or not 0 < value < 10**14:
+            self.note("bad_end_time", f"{self.where}.EndTime must be epoch milliseconds, got {_kind(value)}; ignored")
+            return None
+        return value / 1000.0
+
+    def trigger_type(self) -> str:
+        value = self.raw.get("TriggerType")
+        if value is None or value == "":
+            return "unknown"
+        if not isinstance(value, str) or not _WORD_SHAPE.fullmatch(value):
+            self.note("bad_trigger_type", f"{self.where}.TriggerType is {_kind(value)}; exported as unknown")
+            return "unknown"
+        return value
+
+    def error_code(self, result: Mapping[str, Any]) -> str | None:
+        value = result.get("ErrorCode")
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or len(value) > MAX_ID_LENGTH or not _ID_SHAPE.fullmatch(value):
+            length = f" ({len(value)} characters)" if isinstance(value, str) else ""
+            self.note("bad_error_code", f"{self.where}.Result.ErrorCode is {_kind(value)}{length}; exported as invalid")
+            return INVALID_ERROR_CODE
+        return value
+
+    def statistics(self, result: Mapping[str, Any]) -> tuple[dict[str, dict[str, ActionCounts]], dict[str, Any]]:
+        statistics: dict[str, dict[str, ActionCounts]] = {}
+        extra: dict[str, Any] = {}
+        where = f"{self.where}.Result"
+        for key, value in result.items():
+            if key in ("ErrorCode", "ErrorMessage"):
+                continue
+            if not isinstance(key, str) or not key.endswith("Statistics") or key == "Statistics":
+                extra[str(key)] = value
+                continue
+            if value is None:
+                continue
+            object_type = snake_case(key[: -len("Statistics")])
+            if not _WORD_SHAPE.fullmatch(object_type) or not isinstance(value, Mapping):
+                self.note("bad_statistic", f"{where}.{key[:60]} must be an object, got {_kind(value)}; left out")
+                continue
+            per_action: dict[str, ActionCounts] = {}
+            for action_key, counts in value.items():
+                if counts is None:
+                    continue
+                action = snake_case(action_key) if isinstance(action_key, str) else ""
+                problem = None if _WORD_SHAPE.fullmatch(action) else f"is not an action name: {_kind(action_key)}"
+                parsed = _counts(counts) if problem is None else problem
+                if isinstance(parsed, str):
+                    self.note("bad_statistic", f"{where}.{key}.{str(action_key)[:60]} {parsed}; left out")
+                else:
+                    per_action[action] = parsed
+            statistics[object_type] = per_action
+        return statistics, extra
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: it could be neither stored nor exported
+        return False
+    return True
 
 
 def _kind(value: Any) -> str:
@@ -140,9 +236,10 @@ def _kind(value: Any) -> str:
 _COUNT_FIELDS = ("Total", "Success", "Failed", "Skipped")
 
 
-def _parse_counts(raw: Any, where: str, action: str) -> ActionCounts:
-    if not isinstance(raw, dict):
-        raise MalformedResponseError(action=action, problem=f"{where} must be an object, got {_kind(raw)}")
+def _counts(raw: Any) -> ActionCounts | str:
+    """The four counts of one action, or what is wrong with them."""
+    if not isinstance(raw, Mapping):
+        return f"must be an object, got {_kind(raw)}"
     values = []
     for field in _COUNT_FIELDS:
         value = raw.get(field)
@@ -150,65 +247,57 @@ def _parse_counts(raw: Any, where: str, action: str) -> ActionCounts:
             value = 0
         # type() rather than isinstance(): bool is an int subclass and never a valid count.
         elif type(value) is not int:
-            raise MalformedResponseError(
-                action=action, problem=f"{where}.{field} must be an integer, got {_kind(value)}"
-            )
+            return f"{field} must be an integer, got {_kind(value)}"
         elif not 0 <= value <= MAX_PLAUSIBLE_COUNT:
-            raise MalformedResponseError(action=action, problem=f"{where}.{field} is out of range: {value}")
+            return f"{field} is out of range: {value}"
         values.append(value)
     return ActionCounts(*values)
 
 
-def parse_statistics(
-    result: Mapping[str, Any], where: str, action: str
-) -> tuple[dict[str, dict[str, ActionCounts]], dict[str, Any]]:
-    statistics: dict[str, dict[str, ActionCounts]] = {}
-    extra: dict[str, Any] = {}
-    for key, value in result.items():
-        if key in ("ErrorCode", "ErrorMessage"):
-            continue
-        if not key.endswith("Statistics") or key == "Statistics":
-            extra[key] = value
-            continue
-        if value is None:
-            continue
-        if not isinstance(value, Mapping):
-            raise MalformedResponseError(action=action, problem=f"{where}.{key} must be an object, got {_kind(value)}")
-        object_type = snake_case(key[: -len("Statistics")])
-        per_action: dict[str, ActionCounts] = {}
-        for action_key, counts in value.items():
-            if counts is None:
-                continue
-            per_action[snake_case(action_key)] = _parse_counts(counts, f"{where}.{key}.{action_key}", action)
-        statistics[object_type] = per_action
-    return statistics, extra
+def examine_job(raw: Any, where: str) -> Examined:
+    """Validate one job object from ListSynchronizationJobs/GetSynchronizationJob.
+
+    A job without a usable id, target, direction, status or start time is quarantined
+    (``job`` is None). Anything else wrong is repaired: a bad statistic, EndTime, error
+    code or trigger type is left out or replaced, and recorded as an anomaly.
+    """
+    if not isinstance(raw, Mapping):
+        return Examined(None, (Anomaly(None, "malformed", f"{where} must be an object, got {_kind(raw)}"),))
+    examiner = _Examiner(raw, where)
+    try:
+        examiner.job_id = examiner.required("SynchronizationJobId", _ID_SHAPE)
+        examiner.where = f"{where}[{examiner.job_id}]"
+        result = raw.get("Result") or {}
+        if not isinstance(result, Mapping):
+            examiner.note("bad_statistic", f"{examiner.where}.Result must be an object, got {_kind(result)}; left out")
+            result = {}
+        statistics, extra = examiner.statistics(result)
+        job = SynchronizationJob(
+            job_id=examiner.job_id,
+            target_type=examiner.required("TargetType", _WORD_SHAPE),
+            target_id=examiner.required("TargetId", _ID_SHAPE),
+            direction=examiner.required("Direction", _WORD_SHAPE),
+            status=examiner.required("Status", _WORD_SHAPE),
+            trigger_type=examiner.trigger_type(),
+            start_time=examiner.start_time(),
+            end_time=examiner.end_time(),
+            description=examiner.text(raw, "Description", examiner.where),
+            error_code=examiner.error_code(result),
+            error_message=examiner.text(result, "ErrorMessage", f"{examiner.where}.Result"),
+            statistics=statistics,
+            result_extra=extra,
+        )
+    except _QuarantineError as problem:
+        return Examined(None, (Anomaly(examiner.job_id, "malformed", str(problem)[:300]),))
+    return Examined(job, tuple(examiner.anomalies))
 
 
 def parse_job(raw: Any, where: str, action: str) -> SynchronizationJob:
-    """Validate one job object from ListSynchronizationJobs/GetSynchronizationJob."""
-    if not isinstance(raw, Mapping):
-        raise MalformedResponseError(action=action, problem=f"{where} must be an object, got {_kind(raw)}")
-    job_id = _require_str(raw, "SynchronizationJobId", where, action)
-    where = f"{where}[{job_id}]"
-    result = raw.get("Result") or {}
-    if not isinstance(result, Mapping):
-        raise MalformedResponseError(action=action, problem=f"{where}.Result must be an object, got {_kind(result)}")
-    statistics, extra = parse_statistics(result, f"{where}.Result", action)
-    return SynchronizationJob(
-        job_id=job_id,
-        target_type=_require_str(raw, "TargetType", where, action),
-        target_id=_require_str(raw, "TargetId", where, action),
-        direction=_require_str(raw, "Direction", where, action),
-        status=_require_str(raw, "Status", where, action),
-        trigger_type=_label_str(raw, "TriggerType", where, action) or "unknown",
-        start_time=_millis(raw, "StartTime", where, action, required=True) or 0.0,
-        end_time=_millis(raw, "EndTime", where, action, required=False),
-        description=_optional_str(raw, "Description", where, action),
-        error_code=_label_str(result, "ErrorCode", f"{where}.Result", action),
-        error_message=_optional_str(result, "ErrorMessage", f"{where}.Result", action),
-        statistics=statistics,
-        result_extra=extra,
-    )
+    """Like :func:`examine_job`, but a quarantined job is a :class:`MalformedResponseError`."""
+    examined = examine_job(raw, where)
+    if examined.job is None:
+        raise MalformedResponseError(action=action, problem=examined.anomalies[0].detail)
+    return examined.job
 
 
 class Instance(WireModel):

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -108,7 +109,12 @@ class SimulatorApp:
     def build(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.on_response_prepare.append(self._date_header)
         return app
+
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        # The API's clock is the simulated world's, which a demo runs faster than real time.
+        response.headers["Date"] = formatdate(self.world.now(), usegmt=True)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.UUID(int=self._rng.getrandbits(128))).upper()
@@ -257,7 +263,13 @@ class SimulatorApp:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a hostile-input test) can only travel as a \uXXXX escape, as in the wild.
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 class RunningSimulator:
