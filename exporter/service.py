@@ -14,7 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.api.client import EiamClient
 from exporter.api.credentials import CredentialsError
-from exporter.api.errors import EiamError
+from exporter.api.errors import EiamError, bounded_code
 from exporter.api.models import UdPullConfiguration
 from exporter.exposition import API_DURATION_BUCKETS
 from exporter.poller import ANOMALY_REASONS, InstancePoller, PollResult
@@ -59,9 +59,13 @@ class ApiStats:
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, str], int] = {}
+        self._codes: dict[tuple[str, str], set[str]] = {}
         self.durations: dict[str, tuple[list[int], float, int]] = {}
 
     def observe(self, instance_id: str, action: str, code: str, duration_seconds: float) -> None:
+        codes = self._codes.setdefault((instance_id, action), set())
+        code = bounded_code(code, codes)
+        codes.add(code)
         key = (instance_id, action, code)
         self.counts[key] = self.counts.get(key, 0) + 1
         buckets, total, count = self.durations.get(action) or ([0] * (len(API_DURATION_BUCKETS) + 1), 0.0, 0)
@@ -237,6 +241,7 @@ class Exporter:
                 configs[idp_id] = pull_config_view(config, now=self._clock())
             except (EiamError, ValueError) as exc:
                 code = exc.metric_code if isinstance(exc, EiamError) else "InvalidSchedule"
+                code = bounded_code(code, health.pull_config_failures)
                 health.pull_config_failures[code] = health.pull_config_failures.get(code, 0) + 1
                 log.warning(
                     "inbound-sync configuration not readable; skipped",

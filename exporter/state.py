@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from exporter.api.errors import bounded_code
 from exporter.api.models import COUNT_RESULTS, SynchronizationJob
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ class TargetTally:
         for object_key, value in job_objects(job).items():
             self.objects[object_key] = self.objects.get(object_key, 0) + value
         if job.error_code:
-            self.errors[job.error_code] = self.errors.get(job.error_code, 0) + 1
+            code = bounded_code(job.error_code, self.errors)
+            self.errors[code] = self.errors.get(code, 0) + 1
         duration = job.duration_seconds
         if duration is not None:
             index = next((i for i, bound in enumerate(DURATION_BUCKETS) if duration <= bound), len(DURATION_BUCKETS))

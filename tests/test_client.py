@@ -352,3 +352,42 @@ async def test_secrets_never_appear_in_reprs_errors_or_logs(
     assert "retrying API call" in caplog.text
     for secret in (AK_SECRET, STS_SECRET, STS_TOKEN):
         assert secret not in combined
+
+
+async def test_unbounded_error_codes_never_become_unbounded_labels() -> None:
+    from exporter.api.errors import OTHER_CODE, UNREADABLE_CODE
+    from exporter.service import ApiStats
+
+    huge = httpx.Response(400, json={"Code": "E" * 100_000, "Message": "m", "RequestId": "r" * 10_000})
+    client = _client(_scripted([huge], []), [], max_attempts=1)
+    with pytest.raises(ApiError) as caught:
+        await client.call("ListInstances", {})
+    assert caught.value.metric_code == UNREADABLE_CODE
+    assert len(str(caught.value)) < 1000
+    stats = ApiStats()
+    for index in range(500):  # random codes forever add no series past the limit
+        stats.observe("idaas_1", "ListSynchronizationJobs", f"Random.Code{index}", 0.1)
+    codes = {code for (_, _, code) in stats.counts}
+    assert len(codes) == 51 and OTHER_CODE in codes
+    assert sum(stats.counts.values()) == 500  # nothing dropped: the rest is counted as other
+
+
+def test_job_error_codes_per_target_are_bounded() -> None:
+    from exporter.api.errors import MAX_DISTINCT_CODES, OTHER_CODE
+    from exporter.api.models import parse_job
+    from exporter.state import TargetTally
+
+    tally = TargetTally()
+    for index in range(200):
+        raw = {
+            "SynchronizationJobId": f"sync_{index}",
+            "TargetType": "application",
+            "TargetId": "app_1",
+            "Direction": "egress",
+            "Status": "failed",
+            "StartTime": 1_700_000_000_000 + index,
+            "Result": {"ErrorCode": f"Code.{index}"},
+        }
+        tally.count(parse_job(raw, "job", "ListSynchronizationJobs"))
+    assert len(tally.errors) == MAX_DISTINCT_CODES + 1
+    assert tally.errors[OTHER_CODE] == 200 - MAX_DISTINCT_CODES

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
 # Codes the API uses for flow control and transient server trouble; these, 5xx
 # answers and transport errors are the only failures worth a retry.
 THROTTLING_CODES = frozenset({"Throttling", "Throttling.User", "Throttling.Api"})
 RETRYABLE_CODES = THROTTLING_CODES | {"ServiceUnavailable", "InternalError"}
+# API error codes become the ``code`` label; one that does not look like a code is not used as one.
+_CODE_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+UNREADABLE_CODE = "UnreadableErrorCode"
+# Distinct error codes per label set (API requests of an action, job errors of a target)
+# before further new ones are counted as OTHER_CODE: hostile answers cannot add series forever.
+MAX_DISTINCT_CODES = 50
+OTHER_CODE = "other"
+
+
+def readable_code(code: str) -> str:
+    """``code`` when it has the shape of an API error code, else :data:`UNREADABLE_CODE`."""
+    return code if _CODE_SHAPE.fullmatch(code) else UNREADABLE_CODE
+
+
+def bounded_code(code: str, known: dict[str, int] | set[str], limit: int = MAX_DISTINCT_CODES) -> str:
+    """``code``, or :data:`OTHER_CODE` when ``known`` already holds ``limit`` other codes."""
+    if code in known or len(known) < limit:
+        return code
+    return OTHER_CODE
 
 
 class EiamError(Exception):
@@ -37,12 +58,15 @@ class ApiError(EiamError):
         retry_after_seconds: float | None = None,
     ) -> None:
         self.action = action
-        self.code = code
+        self.code = readable_code(code)
         self.message = message
         self.request_id = request_id
         self.http_status = http_status
         self.retry_after_seconds = retry_after_seconds
-        super().__init__(f"{action} failed: {code} (HTTP {http_status}): {message} [RequestId {request_id or '-'}]")
+        shown = self.code if self.code == code else f"{self.code} {code[:40]!r}"
+        super().__init__(
+            f"{action} failed: {shown} (HTTP {http_status}): {message} [RequestId {request_id[:80] or '-'}]"
+        )
 
     @property
     def metric_code(self) -> str:
