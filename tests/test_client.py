@@ -372,7 +372,7 @@ async def test_unbounded_error_codes_never_become_unbounded_labels() -> None:
     assert sum(stats.counts.values()) == 500  # nothing dropped: the rest is counted as other
 
 
-def test_job_error_codes_per_target_are_bounded() -> None:
+async def test_job_error_codes_per_target_are_bounded() -> None:
     from exporter.api.errors import MAX_DISTINCT_CODES, OTHER_CODE
     from exporter.api.models import parse_job
     from exporter.state import TargetTally
