@@ -37,6 +37,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
 from exporter.api.errors import ApiError
@@ -45,8 +46,11 @@ from exporter.state import InstanceState, PollWork, StateStore, TargetKey, Track
 
 log = logging.getLogger(__name__)
 
-# How many target ids one batched re-read asks for; keeps query strings short.
+# How many target ids one batched re-read asks for, and how many characters they may
+# take together: API fronts refuse request lines over 8 KB (400 LineTooLong), and the
+# rest of a signed query needs about 1 KB.
 TARGET_IDS_PER_QUERY = 100
+TARGET_ID_CHARS_PER_QUERY = 5000
 # A job may start this far after the API's own clock (the Date header rounds to seconds)
 # before its StartTime is treated as wrong: it then never moves the cursor.
 FUTURE_TOLERANCE_MS = 60_000
@@ -307,12 +311,13 @@ class InstancePoller:
 
         waited = self._waited(old, now) if old else 0.0
         if waited >= opts.recheck_max_seconds / 2:
-            job_filter = opts.job_filter(
-                start_time=min(tracked.start_ms for tracked in old.values()) / 1000,
-                status="running",
-                target_ids=sorted({tracked.target.target_id for tracked in old.values()}),
-            )
-            rechecks.append(_Recheck(old, job_filter, waited, forced=waited >= opts.recheck_max_seconds))
+            for group in _recheck_groups(old, {}):
+                job_filter = opts.job_filter(
+                    start_time=min(tracked.start_ms for tracked in group.values()) / 1000,
+                    status="running",
+                    target_ids=sorted({tracked.target.target_id for tracked in group.values()}),
+                )
+                rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= opts.recheck_max_seconds))
         rechecks.sort(key=lambda recheck: (not recheck.forced, -recheck.waited))
         return rechecks
 
@@ -478,18 +483,33 @@ def _recheck_groups(jobs: dict[str, TrackedJob], last_seen: dict[str, float]) ->
     spills onto a second page.
     """
     ordered = sorted(jobs, key=lambda job_id: (last_seen.get(job_id, -math.inf), jobs[job_id].start_ms))
-    distinct = len({tracked.target.target_id for tracked in jobs.values()})
-    per_group = math.ceil(distinct / max(1, math.ceil(distinct / TARGET_IDS_PER_QUERY)))
+    distinct = {tracked.target.target_id for tracked in jobs.values()}
+    chars = sum(map(_query_chars, distinct))
+    needed = max(math.ceil(len(distinct) / TARGET_IDS_PER_QUERY), math.ceil(chars / TARGET_ID_CHARS_PER_QUERY), 1)
+    per_group = math.ceil(len(distinct) / needed)
     groups: list[dict[str, TrackedJob]] = []
     targets: set[str] = set()
+    group_chars = 0
     for job_id in ordered:
         tracked = jobs[job_id]
-        if not groups or (tracked.target.target_id not in targets and len(targets) == per_group):
+        target_id = tracked.target.target_id
+        if not groups or (
+            target_id not in targets
+            and (len(targets) == per_group or group_chars + _query_chars(target_id) > TARGET_ID_CHARS_PER_QUERY)
+        ):
             groups.append({})
             targets = set()
+            group_chars = 0
         groups[-1][job_id] = tracked
-        targets.add(tracked.target.target_id)
+        if target_id not in targets:
+            targets.add(target_id)
+            group_chars += _query_chars(target_id)
     return groups
+
+
+def _query_chars(target_id: str) -> int:
+    """Characters one target id adds to a signed query: ``&TargetIds.100=`` and the percent-encoded id."""
+    return 16 + len(quote(target_id, safe="-_.~"))
 
 
 @dataclass(slots=True)

@@ -130,3 +130,26 @@ async def test_a_quarantined_job_is_counted_once_the_api_shows_it_usable(
     await run_polls(poller, clock, 3, step=5)
     assert odd.job_id in poller.state.counted
     assert +counted(poller.state) == truth(world, baseline, world.now_ms(), set())
+
+
+async def test_rechecks_of_many_long_running_jobs_respect_the_url_limit(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    from exporter.state import TargetKey, TrackedJob
+
+    instance = instance_id_of(world)
+    store = StateStore(None)
+    now_ms = world.now_ms()
+    # 1,000 followed jobs on 1,000 targets with long ids, running for over an hour: before, one
+    # listing carried every target id and the API front refused it with 400 LineTooLong.
+    tracked = {
+        f"sync_long_{index}": TrackedJob(
+            TargetKey("identity_provider", f"idp_{index:04d}_" + "x" * 100, "ingress"), "running", now_ms - 3600_000
+        )
+        for index in range(1000)
+    }
+    store.save(InstanceState(instance, now_ms, {}, {}, tracked))
+    poller = InstancePoller(instance, client, store, PollOptions(), clock=clock)
+    result = await poller.poll()  # raised TransportError/ApiError before
+    assert result.recheck_calls >= 1000 // 100
+    assert not poller.state.tracked  # the simulator does not know them: each was read and let go
