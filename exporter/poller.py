@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 from exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
-from exporter.api.errors import ApiError
+from exporter.api.errors import ApiError, EiamError
 from exporter.api.models import IN_PROGRESS_STATUSES, REPAIR_REASONS, Anomaly, SynchronizationJob
 from exporter.state import InstanceState, PollWork, StateStore, TargetKey, TrackedJob
 
@@ -65,6 +65,21 @@ _ANOMALY_MESSAGES = {
 }
 
 
+class PollDeadlineError(EiamError):
+    """A poll read for longer than its deadline; nothing of it is committed."""
+
+    def __init__(self, deadline_seconds: float, calls: int) -> None:
+        self.action = "poll"
+        super().__init__(
+            f"poll did not finish within {deadline_seconds:g} s ({calls} API calls made); nothing was saved, "
+            "the next poll starts over (raise IDAAS_EXPORTER_POLL_TIMEOUT_SECONDS if the API is just slow)"
+        )
+
+    @property
+    def metric_code(self) -> str:
+        return "PollDeadline"
+
+
 @dataclass(frozen=True, slots=True)
 class PollOptions:
     lookback_seconds: float = 86400.0
@@ -78,6 +93,8 @@ class PollOptions:
     target_types: tuple[str, ...] = ()
     directions: tuple[str, ...] = ()
     target_ids: tuple[str, ...] = ()
+    # The longest one poll may spend reading; a poll past it fails (and is counted) like any other.
+    deadline_seconds: float = 900.0
 
     def job_filter(self, **overrides: Any) -> JobFilter:
         """The configured target filters as API filters, with ``overrides`` applied."""
@@ -168,16 +185,20 @@ class InstancePoller:
         stats = _PollStats()
         seen: set[str] = set()
 
-        newest_start_ms = await self._read_window(
-            work, window_start_ms, seen, stats, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms
-        )
-        # Job ages and the cursor follow the API's clock (its Date header), or ours without one.
-        api_now_ms = round((self._client.api_now() or now) * 1000)
-        unseen = {job_id: tracked for job_id, tracked in work.tracked.items() if job_id not in seen}
-        if unseen:
-            await self._recheck(
-                work, unseen, seen, stats, now=now, api_now_ms=api_now_ms, lookback_floor_ms=lookback_floor_ms
-            )
+        try:
+            async with asyncio.timeout(opts.deadline_seconds):
+                newest_start_ms = await self._read_window(
+                    work, window_start_ms, seen, stats, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms
+                )
+                # Job ages and the cursor follow the API's clock (its Date header), or ours without one.
+                api_now_ms = round((self._client.api_now() or now) * 1000)
+                unseen = {job_id: tracked for job_id, tracked in work.tracked.items() if job_id not in seen}
+                if unseen:
+                    await self._recheck(
+                        work, unseen, seen, stats, now=now, api_now_ms=api_now_ms, lookback_floor_ms=lookback_floor_ms
+                    )
+        except TimeoutError:
+            raise PollDeadlineError(opts.deadline_seconds, stats.calls) from None
 
         for job_id, tracked in list(work.tracked.items()):
             if tracked.start_ms < lookback_floor_ms:

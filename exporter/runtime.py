@@ -66,6 +66,7 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
         options=ClientOptions(
             connect_timeout_seconds=settings.connect_timeout_seconds,
             read_timeout_seconds=settings.read_timeout_seconds,
+            attempt_timeout_seconds=settings.api_timeout_seconds,
             requests_per_second=settings.requests_per_second,
             burst=max(1, int(settings.requests_per_second * 2)),
         ),
@@ -77,6 +78,7 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
         overlap_seconds=settings.overlap_seconds,
         stuck_after_seconds=settings.stuck_after_seconds,
         recheck_max_seconds=settings.recheck_max_seconds,
+        deadline_seconds=settings.poll_timeout_seconds,
         target_types=tuple(settings.target_types),
         directions=tuple(settings.directions),
         target_ids=tuple(settings.target_ids),

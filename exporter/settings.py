@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     requests_per_second: float = Field(5.0, gt=0, le=100, description="API request rate limit per instance")
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300, description="seconds to connect to the API")
     read_timeout_seconds: float = Field(10.0, gt=0, le=300, description="seconds to wait for API response data")
+    api_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="seconds one API request may take in all, from sending to the last byte"
+    )
+    poll_timeout_seconds: float = Field(
+        900.0, ge=10, le=86400, description="seconds one poll may spend reading before it fails"
+    )
     web_config_file: str | None = Field(
         None, description="exporter-toolkit web config (TLS, client certificates, basic auth, headers)"
     )

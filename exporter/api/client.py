@@ -40,6 +40,7 @@ from exporter.api.errors import (
     EiamError,
     MalformedResponseError,
     PaginationError,
+    ResponseTooLargeError,
     TransportError,
 )
 from exporter.api.flatten import flatten
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "2021-12-01"
 MAX_PAGE_SIZE = 100
+# A page of 100 jobs is well under 1 MiB; anything far larger is not an answer to keep in memory.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 PARSE_SLICE = 10
 # Requests that carry no InstanceId (ListInstances) share this rate-limit bucket.
 _NO_INSTANCE = ""
@@ -75,6 +78,8 @@ class RequestObserver(Protocol):
 class ClientOptions:
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 10.0
+    # Total time for one HTTP attempt, from sending to the last byte of the answer.
+    attempt_timeout_seconds: float = 30.0
     max_attempts: int = 5
     # Total time one call may spend retrying before its last error is raised.
     max_retry_seconds: float = 60.0
@@ -259,19 +264,46 @@ class EiamClient:
         headers["Authorization"] = parts.authorization(creds.access_key_id)
         started = self._clock()
         try:
-            response = await self._http.post("/", params=query, headers=headers)
-        except httpx.HTTPError as exc:
-            error = TransportError(action=action, error_class=type(exc).__name__, detail=_safe_detail(exc))
+            # A total deadline: the read timeout alone restarts with every byte, so an answer
+            # trickling a byte a second would otherwise hold the poll indefinitely.
+            async with asyncio.timeout(self._options.attempt_timeout_seconds):
+                response, raw = await self._send(action, query, headers)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            error_class = type(exc).__name__ if isinstance(exc, httpx.HTTPError) else "AttemptDeadline"
+            detail = (
+                _safe_detail(exc)
+                if isinstance(exc, httpx.HTTPError)
+                else (f"no complete answer within {self._options.attempt_timeout_seconds:g} s")
+            )
+            error: EiamError = TransportError(action=action, error_class=error_class, detail=detail)
             self._observer(instance_id, action, error.metric_code, self._clock() - started)
             raise error from None
+        except ResponseTooLargeError as exc:
+            self._observer(instance_id, action, exc.metric_code, self._clock() - started)
+            raise
         self._note_api_clock(response)
         try:
-            body = _decode_answer(action, response)
+            body = _decode_answer(action, response, raw)
         except EiamError as exc:
             self._observer(instance_id, action, exc.metric_code, self._clock() - started)
             raise
         self._observer(instance_id, action, "OK", self._clock() - started)
         return body
+
+    async def _send(self, action: str, query: dict[str, str], headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        """The answer and its body, read up to MAX_RESPONSE_BYTES (after decompression)."""
+        async with self._http.stream("POST", "/", params=query, headers=headers) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise ResponseTooLargeError(action=action, size=int(declared), limit=MAX_RESPONSE_BYTES)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise ResponseTooLargeError(action=action, size=size, limit=MAX_RESPONSE_BYTES)
+                chunks.append(chunk)
+        return response, b"".join(chunks)
 
     # -- ListSynchronizationJobs --------------------------------------------
 
@@ -472,9 +504,8 @@ def _safe_detail(exc: httpx.HTTPError) -> str:
     return text[:300]
 
 
-def _decode_answer(action: str, response: httpx.Response) -> dict[str, Any]:
+def _decode_answer(action: str, response: httpx.Response, raw: bytes) -> dict[str, Any]:
     status = response.status_code
-    raw = response.content
     body: Any = None
     try:
         body = orjson.loads(raw) if raw else None

@@ -127,3 +127,15 @@ class PaginationError(EiamError):
     @property
     def metric_code(self) -> str:
         return "PaginationError"
+
+
+class ResponseTooLargeError(EiamError):
+    """An answer larger than any the API sends; reading it would exhaust memory."""
+
+    def __init__(self, *, action: str, size: int, limit: int) -> None:
+        self.action = action
+        super().__init__(f"{action} failed: the answer exceeds {limit} bytes (at least {size}); not read further")
+
+    @property
+    def metric_code(self) -> str:
+        return "ResponseTooLarge"

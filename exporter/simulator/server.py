@@ -69,6 +69,8 @@ class Faults:
     repeat_token_rate: float = 0.0  # answer a NextToken request with the same NextToken
     duplicate_rate: float = 0.0  # a page starts with the previous page's last job again
     regress_rate: float = 0.0  # a final job is shown as running again
+    trickle_byte_seconds: float = 0.0  # send each byte of an answer this long after the previous one
+    oversized_bytes: float = 0.0  # answer 200 with a JSON body padded to this many bytes
 
     def off(self) -> None:
         for name in self.__dataclass_fields__:
@@ -149,11 +151,36 @@ class SimulatorApp:
                     del job["EndTime"]
                     break
         text = _dumps({"RequestId": request_id, **answer})
+        if self.faults.trickle_byte_seconds > 0 or self.faults.oversized_bytes > 0:
+            return await self._stream_hostile(request, text)
         if self._roll(self.faults.malformed_rate):
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
         if self._roll(self.faults.truncated_rate):
             return web.Response(text=text[: len(text) // 2], content_type="application/json")
         return web.Response(text=text, content_type="application/json")
+
+    async def _stream_hostile(self, request: web.Request, text: str) -> web.StreamResponse:
+        """A slow or huge answer, written piece by piece so the simulator itself stays small."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        data = text.encode()
+        if self.faults.oversized_bytes > 0:
+            padding = max(0, int(self.faults.oversized_bytes) - len(data))
+            await response.write(data[:-1] + b',"Padding":"')
+            chunk = b"x" * (1 << 20)
+            while padding > 0:
+                await response.write(chunk[: min(padding, len(chunk))])
+                padding -= len(chunk)
+            data = b'"}'
+        for index in range(len(data)):
+            if self.faults.trickle_byte_seconds > 0:
+                await asyncio.sleep(self.faults.trickle_byte_seconds)
+                await response.write(data[index : index + 1])
+            else:
+                await response.write(data[index:])
+                break
+        await response.write_eof()
+        return response
 
     def _roll(self, rate: float) -> bool:
         return bool(rate) and self._rng.random() < rate
