@@ -95,6 +95,8 @@ class PollOptions:
     target_ids: tuple[str, ...] = ()
     # The longest one poll may spend reading; a poll past it fails (and is counted) like any other.
     deadline_seconds: float = 900.0
+    # How far behind the cursor the late check looks for jobs that appeared after the overlap passed them.
+    late_horizon_seconds: float = 1800.0
 
     def job_filter(self, **overrides: Any) -> JobFilter:
         """The configured target filters as API filters, with ``overrides`` applied."""
@@ -169,6 +171,8 @@ class InstancePoller:
         # persisted: after a restart every followed job is due at once.
         self._last_seen: dict[str, float] = {}
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # When jobs behind the window were last checked for (not persisted: due at once after a restart).
+        self._last_late_check = -math.inf
 
     @property
     def state(self) -> InstanceState:
@@ -197,6 +201,7 @@ class InstancePoller:
                     await self._recheck(
                         work, unseen, seen, stats, now=now, api_now_ms=api_now_ms, lookback_floor_ms=lookback_floor_ms
                     )
+                await self._check_late(work, window_start_ms, seen, stats, now=now, lookback_floor_ms=lookback_floor_ms)
         except TimeoutError:
             raise PollDeadlineError(opts.deadline_seconds, stats.calls) from None
 
@@ -210,8 +215,8 @@ class InstancePoller:
 
         base_ms = window_start_ms + overlap_ms if work.cursor_ms is None else work.cursor_ms
         work.cursor_ms = max(base_ms, newest_start_ms) if newest_start_ms is not None else base_ms
-        # Ids older than the next re-read window can never be returned again.
-        prune_before = work.cursor_ms - overlap_ms - 60_000
+        # Ids are kept as long as the late check looks back; older ones are never asked for again.
+        prune_before = work.cursor_ms - max(int(opts.late_horizon_seconds * 1000), overlap_ms + 60_000)
         work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
 
         state = work.result()
@@ -386,6 +391,71 @@ class InstancePoller:
                 if job_id not in seen:
                     await self._read_one(work, job_id, seen, stats, now=now, lookback_floor_ms=lookback_floor_ms)
 
+    async def _check_late(
+        self,
+        work: PollWork,
+        window_start_ms: int,
+        seen: set[str],
+        stats: _PollStats,
+        *,
+        now: float,
+        lookback_floor_ms: int,
+    ) -> None:
+        """Find jobs that appeared behind the window after it had passed them, and count them.
+
+        One call asks only for ``TotalCount`` between ``cursor - late_horizon`` and the window;
+        only when that exceeds the jobs already known there is the range listed. Paid from the
+        poll's spare calls like re-reads, and made at least every ``recheck_max_seconds``.
+        """
+        opts = self._options
+        cursor_ms = work.base.cursor_ms
+        if cursor_ms is None:
+            self._last_late_check = now  # a cold start has just read the whole lookback window
+            return
+        waited = now - self._last_late_check
+        forced = waited >= opts.recheck_max_seconds
+        if not forced and (waited < opts.recheck_max_seconds / 2 or stats.spare_calls() < 1):
+            return
+        start_ms = max(cursor_ms - int(opts.late_horizon_seconds * 1000), lookback_floor_ms)
+        end_ms = window_start_ms - 1
+        if end_ms < start_ms:
+            return
+        self._last_late_check = now
+        stats.forced += forced
+        job_filter = opts.job_filter(start_time=start_ms / 1000, end_time=end_ms / 1000)
+        total = await self._count(job_filter, stats)
+        known = sum(1 for start in work.counted.values() if start_ms <= start <= end_ms) + sum(
+            1
+            for job_id, tracked in work.tracked.items()
+            if start_ms <= tracked.start_ms <= end_ms and job_id not in work.counted
+        )
+        if total is None or total <= known:
+            return
+        pages = self._client.list_synchronization_job_pages(self.instance_id, job_filter)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                stats.calls += 1
+                self._note_anomalies(page.anomalies, seen, stats)
+                for job in page.jobs:
+                    if job.job_id in work.counted or job.job_id in work.tracked or job.job_id in seen:
+                        continue
+                    seen.add(job.job_id)
+                    self._note_anomalies(
+                        [Anomaly(job.job_id, "late", f"StartTime {round(job.start_time * 1000)} is behind the window")],
+                        seen,
+                        stats,
+                    )
+                    self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+
+    async def _count(self, job_filter: JobFilter, stats: _PollStats) -> int | None:
+        """The API's ``TotalCount`` for ``job_filter``, for the price of one smallest page."""
+        pages = self._client.list_synchronization_job_pages(self.instance_id, job_filter, max_results=1)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                stats.calls += 1
+                return page.total_count
+        return None
+
     async def _read_one(
         self, work: PollWork, job_id: str, seen: set[str], stats: _PollStats, *, now: float, lookback_floor_ms: int
     ) -> None:
@@ -441,6 +511,8 @@ class InstancePoller:
     ) -> None:
         stats.read += 1
         if not self._options.wanted(job):
+            if job.is_final:
+                work.counted[job.job_id] = round(job.start_time * 1000)  # settled, so the count checks add up
             return
         key = TargetKey(job.target_type, job.target_id, job.direction)
         start_ms = round(job.start_time * 1000)

@@ -79,6 +79,7 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
         stuck_after_seconds=settings.stuck_after_seconds,
         recheck_max_seconds=settings.recheck_max_seconds,
         deadline_seconds=settings.poll_timeout_seconds,
+        late_horizon_seconds=settings.late_horizon_seconds,
         target_types=tuple(settings.target_types),
         directions=tuple(settings.directions),
         target_ids=tuple(settings.target_ids),

@@ -67,7 +67,10 @@ class Settings(BaseSettings):
         7200.0, gt=0, description="age after which an in-progress job is logged as stuck"
     )
     recheck_max_seconds: float = Field(
-        600.0, gt=0, description="longest an in-progress job behind the window goes unread"
+        600.0, gt=0, le=86400, description="longest an in-progress job behind the window goes unread"
+    )
+    late_horizon_seconds: float = Field(
+        1800.0, ge=0, le=86400, description="how far behind the newest job late-appearing jobs are looked for"
     )
     target_refresh_seconds: float = Field(
         900.0, ge=10, le=86400, description="seconds between listings of target names and inbound-sync configurations"

@@ -153,3 +153,31 @@ async def test_rechecks_of_many_long_running_jobs_respect_the_url_limit(
     result = await poller.poll()  # raised TransportError/ApiError before
     assert result.recheck_calls >= 1000 // 100
     assert not poller.state.tracked  # the simulator does not know them: each was read and let go
+
+
+async def test_jobs_that_appear_after_the_overlap_passed_them_are_found_counted_and_reported(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    poller = InstancePoller(instance, client, StateStore(None), PollOptions(), clock=clock)
+    await poller.poll()
+    baseline = {plan.job_id for plan in world.finished_jobs(world.now_ms())}
+    await run_polls(poller, clock, 3)
+    # Five jobs the API inserts 5 minutes late, long after the 30 s overlap has moved past them.
+    late = [odd_job(world, f"late-{n}", {}, start_in_ms=-300_000 - n * 1000) for n in range(5)]
+    results = await run_polls(poller, clock, 12)  # 12 simulated minutes: past recheck_max_seconds
+    assert all(plan.job_id in poller.state.counted for plan in late)
+    assert +counted(poller.state) == truth(world, baseline, world.now_ms(), set())
+    assert sum(r.anomalies.get("late", 0) for r in results) == 5
+
+
+async def test_the_late_check_costs_one_call_when_nothing_is_late(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    poller = InstancePoller(instance, client, StateStore(None), PollOptions(), clock=clock)
+    await poller.poll()
+    results = await run_polls(poller, clock, 12)
+    assert not any(r.anomalies.get("late") for r in results)
+    # Each poll stays within ceil(new or changed / 100) + 1 calls, forced re-reads aside.
+    assert all(r.api_calls <= -(-r.jobs_changed // 100) + 1 + r.forced_rechecks for r in results)
