@@ -50,7 +50,7 @@ FAULTS = {
     "drop_rate": 0.03,
     "malformed_rate": 0.03,
     "truncated_rate": 0.03,
-    "repeat_token_rate": 0.05,
+    "repeat_token_rate": 0.10,
     "duplicate_rate": 0.10,
     "regress_rate": 0.05,
 }
@@ -155,7 +155,8 @@ class Soak:
         if process is None:
             raise RuntimeError("no exporter")
         if process.poll() is not None:
-            raise SystemExit(f"soak: the exporter exited on its own with status {process.returncode}")
+            tail = "".join(self.output[-5:])
+            raise SystemExit(f"soak: the exporter exited on its own with status {process.returncode}; it said:\n{tail}")
         self.add_codes(self.fetch_metrics())
         name = self.rng.choice(["SIGKILL", "SIGTERM"])
         process.send_signal(getattr(signal, name))

@@ -18,7 +18,7 @@ from exporter import __version__
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ExpositionCache
 from exporter.service import Exporter
 from exporter.snapshot import Snapshot
-from exporter.webconfig import Authenticator, WebConfigWatcher
+from exporter.webconfig import Authenticator, WebConfigWatcher, allowed_client
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 WRITE_SIZE = 1 << 20
@@ -63,6 +63,8 @@ def build_app(
     ) -> web.StreamResponse:
         watcher.maybe_reload()
         config = watcher.config
+        if not allowed_client(config.tls, request.transport.get_extra_info("peercert") if request.transport else None):
+            return web.Response(status=403, text="Forbidden: client certificate name not allowed\n")
         # /healthz stays open so liveness probes need no credentials; it reveals nothing.
         if config.auth_enabled and request.path != "/healthz":
             header = request.headers.get("Authorization")

@@ -68,6 +68,28 @@ _TLS_KEYS = {
     "client_allowed_sans",
 }
 _TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
+# Go's names of the TLS 1.2 cipher suites exporter-toolkit accepts, as OpenSSL names them.
+# (TLS 1.3 suites are not configurable, in Go as here.)
+CIPHER_SUITES = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
+}
+# Go's curve names; Python's ssl module can pin one curve, not order several.
+CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": "X25519"}
 
 
 class WebConfigError(ValueError):
@@ -147,7 +169,65 @@ def _tls(raw: Any, base: Path, path: str) -> dict[str, Any] | None:
                     f"web config {path}: tls_server_config.{key} {raw[key]!r} is not one of {sorted(TLS_VERSIONS)}"
                 )
             tls[key] = raw[key]
+    if auth == "RequireAnyClientCert":
+        # Python's ssl module cannot ask for a certificate without verifying it, so without a CA
+        # every client would be refused in the handshake.
+        raise WebConfigError(
+            f"web config {path}: client_auth_type RequireAnyClientCert (a certificate that is not verified) is not "
+            "supported; use RequireAndVerifyClientCert with tls_server_config.client_ca_file"
+        )
+    tls.update(_tls_options(raw, auth, path))
     return tls
+
+
+def _tls_options(raw: dict[str, Any], auth: str, path: str) -> dict[str, Any]:
+    """cipher_suites, prefer_server_cipher_suites, curve_preferences, client_allowed_sans, checked."""
+    options: dict[str, Any] = {}
+    where = f"web config {path}: tls_server_config"
+    suites = raw.get("cipher_suites")
+    if suites is not None:
+        if not isinstance(suites, list) or not suites or not all(isinstance(name, str) for name in suites):
+            raise WebConfigError(f"{where}.cipher_suites must be a non-empty list of cipher suite names")
+        unknown = [name for name in suites if name not in CIPHER_SUITES]
+        if unknown:
+            raise WebConfigError(f"{where}.cipher_suites: {unknown[0]!r} is not one of {sorted(CIPHER_SUITES)}")
+        options["cipher_suites"] = [CIPHER_SUITES[name] for name in suites]
+    prefer = raw.get("prefer_server_cipher_suites")
+    if prefer is not None:
+        if not isinstance(prefer, bool):
+            raise WebConfigError(f"{where}.prefer_server_cipher_suites must be true or false")
+        options["prefer_server_cipher_suites"] = prefer
+    curves = raw.get("curve_preferences")
+    if curves is not None:
+        if not isinstance(curves, list) or len(curves) != 1 or curves[0] not in CURVES:
+            raise WebConfigError(
+                f"{where}.curve_preferences must name exactly one of {sorted(CURVES)} "
+                "(Python's ssl module pins one curve and cannot order several)"
+            )
+        options["curve"] = CURVES[curves[0]]
+    sans = raw.get("client_allowed_sans")
+    if sans is not None:
+        if not isinstance(sans, list) or not sans or not all(isinstance(name, str) and name for name in sans):
+            raise WebConfigError(f"{where}.client_allowed_sans must be a non-empty list of names")
+        if auth not in ("RequireAndVerifyClientCert", "VerifyClientCertIfGiven"):
+            raise WebConfigError(
+                f"{where}.client_allowed_sans needs client_auth_type RequireAndVerifyClientCert "
+                "(the names of an unverified certificate prove nothing)"
+            )
+        options["client_allowed_sans"] = frozenset(sans)
+    return options
+
+
+def allowed_client(tls: dict[str, Any] | None, peercert: dict[str, Any] | None) -> bool:
+    """Whether a verified client certificate carries one of ``client_allowed_sans`` (True when unset).
+
+    As in exporter-toolkit, any subject alternative name counts: DNS name, IP address, e-mail or URI.
+    """
+    allowed = (tls or {}).get("client_allowed_sans")
+    if not allowed:
+        return True
+    names = {str(value) for _, value in (peercert or {}).get("subjectAltName", ())}
+    return bool(names & allowed)
 
 
 def _headers(raw: Any, path: str) -> dict[str, str]:
@@ -207,6 +287,14 @@ def configure_ssl(context: ssl.SSLContext, tls: dict[str, Any]) -> None:
         context.minimum_version = TLS_VERSIONS[tls.get("min_version", "TLS12")]
         if "max_version" in tls:
             context.maximum_version = TLS_VERSIONS[tls["max_version"]]
+        if "cipher_suites" in tls:
+            context.set_ciphers(":".join(tls["cipher_suites"]))
+        if tls.get("prefer_server_cipher_suites") is True:
+            context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+        elif tls.get("prefer_server_cipher_suites") is False:
+            context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+        if "curve" in tls:
+            context.set_ecdh_curve(tls["curve"])
     except (ssl.SSLError, OSError) as exc:
         raise WebConfigError(f"web config: cannot load the TLS certificate or key: {exc}") from None
 

@@ -296,3 +296,65 @@ def test_authenticator_caches_only_successes(tmp_path: Path) -> None:
     assert not auth.check(config, "Basic " + base64.b64encode(b"mallory:pw").decode())
     assert not auth.check(config, "Bearer x")
     assert "$2" not in repr(config)
+
+
+def tls_config(pki: Path, extra: str, auth: str = "RequireAndVerifyClientCert") -> str:
+    return (
+        f"tls_server_config:\n  cert_file: {pki / 'server.crt'}\n  key_file: {pki / 'server.key'}\n"
+        f"  client_auth_type: {auth}\n  client_ca_file: {pki / 'ca.crt'}\n{extra}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "auth", "fragment"),
+    [
+        ("  cipher_suites: [TLS_MADE_UP_SUITE]\n", "RequireAndVerifyClientCert", "cipher_suites: 'TLS_MADE_UP_SUITE'"),
+        ("  curve_preferences: [CurveP256, X25519]\n", "RequireAndVerifyClientCert", "exactly one"),
+        ("  prefer_server_cipher_suites: sometimes\n", "RequireAndVerifyClientCert", "true or false"),
+        ("  client_allowed_sans: [prometheus]\n", "RequestClientCert", "needs client_auth_type"),
+        ("", "RequireAnyClientCert", "RequireAnyClientCert"),
+    ],
+)
+def test_tls_fields_that_cannot_be_honoured_are_refused(
+    tmp_path: Path, pki: Path, extra: str, auth: str, fragment: str
+) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(tls_config(pki, extra, auth))
+    with pytest.raises(WebConfigError) as caught:
+        load(str(path))
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_cipher_suites_curve_and_server_preference_are_applied(tmp_path: Path, pki: Path) -> None:
+    from exporter.webconfig import ssl_context
+
+    path = tmp_path / "web.yml"
+    path.write_text(
+        tls_config(
+            pki,
+            "  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n"
+            "  prefer_server_cipher_suites: true\n  curve_preferences: [CurveP384]\n",
+        )
+    )
+    config = load(str(path))
+    assert config.tls is not None
+    context = ssl_context(config.tls)
+    tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
+    assert tls12 == {"ECDHE-ECDSA-AES256-GCM-SHA384"}
+    assert context.options & ssl.OP_CIPHER_SERVER_PREFERENCE
+
+
+def test_client_allowed_sans_admit_only_named_certificates(tmp_path: Path, pki: Path) -> None:
+    from exporter.webconfig import allowed_client
+
+    path = tmp_path / "web.yml"
+    path.write_text(tls_config(pki, "  client_allowed_sans: [prometheus.monitoring.svc, 10.0.0.7]\n"))
+    config = load(str(path))
+    allowed = {"subjectAltName": (("DNS", "prometheus.monitoring.svc"),)}
+    by_ip = {"subjectAltName": (("IP Address", "10.0.0.7"),)}
+    other = {"subjectAltName": (("DNS", "grafana.monitoring.svc"),)}
+    assert allowed_client(config.tls, allowed) and allowed_client(config.tls, by_ip)
+    assert not allowed_client(config.tls, other)
+    assert not allowed_client(config.tls, {})  # a certificate without names
+    assert not allowed_client(config.tls, None)  # no certificate at all
+    assert allowed_client(None, None)  # no TLS, no restriction
