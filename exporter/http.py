@@ -10,15 +10,17 @@ import asyncio
 import html
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from aiohttp import HttpVersion11, web
 
 from exporter import __version__
+from exporter.connections import ConnectionGuard
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ExpositionCache
 from exporter.service import Exporter
 from exporter.snapshot import Snapshot
-from exporter.webconfig import Authenticator, WebConfigWatcher, allowed_client
+from exporter.webconfig import Authenticator, WebConfig, WebConfigWatcher, allowed_client
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 WRITE_SIZE = 1 << 20
@@ -46,16 +48,45 @@ def wants_gzip(accept_encoding: str) -> bool:
     return False
 
 
+# bcrypt checks run in their own small pool, so a flood of wrong passwords cannot delay
+# state commits (which use the default pool); past this many waiting, clients get 429.
+PASSWORD_CHECK_THREADS = 2
+PASSWORD_CHECKS_WAITING = 16
+
+
 def build_app(
     exporter: Exporter,
     *,
     poll_interval: float,
     clock: Callable[[], float] = time.time,
     web_config: WebConfigWatcher | None = None,
+    connections: ConnectionGuard | None = None,
 ) -> web.Application:
     cache = ExpositionCache()
     watcher = web_config or WebConfigWatcher(None)
     authenticator = Authenticator()
+    password_pool = ThreadPoolExecutor(PASSWORD_CHECK_THREADS, thread_name_prefix="password-check")
+    password_slots = asyncio.Semaphore(PASSWORD_CHECKS_WAITING)
+
+    @web.middleware
+    async def track(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if connections is None:
+            return await handler(request)
+        connections.request_started(request.transport)
+        try:
+            return await handler(request)
+        finally:
+            connections.request_finished(request.transport)
+
+    async def check_password(config: WebConfig, header: str | None) -> bool | None:
+        """The bcrypt verdict, or None when too many checks are already waiting."""
+        if password_slots.locked():
+            return None
+        async with password_slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(password_pool, authenticator.check, config, header)
 
     @web.middleware
     async def protect(
@@ -70,7 +101,9 @@ def build_app(
             header = request.headers.get("Authorization")
             allowed = authenticator.cached(config, header)
             if allowed is None:
-                allowed = await asyncio.to_thread(authenticator.check, config, header)
+                allowed = await check_password(config, header)
+            if allowed is None:
+                return web.Response(status=429, text="Too many password checks at once\n", headers={"Retry-After": "1"})
             if not allowed:
                 return web.Response(
                     status=401,
@@ -83,7 +116,12 @@ def build_app(
         for name, value in watcher.config.headers.items():
             response.headers[name] = value
 
-    app = web.Application(middlewares=[protect])
+    app = web.Application(middlewares=[track, protect])
+
+    async def stop_password_pool(app: web.Application) -> None:
+        password_pool.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_password_pool)
     app.on_response_prepare.append(security_headers)
     app[EXPORTER_KEY] = exporter
     preparing: set[asyncio.Task[None]] = set()

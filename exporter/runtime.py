@@ -21,6 +21,7 @@ from exporter.api.credentials import (
     StaticCredentialsProvider,
 )
 from exporter.api.endpoint import resolve_endpoint
+from exporter.connections import ConnectionGuard, quiet_accept_errors
 from exporter.http import build_app
 from exporter.memory import limit_malloc_arenas
 from exporter.poller import InstancePoller, PollOptions
@@ -122,11 +123,9 @@ def landing_url(host: str, port: int, *, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{shown}:{port}/"
 
 
-def _bound_port(site: web.TCPSite, requested: int) -> int:
-    # With port 0 the kernel picks one; tell the user which.
-    server = site._server  # aiohttp has no public accessor for the bound socket
-    sockets = getattr(server, "sockets", None) or ()
-    return int(sockets[0].getsockname()[1]) if sockets else requested
+async def _close_listener(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
 
 
 async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter) -> None:
@@ -146,17 +145,26 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
     async with AsyncExitStack() as stack:
         settings, exporter = await open_exporter(stack, settings, demo)
         watcher = WebConfigWatcher(settings.web_config_file)
-        app = build_app(exporter, poll_interval=settings.poll_interval_seconds, web_config=watcher)
+        connections = ConnectionGuard(limit=settings.web_max_connections)
+        app = build_app(
+            exporter, poll_interval=settings.poll_interval_seconds, web_config=watcher, connections=connections
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
+        loop = asyncio.get_running_loop()
+        quiet_accept_errors(loop)
         host, port = settings.listen_host_port
-        site = web.TCPSite(runner, host, port, ssl_context=watcher.context)
-        await site.start()
+        if runner.server is None:
+            raise RuntimeError("aiohttp runner has no server after setup")
+        server = await loop.create_server(
+            connections.wrap(runner.server), host, port, ssl=watcher.context, reuse_address=True
+        )
+        stack.push_async_callback(_close_listener, server)
         log.info(
             "listening",
             extra={
-                "url": landing_url(host, _bound_port(site, port), tls=watcher.context is not None),
+                "url": landing_url(host, int(server.sockets[0].getsockname()[1]), tls=watcher.context is not None),
                 "instances": ",".join(settings.instance_ids),
             },
         )

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     poll_timeout_seconds: float = Field(
         900.0, ge=10, le=86400, description="seconds one poll may spend reading before it fails"
     )
+    web_max_connections: int = Field(
+        256, ge=4, le=10000, description="open connections to the metrics server; the longest idle is closed past it"
+    )
     web_config_file: str | None = Field(
         None, description="exporter-toolkit web config (TLS, client certificates, basic auth, headers)"
     )
