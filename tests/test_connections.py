@@ -70,7 +70,7 @@ async def test_idle_connections_are_closed_and_never_lock_scrapers_out(exporter:
         assert guard.open_connections <= 8
         assert (await get(port)).startswith(b"HTTP/1.1 200")  # the idle ones made room
         # A connection that never sends a request head (or only half of one) is closed.
-        slow_reader, slow_writer = idle[-1]
+        _, slow_writer = idle[-1]
         slow_writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         await slow_writer.drain()
         for reader, _ in idle:
