@@ -8,6 +8,9 @@ connections, sends malformed and truncated bodies, repeats a NextToken, duplicat
 jobs across pages, shows finished jobs as running again, and runs its clock ten
 minutes ahead of the exporter's. Bursts of jobs of every outcome, some running for
 many polls, keep the exporter paging and re-reading jobs behind its window.
+Hostile phases add jobs dated hours ahead of the API's clock, malformed jobs (one
+quarantined for good, others repaired), jobs that appear five minutes late, answers
+that trickle in a byte at a time, and answers of 20 MB.
 Meanwhile the exporter is killed (SIGKILL and SIGTERM, often mid-poll) and restarted
 on the same state file. Before and after, simulated time is frozen and faults are
 switched off until every followed job has been read again; the counters must have
@@ -89,6 +92,11 @@ class Soak:
         self.kills = {"SIGKILL": 0, "SIGTERM": 0}
         # API answers by code, summed over every exporter process (each starts from zero).
         self.codes: dict[str, float] = {}
+        # Odd jobs the exporter reported, by reason, likewise summed.
+        self.anomalies: dict[str, float] = {}
+        # Jobs the API never shows usable: quarantined, so never counted.
+        self.quarantined: set[str] = set()
+        self.phases: dict[str, int] = {}
 
     # -- exporter process ------------------------------------------------------
 
@@ -120,6 +128,8 @@ class Soak:
                 "--state-path",
                 str(self.workdir / "state.sqlite3"),
                 "--poll-interval-seconds",
+                "1",
+                "--api-timeout-seconds",
                 "1",
                 "--requests-per-second",
                 "50",
@@ -169,6 +179,8 @@ class Soak:
     def add_codes(self, metrics: str) -> None:
         for (code,), count in sum_by(metrics, "idaas_exporter_api_requests_total", "code").items():
             self.codes[code] = self.codes.get(code, 0.0) + count
+        for (reason,), count in sum_by(metrics, "idaas_exporter_jobs_anomalous_total", "reason").items():
+            self.anomalies[reason] = self.anomalies.get(reason, 0.0) + count
 
     def fetch_metrics(self) -> str:
         auth = base64.b64encode(f"prometheus:{self.password}".encode()).decode()
@@ -214,6 +226,52 @@ class Soak:
                     )
                 )
 
+    def hostile_phase(self) -> None:
+        """One of the ways the API misbehaves beyond the fault rates, chosen in turn."""
+        phases = ["future", "malformed", "late", "trickle", "oversized"]
+        phase = phases[sum(self.phases.values()) % len(phases)]
+        self.phases[phase] = self.phases.get(phase, 0) + 1
+        now_ms = self.world.now_ms()
+        if phase == "future":
+            self.add_jobs("future", 3, start_ms=now_ms, overrides={"StartTime": now_ms + 2 * 3600_000})
+        elif phase == "malformed":
+            self.quarantined |= self.add_jobs("null-status", 2, start_ms=now_ms, overrides={"Status": None})
+            bad_count = {"Result": {"UserStatistics": {"Updated": {"Total": "3", "Success": -1}}}}
+            self.add_jobs("bad-count", 3, start_ms=now_ms, overrides=bad_count)
+            self.add_jobs("huge-code", 2, start_ms=now_ms, overrides={"Result": {"ErrorCode": "E" * 100_000}})
+        elif phase == "late":
+            self.add_jobs("late", 20, start_ms=now_ms - 300_000)  # five simulated minutes ago
+        else:
+            name = "trickle_byte_seconds" if phase == "trickle" else "oversized_bytes"
+            setattr(self.faults, name, 0.05 if phase == "trickle" else 20 * 1024 * 1024)
+            time.sleep(2.0)
+            setattr(self.faults, name, 0.0)
+
+    def add_jobs(self, tag: str, count: int, *, start_ms: int, overrides: dict[str, object] | None = None) -> set[str]:
+        """Short jobs on random targets of every instance; returns their ids."""
+        ids: set[str] = set()
+        for instance_id, state in self.world.instances.items():
+            for index in range(count):
+                provider = self.rng.choice(state.providers)
+                plan = self.world.add_job(
+                    JobPlan(
+                        job_id=self.world.new_job_id(instance_id, f"soak-{tag}-{start_ms}-{index}"),
+                        instance_id=instance_id,
+                        target_type="identity_provider",
+                        target_id=provider.identity_provider_id,
+                        direction="ingress",
+                        trigger_type="auto",
+                        start_ms=start_ms + index,
+                        pending_ms=100,
+                        running_ms=self.rng.randint(1_000, 30_000),
+                        final_status="success",
+                        statistics={"User": {"Updated": {"Total": 1, "Success": 1, "Failed": 0, "Skipped": 0}}},
+                        wire_overrides=dict(overrides) if overrides else None,
+                    )
+                )
+                ids.add(plan.job_id)
+        return ids
+
     def settle(self) -> tuple[Counts, Counts]:
         """Freeze simulated time, switch faults off, wait until every followed job was read again.
 
@@ -231,7 +289,7 @@ class Soak:
                 if time.monotonic() > deadline:
                     raise SystemExit("soak: no two successful polls of every instance within 120 s of settling")
                 time.sleep(0.1)
-            return exported_jobs(self.fetch_metrics()), finished_jobs(self.world)
+            return exported_jobs(self.fetch_metrics()), finished_jobs(self.world, self.quarantined)
         finally:
             self.clock.resume()
             for name, rate in FAULTS.items():
@@ -245,6 +303,7 @@ class Soak:
                 deadline = time.monotonic() + self.seconds
                 while time.monotonic() < deadline:
                     self.inject_burst()
+                    self.hostile_phase()
                     time.sleep(self.rng.uniform(2.0, 6.0))
                     self.kill_and_restart(sim.endpoint)
                 after = self.settle()
@@ -280,6 +339,8 @@ class Soak:
         print("soak: API answers by code: " + ", ".join(f"{c}={v:.0f}" for c, v in sorted(codes.items())))
         print(f"soak: poll failures logged: {sum(1 for e in events if e == 'poll failed')}")
         print(f"soak: secrets found in the debug log: {', '.join(leaked) if leaked else 'none'}")
+        print("soak: hostile phases: " + ", ".join(f"{p}={n}" for p, n in sorted(self.phases.items())))
+        print("soak: odd jobs reported: " + ", ".join(f"{r}={v:.0f}" for r, v in sorted(self.anomalies.items()) if v))
         ok = not wrong and not leaked and counted > 0
         for name, present in (
             ("throttling", any(c.startswith("Throttling") for c in codes)),
@@ -287,6 +348,12 @@ class Soak:
             ("malformed bodies", "MalformedResponse" in codes),
             ("transport errors", any(c.endswith(("Error", "Timeout")) and c not in ("InternalError",) for c in codes)),
             ("repeated NextToken", "already returned" in log),
+            ("jobs dated in the future", self.anomalies.get("future_start", 0) > 0),
+            ("quarantined jobs", self.anomalies.get("malformed", 0) > 0),
+            ("repaired jobs", self.anomalies.get("bad_statistic", 0) > 0),
+            ("late jobs", self.anomalies.get("late", 0) > 0),
+            ("answers past the deadline", "AttemptDeadline" in codes),
+            ("oversized answers", "ResponseTooLarge" in codes),
         ):
             print(f"soak: {name} seen: {'yes' if present else 'NO'}")
             ok = ok and present

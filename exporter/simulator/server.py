@@ -9,6 +9,7 @@ match ``x-acs-content-sha256`` and a nonce may be used only once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from pydantic import SecretStr
 
 from exporter.api.flatten import unflatten
@@ -162,6 +163,12 @@ class SimulatorApp:
     async def _stream_hostile(self, request: web.Request, text: str) -> web.StreamResponse:
         """A slow or huge answer, written piece by piece so the simulator itself stays small."""
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        # The client giving up on such an answer is what it should do.
+        with contextlib.suppress(ConnectionResetError, ClientConnectionResetError):
+            await self._write_hostile(request, response, text)
+        return response
+
+    async def _write_hostile(self, request: web.Request, response: web.StreamResponse, text: str) -> None:
         await response.prepare(request)
         data = text.encode()
         if self.faults.oversized_bytes > 0:
@@ -180,7 +187,6 @@ class SimulatorApp:
                 await response.write(data[index:])
                 break
         await response.write_eof()
-        return response
 
     def _roll(self, rate: float) -> bool:
         return bool(rate) and self._rng.random() < rate
