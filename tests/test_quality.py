@@ -70,3 +70,18 @@ def test_readme_links_into_docs_and_every_link_resolves() -> None:
     for source in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", source.read_text(encoding="utf-8")):
             assert (source.parent / target).exists(), f"{source.name} links to missing {target}"
+
+
+def test_tests_named_in_the_docs_exist() -> None:
+    import re
+
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for module, rest in re.findall(r"`(tests/[a-z_]+\.py)((?:::test_[a-z0-9_]+)?)`", text):
+            source = (ROOT / module).read_text(encoding="utf-8")
+            if rest:
+                assert f"def {rest[2:]}(" in source, f"{page.name} names {module}{rest}, which does not exist"
+        for name in re.findall(r"`::(test_[a-z0-9_]+)`", text):
+            assert any(f"def {name}(" in p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py")), (
+                f"{page.name} names ::{name}, which does not exist"
+            )
