@@ -209,8 +209,8 @@ def _exporter_command(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     demo = DemoOptions(speed=args.demo_speed, seed=args.demo_seed) if args.demo else None
     from exporter.api.endpoint import EndpointError
-    from exporter.state import StateError
-    from exporter.webconfig import WebConfigError
+    from exporter.collect.state import StateError
+    from exporter.web.config import WebConfigError
 
     try:
         if args.command == "serve":
@@ -231,9 +231,9 @@ def _exporter_command(args: argparse.Namespace) -> int:
 
 
 def _pull_config(args: argparse.Namespace) -> int:
-    from exporter import pullconfig_cli
     from exporter.api.client import EiamClient
     from exporter.api.endpoint import EndpointError, resolve_endpoint
+    from exporter.pullconfig import command as pullconfig_cli
     from exporter.runtime import credentials_from
     from exporter.settings import SettingsError, load_settings
 

@@ -21,17 +21,17 @@ from exporter.api.credentials import (
     StaticCredentialsProvider,
 )
 from exporter.api.endpoint import resolve_endpoint
-from exporter.connections import ConnectionGuard, quiet_accept_errors
-from exporter.http import build_app
+from exporter.collect.poller import InstancePoller, PollOptions
+from exporter.collect.state import StateStore
 from exporter.memory import limit_malloc_arenas
-from exporter.poller import InstancePoller, PollOptions
 from exporter.service import ApiStats, Exporter
 from exporter.settings import Settings
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
 from exporter.simulator.world import SCENARIOS, World
-from exporter.state import StateStore
-from exporter.webconfig import WebConfigWatcher
+from exporter.web.config import WebConfigWatcher
+from exporter.web.connections import ConnectionGuard, quiet_accept_errors
+from exporter.web.server import build_app
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
 
 async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[bytes, list[str]]:
     """One full poll of every instance; returns the exposition and the errors (empty when all succeeded)."""
-    from exporter.exposition import render
+    from exporter.metrics.exposition import render
 
     async with AsyncExitStack() as stack:
         settings, exporter = await open_exporter(stack, settings, demo)

@@ -16,11 +16,11 @@ from exporter.api.client import EiamClient
 from exporter.api.credentials import CredentialsError
 from exporter.api.errors import EiamError, bounded_code
 from exporter.api.models import UdPullConfiguration
-from exporter.exposition import API_DURATION_BUCKETS
-from exporter.poller import ANOMALY_REASONS, InstancePoller, PollResult
-from exporter.pullconfig import max_interval_seconds
-from exporter.snapshot import ApiRequestView, InstanceView, PullConfigView, Snapshot, TargetInfo, TargetView
-from exporter.state import StateError, StateStore, TargetKey, TargetTally
+from exporter.collect.poller import ANOMALY_REASONS, InstancePoller, PollResult
+from exporter.collect.state import StateError, StateStore, TargetKey, TargetTally
+from exporter.metrics.catalogue import API_DURATION_BUCKETS, bucket_index
+from exporter.metrics.snapshot import ApiRequestView, InstanceView, PullConfigView, Snapshot, TargetInfo, TargetView
+from exporter.pullconfig.config import max_interval_seconds
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ class ApiStats:
         key = (instance_id, action, code)
         self.counts[key] = self.counts.get(key, 0) + 1
         buckets, total, count = self.durations.get(action) or ([0] * (len(API_DURATION_BUCKETS) + 1), 0.0, 0)
-        index = next(
-            (i for i, b in enumerate(API_DURATION_BUCKETS) if duration_seconds <= b), len(API_DURATION_BUCKETS)
-        )
-        buckets[index] += 1
+        buckets[bucket_index(API_DURATION_BUCKETS, duration_seconds)] += 1
         self.durations[action] = (buckets, total + duration_seconds, count + 1)
 
     def view(self) -> ApiRequestView:

@@ -9,9 +9,9 @@ from types import MappingProxyType
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.models import parse_job
-from exporter.exposition import ExpositionCache, Renderer, render
-from exporter.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
-from exporter.state import TargetKey, TargetTally
+from exporter.collect.state import TargetKey, TargetTally
+from exporter.metrics.exposition import ExpositionCache, Renderer, render
+from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
 from tests.test_models import document_example
 
 GOLDEN = Path(__file__).parent / "golden" / "seed_example.prom"
@@ -149,3 +149,18 @@ def test_rendering_happens_once_per_snapshot_and_only_for_changed_targets() -> N
     assert cache.renders == 2
     assert renderer.target_renders == 1
     assert view.targets  # the same view objects were shared
+
+
+def test_every_sample_carries_exactly_the_labels_its_family_declares() -> None:
+    from exporter.metrics.catalogue import FAMILIES
+
+    declared = {family.name: family for family in FAMILIES}
+    text = render(seed_snapshot()).decode()
+    seen = set()
+    for parsed in text_string_to_metric_families(text):
+        family = declared[parsed.name]
+        assert parsed.type == family.kind
+        for sample in parsed.samples:
+            assert set(sample.labels) - {"le"} == set(family.labels), sample
+            seen.add(family.name)
+    assert len(seen) >= 19  # the seed snapshot shows most families

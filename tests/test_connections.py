@@ -16,15 +16,15 @@ from pydantic import SecretStr
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
-from exporter.connections import ConnectionGuard
-from exporter.http import build_app
-from exporter.poller import InstancePoller, PollOptions
+from exporter.collect.poller import InstancePoller, PollOptions
+from exporter.collect.state import StateStore
 from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
 from exporter.simulator.world import World
-from exporter.state import StateStore
-from exporter.webconfig import WebConfigWatcher
+from exporter.web.config import WebConfigWatcher
+from exporter.web.connections import ConnectionGuard
+from exporter.web.server import build_app
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 

@@ -14,12 +14,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import DefaultChainCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
-from exporter.http import build_app
-from exporter.poller import InstancePoller, PollOptions
+from exporter.collect.poller import InstancePoller, PollOptions
+from exporter.collect.state import StateStore
 from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
-from exporter.state import StateStore
+from exporter.web.server import build_app
 from tests.conftest import AK_SECRET
 
 # What the alibabacloud-credentials chain raises when every provider comes up empty.

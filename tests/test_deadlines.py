@@ -13,12 +13,12 @@ from exporter.api.client import MAX_RESPONSE_BYTES, ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.api.errors import ResponseTooLargeError
-from exporter.poller import InstancePoller, PollOptions
+from exporter.collect.poller import InstancePoller, PollOptions
+from exporter.collect.state import StateStore
 from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator, SimulatorApp
 from exporter.simulator.world import World
-from exporter.state import StateStore
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 

@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.errors import MalformedResponseError
 from exporter.api.models import parse_job
-from exporter.exposition import render
+from exporter.collect.state import TargetKey, TargetTally
+from exporter.metrics.exposition import render
+from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
 from exporter.settings import SettingsError, load_settings
-from exporter.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
-from exporter.state import TargetKey, TargetTally
 from tests.e2e import require_binary
 
 JSON = st.recursive(

@@ -14,14 +14,14 @@ from pydantic import SecretStr
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
-from exporter.http import build_app, wants_gzip
-from exporter.poller import InstancePoller, PollOptions
+from exporter.collect.poller import InstancePoller, PollOptions
+from exporter.collect.state import StateStore
 from exporter.runtime import stop_polling
 from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator, SimulatorApp
 from exporter.simulator.world import World
-from exporter.state import StateStore
+from exporter.web.server import build_app, wants_gzip
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 

@@ -12,11 +12,11 @@ from pydantic import SecretStr
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
-from exporter.poller import FUTURE_TOLERANCE_MS, InstancePoller, PollOptions, PollResult
+from exporter.collect.poller import FUTURE_TOLERANCE_MS, InstancePoller, PollOptions, PollResult
+from exporter.collect.state import InstanceState, StateStore
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
 from exporter.simulator.world import JobPlan, World
-from exporter.state import InstanceState, StateStore
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 
@@ -135,7 +135,7 @@ async def test_a_quarantined_job_is_counted_once_the_api_shows_it_usable(
 async def test_rechecks_of_many_long_running_jobs_respect_the_url_limit(
     world: World, client: EiamClient, clock: ManualClock
 ) -> None:
-    from exporter.state import TargetKey, TrackedJob
+    from exporter.collect.state import TargetKey, TrackedJob
 
     instance = instance_id_of(world)
     store = StateStore(None)

@@ -14,12 +14,12 @@ from pydantic import SecretStr
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
-from exporter.poller import InstancePoller, PollOptions
+from exporter.collect.poller import InstancePoller, PollOptions
+from exporter.collect.state import InstanceState, StateError, StateStore, TargetKey
 from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
 from exporter.simulator.world import JobPlan, World
-from exporter.state import InstanceState, StateError, StateStore, TargetKey
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 pytestmark = pytest.mark.asyncio
@@ -343,7 +343,7 @@ def _unused(_: Callable[..., object]) -> None:
 async def test_an_undocumented_status_is_exported_under_its_own_name(
     world: World, client: EiamClient, clock: ManualClock
 ) -> None:
-    from exporter.exposition import render
+    from exporter.metrics.exposition import render
 
     instance = instance_id_of(world)
     store = StateStore(None)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import SecretStr
 
 from exporter import cli
-from exporter.pullconfig import PullConfigError, max_interval_seconds, quartz_to_croniter, validate
+from exporter.pullconfig.config import PullConfigError, max_interval_seconds, quartz_to_croniter, validate
 from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
 from exporter.simulator.world import World
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of

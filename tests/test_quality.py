@@ -85,3 +85,21 @@ def test_tests_named_in_the_docs_exist() -> None:
             assert any(f"def {name}(" in p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py")), (
                 f"{page.name} names ::{name}, which does not exist"
             )
+
+
+def test_metrics_reference_matches_the_catalogue() -> None:
+    import re
+
+    from exporter.metrics.catalogue import FAMILIES, TARGET_LABELS
+
+    text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    rows = {
+        name: (kind, labels)
+        for name, kind, labels in re.findall(r"^\| `([a-z_]+)` \| ([a-z]+) \| ([^|]+) \|", text, re.M)
+    }
+    assert set(rows) == {family.sample_name for family in FAMILIES}
+    for family in FAMILIES:
+        kind, labels = rows[family.sample_name]
+        assert kind == family.kind, family.name
+        documented = set(re.findall(r"[a-z_]+", labels.replace("TARGET", " ".join(TARGET_LABELS))))
+        assert documented == set(family.labels), f"{family.name}: documented {documented}, declared {family.labels}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.state import APPLICATION_ID, InstanceState, StateError, StateStore, TargetKey, TargetTally
+from exporter.collect.state import APPLICATION_ID, InstanceState, StateError, StateStore, TargetKey, TargetTally
 
 
 def saved_store(path: Path) -> None:
@@ -187,7 +187,7 @@ def test_the_lock_holds_across_processes(tmp_path: Path) -> None:
     first = StateStore(str(path))
     try:
         other = subprocess.run(
-            [sys.executable, "-c", f"from exporter.state import StateStore; StateStore({str(path)!r})"],
+            [sys.executable, "-c", f"from exporter.collect.state import StateStore; StateStore({str(path)!r})"],
             capture_output=True,
             text=True,
             check=False,

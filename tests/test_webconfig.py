@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from exporter.webconfig import Authenticator, WebConfigError, load
+from exporter.web.config import Authenticator, WebConfigError, load
 from tests.e2e import free_port, prometheus, query
 
 PASSWORD = "scrape-pass-7d1e9a"
@@ -326,7 +326,7 @@ def test_tls_fields_that_cannot_be_honoured_are_refused(
 
 
 def test_cipher_suites_curve_and_server_preference_are_applied(tmp_path: Path, pki: Path) -> None:
-    from exporter.webconfig import ssl_context
+    from exporter.web.config import ssl_context
 
     path = tmp_path / "web.yml"
     path.write_text(
@@ -345,7 +345,7 @@ def test_cipher_suites_curve_and_server_preference_are_applied(tmp_path: Path, p
 
 
 def test_client_allowed_sans_admit_only_named_certificates(tmp_path: Path, pki: Path) -> None:
-    from exporter.webconfig import allowed_client
+    from exporter.web.config import allowed_client
 
     path = tmp_path / "web.yml"
     path.write_text(tls_config(pki, "  client_allowed_sans: [prometheus.monitoring.svc, 10.0.0.7]\n"))

@@ -19,10 +19,14 @@ from pydantic.alias_generators import to_pascal
 
 from exporter.api.errors import MalformedResponseError
 
-FINAL_STATUSES = frozenset({"success", "partial_success", "failed"})
-IN_PROGRESS_STATUSES = frozenset({"pending", "running"})
-KNOWN_STATUSES = FINAL_STATUSES | IN_PROGRESS_STATUSES
+# The vocabularies of the API documentation, declared once for the whole exporter. Values the
+# API adds later are kept and exported too; these are the ones every target shows, at 0 if need be.
+FINAL_STATUSES = ("success", "partial_success", "failed")
+IN_PROGRESS_STATUSES = ("pending", "running")
 COUNT_RESULTS = ("success", "failed", "skipped")
+OBJECT_TYPES = ("user", "organizational_unit", "group", "group_member")
+ACTIONS = ("created", "updated", "binded", "deleted", "same", "pushed", "exported")
+TRIGGER_TYPES = ("auto", "manual")
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 # Counts larger than this are not plausible for one job and would lose precision

@@ -15,7 +15,7 @@ import yaml
 from exporter.api.client import EiamClient
 from exporter.api.errors import ApiError, EiamError
 from exporter.api.flatten import flatten
-from exporter.pullconfig import PullConfigError, from_response, to_request, validate
+from exporter.pullconfig.config import PullConfigError, from_response, to_request, validate
 from exporter.yamlfile import YamlFileError, read_yaml
 
 EXIT_OK = 0

@@ -27,18 +27,13 @@ import orjson
 
 from exporter.api.errors import bounded_code
 from exporter.api.models import COUNT_RESULTS, SynchronizationJob
+from exporter.metrics.catalogue import JOB_DURATION_BUCKETS, bucket_index
 
 log = logging.getLogger(__name__)
 
 # 1: one JSON document per instance; 2: targets in their own rows, written only when changed;
 # 3: the same tables, marked with APPLICATION_ID.
 SCHEMA_VERSION = 3
-# Job durations range from seconds (incremental callbacks) to hours (full syncs).
-DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
-OBJECT_TYPES = ("user", "organizational_unit", "group", "group_member")
-ACTIONS = ("created", "updated", "binded", "deleted", "same", "pushed", "exported")
-TRIGGER_TYPES = ("auto", "manual")
-FINAL = ("success", "partial_success", "failed")
 
 
 class TargetKey(NamedTuple):
@@ -93,7 +88,7 @@ class TargetTally:
     jobs: dict[tuple[str, str], int] = field(default_factory=dict)  # (trigger_type, status)
     objects: dict[tuple[str, str, str], int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
-    duration_buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    duration_buckets: list[int] = field(default_factory=lambda: [0] * (len(JOB_DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
     duration_count: int = 0
     last_job: LastJob | None = None
@@ -109,8 +104,7 @@ class TargetTally:
             self.errors[code] = self.errors.get(code, 0) + 1
         duration = job.duration_seconds
         if duration is not None:
-            index = next((i for i, bound in enumerate(DURATION_BUCKETS) if duration <= bound), len(DURATION_BUCKETS))
-            self.duration_buckets[index] += 1
+            self.duration_buckets[bucket_index(JOB_DURATION_BUCKETS, duration)] += 1
             self.duration_sum += duration
             self.duration_count += 1
 

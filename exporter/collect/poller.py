@@ -42,7 +42,7 @@ from urllib.parse import quote
 from exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
 from exporter.api.errors import ApiError, EiamError
 from exporter.api.models import IN_PROGRESS_STATUSES, REPAIR_REASONS, Anomaly, SynchronizationJob
-from exporter.state import InstanceState, PollWork, StateStore, TargetKey, TrackedJob
+from exporter.collect.state import InstanceState, PollWork, StateStore, TargetKey, TrackedJob
 
 log = logging.getLogger(__name__)
 

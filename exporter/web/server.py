@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from aiohttp import HttpVersion11, web
 
 from exporter import __version__
-from exporter.connections import ConnectionGuard
-from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, ExpositionCache
+from exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.metrics.exposition import ExpositionCache
+from exporter.metrics.snapshot import Snapshot
 from exporter.service import Exporter
-from exporter.snapshot import Snapshot
-from exporter.webconfig import Authenticator, WebConfig, WebConfigWatcher, allowed_client
+from exporter.web.config import Authenticator, WebConfig, WebConfigWatcher, allowed_client
+from exporter.web.connections import ConnectionGuard
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 WRITE_SIZE = 1 << 20

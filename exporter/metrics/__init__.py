@@ -1,0 +1,1 @@
+"""Turning state into metrics: the metric catalogue, immutable snapshots, the exposition."""

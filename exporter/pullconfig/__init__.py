@@ -1,0 +1,1 @@
+"""Reading and changing an identity provider's inbound-sync (UD pull) configuration."""

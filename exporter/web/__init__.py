@@ -1,0 +1,1 @@
+"""The HTTP side: /metrics and the other endpoints, the web configuration, connection limits."""
