@@ -209,7 +209,7 @@ def _exporter_command(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     demo = DemoOptions(speed=args.demo_speed, seed=args.demo_seed) if args.demo else None
     from exporter.api.endpoint import EndpointError
-    from exporter.collect.state import StateError
+    from exporter.collect.store import StateError
     from exporter.web.config import WebConfigError
 
     try:

@@ -22,7 +22,7 @@ from exporter.api.credentials import (
 )
 from exporter.api.endpoint import resolve_endpoint
 from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.state import StateStore
+from exporter.collect.store import StateStore
 from exporter.memory import limit_malloc_arenas
 from exporter.service import ApiStats, Exporter
 from exporter.settings import Settings

@@ -16,8 +16,9 @@ from exporter.api.client import EiamClient
 from exporter.api.credentials import CredentialsError
 from exporter.api.errors import EiamError, bounded_code
 from exporter.api.models import UdPullConfiguration
+from exporter.collect.counting import TargetKey, TargetTally
 from exporter.collect.poller import ANOMALY_REASONS, InstancePoller, PollResult
-from exporter.collect.state import StateError, StateStore, TargetKey, TargetTally
+from exporter.collect.store import StateError, StateStore
 from exporter.metrics.catalogue import API_DURATION_BUCKETS, bucket_index
 from exporter.metrics.snapshot import ApiRequestView, InstanceView, PullConfigView, Snapshot, TargetInfo, TargetView
 from exporter.pullconfig.config import max_interval_seconds

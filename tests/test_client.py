@@ -375,7 +375,7 @@ async def test_unbounded_error_codes_never_become_unbounded_labels() -> None:
 async def test_job_error_codes_per_target_are_bounded() -> None:
     from exporter.api.errors import MAX_DISTINCT_CODES, OTHER_CODE
     from exporter.api.models import parse_job
-    from exporter.collect.state import TargetTally
+    from exporter.collect.counting import TargetTally
 
     tally = TargetTally()
     for index in range(200):

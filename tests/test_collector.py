@@ -9,7 +9,7 @@ from types import MappingProxyType
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.models import parse_job
-from exporter.collect.state import TargetKey, TargetTally
+from exporter.collect.counting import TargetKey, TargetTally
 from exporter.metrics.exposition import ExpositionCache, Renderer, render
 from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
 from tests.test_models import document_example

@@ -15,7 +15,7 @@ from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import DefaultChainCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.state import StateStore
+from exporter.collect.store import StateStore
 from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator

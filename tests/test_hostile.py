@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.errors import MalformedResponseError
 from exporter.api.models import parse_job
-from exporter.collect.state import TargetKey, TargetTally
+from exporter.collect.counting import TargetKey, TargetTally
 from exporter.metrics.exposition import render
 from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
 from exporter.settings import SettingsError, load_settings

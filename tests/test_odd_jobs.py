@@ -13,7 +13,8 @@ from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.collect.poller import FUTURE_TOLERANCE_MS, InstancePoller, PollOptions, PollResult
-from exporter.collect.state import InstanceState, StateStore
+from exporter.collect.state import InstanceState
+from exporter.collect.store import StateStore
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
 from exporter.simulator.world import JobPlan, World
@@ -135,7 +136,8 @@ async def test_a_quarantined_job_is_counted_once_the_api_shows_it_usable(
 async def test_rechecks_of_many_long_running_jobs_respect_the_url_limit(
     world: World, client: EiamClient, clock: ManualClock
 ) -> None:
-    from exporter.collect.state import TargetKey, TrackedJob
+    from exporter.collect.counting import TargetKey
+    from exporter.collect.state import TrackedJob
 
     instance = instance_id_of(world)
     store = StateStore(None)

@@ -14,8 +14,10 @@ from pydantic import SecretStr
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
+from exporter.collect.counting import TargetKey
 from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.state import InstanceState, StateError, StateStore, TargetKey
+from exporter.collect.state import InstanceState
+from exporter.collect.store import StateError, StateStore
 from exporter.service import ApiStats, Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.collect.state import APPLICATION_ID, InstanceState, StateError, StateStore, TargetKey, TargetTally
+from exporter.collect.counting import TargetKey, TargetTally
+from exporter.collect.state import InstanceState
+from exporter.collect.store import APPLICATION_ID, StateError, StateStore
 
 
 def saved_store(path: Path) -> None:
@@ -187,7 +189,7 @@ def test_the_lock_holds_across_processes(tmp_path: Path) -> None:
     first = StateStore(str(path))
     try:
         other = subprocess.run(
-            [sys.executable, "-c", f"from exporter.collect.state import StateStore; StateStore({str(path)!r})"],
+            [sys.executable, "-c", f"from exporter.collect.store import StateStore; StateStore({str(path)!r})"],
             capture_output=True,
             text=True,
             check=False,

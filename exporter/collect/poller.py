@@ -42,7 +42,9 @@ from urllib.parse import quote
 from exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
 from exporter.api.errors import ApiError, EiamError
 from exporter.api.models import IN_PROGRESS_STATUSES, REPAIR_REASONS, Anomaly, SynchronizationJob
-from exporter.collect.state import InstanceState, PollWork, StateStore, TargetKey, TrackedJob
+from exporter.collect.counting import TargetKey
+from exporter.collect.state import InstanceState, PollWork, TrackedJob
+from exporter.collect.store import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from exporter import __version__
 from exporter.api.models import FINAL_STATUSES, IN_PROGRESS_STATUSES, TRIGGER_TYPES
-from exporter.collect.state import TargetKey
+from exporter.collect.counting import TargetKey
 from exporter.memory import release_free_memory
 from exporter.metrics import catalogue
 from exporter.metrics.catalogue import FAMILIES, STANDARD_OBJECT_KEYS, Family

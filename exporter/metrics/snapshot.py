@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from exporter.collect.state import LastJob, TargetKey, TargetTally
+from exporter.collect.counting import LastJob, TargetKey, TargetTally
 
 
 @dataclass(frozen=True, slots=True)
