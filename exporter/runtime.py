@@ -24,7 +24,8 @@ from exporter.api.endpoint import resolve_endpoint
 from exporter.collect.poller import InstancePoller, PollOptions
 from exporter.collect.store import StateStore
 from exporter.memory import limit_malloc_arenas
-from exporter.service import ApiStats, Exporter
+from exporter.metrics.api_requests import ApiStats
+from exporter.service import Exporter
 from exporter.settings import Settings
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator

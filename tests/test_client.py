@@ -356,7 +356,7 @@ async def test_secrets_never_appear_in_reprs_errors_or_logs(
 
 async def test_unbounded_error_codes_never_become_unbounded_labels() -> None:
     from exporter.api.errors import OTHER_CODE, UNREADABLE_CODE
-    from exporter.service import ApiStats
+    from exporter.metrics.api_requests import ApiStats
 
     huge = httpx.Response(400, json={"Code": "E" * 100_000, "Message": "m", "RequestId": "r" * 10_000})
     client = _client(_scripted([huge], []), [], max_attempts=1)

@@ -10,8 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.models import parse_job
 from exporter.collect.counting import TargetKey, TargetTally
+from exporter.collect.targets import TargetInfo
 from exporter.metrics.exposition import ExpositionCache, Renderer, render
-from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
+from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
 from tests.test_models import document_example
 
 GOLDEN = Path(__file__).parent / "golden" / "seed_example.prom"

@@ -16,7 +16,8 @@ from exporter.api.credentials import DefaultChainCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.collect.poller import InstancePoller, PollOptions
 from exporter.collect.store import StateStore
-from exporter.service import ApiStats, Exporter
+from exporter.metrics.api_requests import ApiStats
+from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
 from exporter.web.server import build_app

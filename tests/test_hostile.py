@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.api.errors import MalformedResponseError
 from exporter.api.models import parse_job
 from exporter.collect.counting import TargetKey, TargetTally
+from exporter.collect.targets import TargetInfo
 from exporter.metrics.exposition import render
-from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetInfo, TargetView
+from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
 from exporter.settings import SettingsError, load_settings
 from tests.e2e import require_binary
 

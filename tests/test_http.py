@@ -16,8 +16,9 @@ from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.collect.poller import InstancePoller, PollOptions
 from exporter.collect.store import StateStore
+from exporter.metrics.api_requests import ApiStats
 from exporter.runtime import stop_polling
-from exporter.service import ApiStats, Exporter
+from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator, SimulatorApp
 from exporter.simulator.world import World

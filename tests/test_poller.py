@@ -18,7 +18,8 @@ from exporter.collect.counting import TargetKey
 from exporter.collect.poller import InstancePoller, PollOptions
 from exporter.collect.state import InstanceState
 from exporter.collect.store import StateError, StateStore
-from exporter.service import ApiStats, Exporter
+from exporter.metrics.api_requests import ApiStats
+from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
 from exporter.simulator.world import JobPlan, World

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from exporter.collect.counting import LastJob, TargetKey, TargetTally
+from exporter.collect.targets import PullConfigView, TargetInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +46,6 @@ class TargetView:
 
 
 @dataclass(frozen=True, slots=True)
-class TargetInfo:
-    name: str
-    provider_type: str
-
-
-@dataclass(frozen=True, slots=True)
-class PullConfigView:
-    """What an identity provider's inbound-sync configuration says, as exported."""
-
-    thresholds: Mapping[str, int]  # object type -> deletion threshold
-    features: Mapping[str, bool]  # incremental_callback, periodic_sync, group_sync
-    max_interval_seconds: float | None  # None when periodic sync is off
-
-
-@dataclass(frozen=True, slots=True)
 class InstanceView:
     instance_id: str
     up: bool
@@ -70,7 +56,6 @@ class InstanceView:
     poll_failures: int
     targets: Mapping[TargetKey, TargetView] = field(default_factory=dict)
     target_info: Mapping[tuple[str, str], TargetInfo] = field(default_factory=dict)
-    target_info_failures: int = 0
     pull_configs: Mapping[str, PullConfigView] = field(default_factory=dict)
     pull_config_failures: Mapping[str, int] = field(default_factory=dict)  # error code -> count
     anomalies: Mapping[str, int] = field(default_factory=dict)  # reason -> jobs
