@@ -33,7 +33,7 @@ def seed_snapshot(version: int = 1) -> Snapshot:
         last_error=None,
         poll_duration=0.25,
         poll_failures=0,
-        targets=MappingProxyType({key: TargetView.of(tally, {"running": 1}, 1649830000.0)}),
+        targets=MappingProxyType({key: TargetView.of(tally, {"running": 1}, 1649830000_000)}),
         target_info=MappingProxyType(
             {("identity_provider", job.target_id): TargetInfo('DingTalk "HQ"\n', "alibaba:dingtalk:pull")}
         ),

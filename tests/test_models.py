@@ -22,7 +22,7 @@ def test_document_example_parses_every_statistic() -> None:
     job = parse_job(raw, "SynchronizationJobs[0]", "ListSynchronizationJobs")
     assert job.job_id == "sync_0000347vjovtcf41li0fgsd98gn24q9njxxxxx"  # trailing newline stripped
     assert job.target_id == "idp_my664lwkhpicbyzirog3xxxxx"
-    assert job.start_time == 1649830226.0 and job.end_time == 1649830226.0
+    assert job.start_ms == 1649830226000 and job.end_ms == 1649830226000
     assert job.status == "success" and job.trigger_type == "auto" and job.is_final
     assert job.error_code == "MissingParameter.Username"
     assert set(job.statistics) == {"user", "organizational_unit", "group", "group_member"}
@@ -67,7 +67,7 @@ def test_running_job_has_no_end_time() -> None:
         "EndTime": 0,
     }
     job = parse_job(raw, "job", "ListSynchronizationJobs")
-    assert job.end_time is None and not job.is_final and job.trigger_type == "unknown"
+    assert job.end_ms is None and not job.is_final and job.trigger_type == "unknown"
 
 
 @pytest.mark.parametrize("bad", [True, "12", 1.0, -1, 10**15])
@@ -167,5 +167,5 @@ def test_one_bad_field_is_left_out_and_the_rest_of_the_job_is_kept(result: dict[
 def test_a_bad_end_time_or_trigger_type_is_repaired() -> None:
     examined = examine_job({**BASE_JOB, "EndTime": "soon", "TriggerType": {"x": 1}}, "job")
     assert examined.job is not None
-    assert examined.job.end_time is None and examined.job.trigger_type == "unknown"
+    assert examined.job.end_ms is None and examined.job.trigger_type == "unknown"
     assert sorted(a.reason for a in examined.anomalies) == ["bad_end_time", "bad_trigger_type"]

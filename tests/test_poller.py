@@ -79,7 +79,7 @@ async def test_cold_start_sets_gauges_but_counts_nothing(world: World, client: E
     assert len(with_last) == len(state.targets)
     stuck = [t for t in state.tracked.values() if t.status == "running"]
     assert stuck, "the scenario's long-running job is followed"
-    assert state.watermark_ms is not None and state.watermark_ms <= min(t.start_ms for t in stuck)
+    assert state.cursor_ms is not None and min(t.start_ms for t in stuck) < state.cursor_ms
 
 
 async def test_counts_exactly_once_across_polls_restarts_and_downtime(

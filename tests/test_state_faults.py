@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -240,3 +241,27 @@ def test_disk_full_fails_the_commit_and_keeps_the_last_state(tmp_path: Path) -> 
     store._db.execute("PRAGMA max_page_count=1000000")  # space returns: the next commit works, no restart
     store.save(InstanceState("idaas_1", 2000, big, {}, {}))
     assert store.load("idaas_1").cursor_ms == 2000
+
+
+def test_a_schema_3_file_with_times_in_seconds_is_read_in_milliseconds(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    saved_store(path)
+    old_doc = {
+        "jobs": [["auto", "success", 1]],
+        "objects": [],
+        "errors": {},
+        "duration_buckets": [0] * 13,
+        "duration_sum": 0.0,
+        "duration_count": 0,
+        "last_job": {"job_id": "s1", "status": "success", "start": 1649830226.5, "end": 1649830286.0, "objects": []},
+        "last_success_end": 1649830286.0,
+    }
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE targets SET doc = ?", (json.dumps(old_doc),))
+        db.execute("PRAGMA user_version=3")
+    store = StateStore(str(path))
+    assert store.moved_aside is None
+    tally = store.load("idaas_1").targets[TargetKey("application", "app_1", "egress")]
+    assert tally.last_job is not None and tally.last_job.start_ms == 1649830226500
+    assert tally.last_job.end_ms == 1649830286000 and tally.last_success_end_ms == 1649830286000
+    store.close()

@@ -49,7 +49,6 @@ from exporter.api.models import (
     Application,
     Examined,
     IdentityProvider,
-    Instance,
     SynchronizationJob,
     UdPullConfiguration,
     examine_job,
@@ -109,10 +108,10 @@ class JobPage:
 
 @dataclass(slots=True)
 class JobFilter:
-    """Filters of ListSynchronizationJobs; times are epoch seconds, sent as milliseconds."""
+    """Filters of ListSynchronizationJobs; times are the API's epoch milliseconds, sent as they are."""
 
-    start_time: float | None = None
-    end_time: float | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
     status: str | None = None
     direction: str | None = None
     target_type: str | None = None
@@ -121,8 +120,8 @@ class JobFilter:
 
     def to_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
-            "StartTime": _to_millis(self.start_time),
-            "EndTime": _to_millis(self.end_time),
+            "StartTime": self.start_ms,
+            "EndTime": self.end_ms,
             "Status": self.status,
             "Direction": self.direction,
             "TargetType": self.target_type,
@@ -130,12 +129,6 @@ class JobFilter:
             "Filters": [{"Key": key, "Values": list(values)} for key, values in self.filters.items()] or None,
         }
         return {key: value for key, value in params.items() if value is not None}
-
-
-def _to_millis(seconds: float | None) -> int | None:
-    # round, not int: an integer number of milliseconds divided by 1000 and multiplied back
-    # can land a hair below itself, and truncating would move an end bound by 1 ms.
-    return None if seconds is None else round(seconds * 1000)
 
 
 class EiamClient:
@@ -177,11 +170,11 @@ class EiamClient:
     def endpoint(self) -> Endpoint:
         return self._endpoint
 
-    def api_now(self) -> float | None:
+    def api_now_ms(self) -> int | None:
         """The API's current time as its latest answer's ``Date`` header told it, or None if none did."""
         if self._api_clock_offset is None:
             return None
-        return self._wall_clock() + self._api_clock_offset
+        return round((self._wall_clock() + self._api_clock_offset) * 1000)
 
     def _note_api_clock(self, response: httpx.Response) -> None:
         date = response.headers.get("date")
@@ -333,31 +326,6 @@ class EiamClient:
             seen_tokens.add(page.next_token)
             token = page.next_token
 
-    async def list_synchronization_jobs(
-        self, instance_id: str, job_filter: JobFilter | None = None
-    ) -> AsyncIterator[SynchronizationJob]:
-        async for page in self.list_synchronization_job_pages(instance_id, job_filter):
-            for job in page.jobs:
-                yield job
-
-    async def list_synchronization_job_numbered_pages(
-        self, instance_id: str, job_filter: JobFilter | None = None, *, page_size: int = MAX_PAGE_SIZE
-    ) -> AsyncIterator[JobPage]:
-        """PageNumber/PageSize paging, for callers that need random access to pages."""
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
-        action = "ListSynchronizationJobs"
-        base = {"InstanceId": instance_id, **(job_filter or JobFilter()).to_params(), "PageSize": page_size}
-        number = 1
-        seen = 0
-        while True:
-            page = await self._job_page(action, await self.call(action, {**base, "PageNumber": number}))
-            yield page
-            seen += len(page.jobs)
-            if not page.jobs or (page.total_count is not None and seen >= page.total_count):
-                return
-            number += 1
-
     async def _job_page(self, action: str, body: dict[str, Any]) -> JobPage:
         request_id = str(body.get("RequestId") or "")
         total = body.get("TotalCount")
@@ -426,11 +394,6 @@ class EiamClient:
             if not items or len(items) < page_size or (isinstance(total, int) and seen >= total):
                 return
             number += 1
-
-    async def list_instances(self, *, page_size: int = MAX_PAGE_SIZE) -> AsyncIterator[Instance]:
-        action = "ListInstances"
-        async for where, raw in self._numbered(action, {}, "Instances", page_size):
-            yield parse_model(Instance, raw, where, action)
 
     async def list_identity_providers(
         self, instance_id: str, *, page_size: int = MAX_PAGE_SIZE

@@ -76,10 +76,6 @@ class ApiError(EiamError):
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES or self.http_status >= 500
 
-    @property
-    def throttled(self) -> bool:
-        return self.code in THROTTLING_CODES
-
 
 class TransportError(EiamError):
     """The request did not get an HTTP answer (connect, timeout, reset)."""

@@ -55,7 +55,7 @@ class ActionCounts(NamedTuple):
 
 
 class SynchronizationJob(BaseModel):
-    """One synchronization job; times are epoch seconds (the API sends milliseconds)."""
+    """One synchronization job; times are the API's epoch milliseconds."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -65,8 +65,8 @@ class SynchronizationJob(BaseModel):
     direction: str
     status: str
     trigger_type: str
-    start_time: float
-    end_time: float | None
+    start_ms: int
+    end_ms: int | None
     description: str | None = None
     error_code: str | None = None
     error_message: str | None = None
@@ -81,9 +81,9 @@ class SynchronizationJob(BaseModel):
 
     @property
     def duration_seconds(self) -> float | None:
-        if self.end_time is None or self.end_time < self.start_time:
+        if self.end_ms is None or self.end_ms < self.start_ms:
             return None
-        return self.end_time - self.start_time
+        return (self.end_ms - self.start_ms) / 1000
 
 
 # Ids, codes and statuses become label values. What the API documents is short and plain
@@ -155,20 +155,20 @@ class _Examiner:
             return None
         return value
 
-    def start_time(self) -> float:
+    def start_ms(self) -> int:
         value = self.raw.get("StartTime")
         if type(value) is not int or not 0 < value < 10**14:
             raise _QuarantineError(f"{self.where}.StartTime must be epoch milliseconds (integer), got {_kind(value)}")
-        return value / 1000.0
+        return value
 
-    def end_time(self) -> float | None:
+    def end_ms(self) -> int | None:
         value = self.raw.get("EndTime")
         if value is None or value == 0:
             return None
         if type(value) is not int or not 0 < value < 10**14:
             self.note("bad_end_time", f"{self.where}.EndTime must be epoch milliseconds, got {_kind(value)}; ignored")
             return None
-        return value / 1000.0
+        return value
 
     def trigger_type(self) -> str:
         value = self.raw.get("TriggerType")
@@ -283,8 +283,8 @@ def examine_job(raw: Any, where: str) -> Examined:
             direction=examiner.required("Direction", _WORD_SHAPE),
             status=examiner.required("Status", _WORD_SHAPE),
             trigger_type=examiner.trigger_type(),
-            start_time=examiner.start_time(),
-            end_time=examiner.end_time(),
+            start_ms=examiner.start_ms(),
+            end_ms=examiner.end_ms(),
             description=examiner.text(raw, "Description", examiner.where),
             error_code=examiner.error_code(result),
             error_message=examiner.text(result, "ErrorMessage", f"{examiner.where}.Result"),
@@ -302,13 +302,6 @@ def parse_job(raw: Any, where: str, action: str) -> SynchronizationJob:
     if examined.job is None:
         raise MalformedResponseError(action=action, problem=examined.anomalies[0].detail)
     return examined.job
-
-
-class Instance(WireModel):
-    instance_id: str
-    description: str | None = None
-    status: str | None = None
-    create_time: int | None = None
 
 
 class IdentityProvider(WireModel):

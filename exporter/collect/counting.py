@@ -21,24 +21,37 @@ class TargetKey(NamedTuple):
 class LastJob:
     job_id: str
     status: str
-    start: float
-    end: float | None
+    start_ms: int
+    end_ms: int | None
     objects: dict[tuple[str, str, str], int]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "status": self.status,
-            "start": self.start,
-            "end": self.end,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
             "objects": [[*k, v] for k, v in self.objects.items()],
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> LastJob:
-        return cls(
-            raw["job_id"], raw["status"], raw["start"], raw["end"], {(o, a, r): v for o, a, r, v in raw["objects"]}
-        )
+        start_ms = _millis_of(raw, "start")
+        if start_ms is None:
+            raise KeyError("start_ms")
+        objects = {(o, a, r): v for o, a, r, v in raw["objects"]}
+        return cls(raw["job_id"], raw["status"], start_ms, _millis_of(raw, "end"), objects)
+
+
+def _millis_of(raw: dict[str, Any], name: str) -> int | None:
+    """``name_ms`` of a stored document, or ``name`` in seconds as schema 3 stored it."""
+    if f"{name}_ms" in raw:
+        value = raw[f"{name}_ms"]
+        if value is not None and type(value) is not int:
+            raise TypeError(f"{name}_ms is not an integer")
+        return value
+    seconds = raw[name]
+    return None if seconds is None else round(float(seconds) * 1000)
 
 
 def job_objects(job: SynchronizationJob) -> dict[tuple[str, str, str], int]:
@@ -67,7 +80,7 @@ class TargetTally:
     duration_sum: float = 0.0
     duration_count: int = 0
     last_job: LastJob | None = None
-    last_success_end: float | None = None
+    last_success_end_ms: int | None = None
 
     def count(self, job: SynchronizationJob) -> None:
         key = (job.trigger_type, job.status)
@@ -86,15 +99,15 @@ class TargetTally:
     def observe_latest(self, job: SynchronizationJob) -> None:
         """Keep the newest finished job (by start, then end time) and the newest success."""
         current = self.last_job
-        candidate = (job.start_time, job.end_time or 0.0, job.job_id)
-        if current is None or candidate >= (current.start, current.end or 0.0, current.job_id):
-            self.last_job = LastJob(job.job_id, job.status, job.start_time, job.end_time, job_objects(job))
+        candidate = (job.start_ms, job.end_ms or 0, job.job_id)
+        if current is None or candidate >= (current.start_ms, current.end_ms or 0, current.job_id):
+            self.last_job = LastJob(job.job_id, job.status, job.start_ms, job.end_ms, job_objects(job))
         if (
             job.status == "success"
-            and job.end_time is not None
-            and (self.last_success_end is None or job.end_time > self.last_success_end)
+            and job.end_ms is not None
+            and (self.last_success_end_ms is None or job.end_ms > self.last_success_end_ms)
         ):
-            self.last_success_end = job.end_time
+            self.last_success_end_ms = job.end_ms
 
     def copy(self) -> TargetTally:
         return TargetTally(
@@ -105,7 +118,7 @@ class TargetTally:
             duration_sum=self.duration_sum,
             duration_count=self.duration_count,
             last_job=self.last_job,  # replaced, never mutated
-            last_success_end=self.last_success_end,
+            last_success_end_ms=self.last_success_end_ms,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -117,7 +130,7 @@ class TargetTally:
             "duration_sum": self.duration_sum,
             "duration_count": self.duration_count,
             "last_job": self.last_job.to_json() if self.last_job else None,
-            "last_success_end": self.last_success_end,
+            "last_success_end_ms": self.last_success_end_ms,
         }
 
     @classmethod
@@ -130,5 +143,5 @@ class TargetTally:
             duration_sum=float(raw["duration_sum"]),
             duration_count=int(raw["duration_count"]),
             last_job=LastJob.from_json(raw["last_job"]) if raw["last_job"] else None,
-            last_success_end=raw["last_success_end"],
+            last_success_end_ms=_millis_of(raw, "last_success_end"),
         )

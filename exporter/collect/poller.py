@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -146,7 +146,7 @@ class _Recheck:
 
     jobs: dict[str, TrackedJob]
     job_filter: JobFilter
-    # Seconds since the least recently seen of these jobs was seen.
+    # Milliseconds since the least recently seen of these jobs was seen.
     waited: float
     forced: bool
 
@@ -164,407 +164,398 @@ class InstancePoller:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.instance_id = instance_id
-        self._client = client
+        self.client = client
+        self.options = options
         self._store = store
-        self._options = options
         self._clock = clock
         self._state = store.load(instance_id)
-        # When each followed job was last returned by the API, in this process. Not
+        # When each followed job was last returned by the API (ms), in this process. Not
         # persisted: after a restart every followed job is due at once.
-        self._last_seen: dict[str, float] = {}
-        self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.last_seen_ms: dict[str, float] = {}
+        # Odd jobs already logged, so that each is logged once, not every poll.
+        self.reported: OrderedDict[tuple[str, str], None] = OrderedDict()
         # When jobs behind the window were last checked for (not persisted: due at once after a restart).
-        self._last_late_check = -math.inf
+        self.last_late_check_ms = -math.inf
 
     @property
     def state(self) -> InstanceState:
         return self._state
 
     async def poll(self) -> PollResult:
-        now = self._clock()
-        work = self._state.begin()
-        cold = self._state.is_cold
-        opts = self._options
-        overlap_ms = int(opts.overlap_seconds * 1000)
-        lookback_floor_ms = int((now - opts.lookback_seconds) * 1000)
-        window_start_ms = lookback_floor_ms if work.cursor_ms is None else work.cursor_ms - overlap_ms
-        stats = _PollStats()
-        seen: set[str] = set()
-
+        run = PollRun(self, self._state.begin(), now_ms=round(self._clock() * 1000))
         try:
-            async with asyncio.timeout(opts.deadline_seconds):
-                newest_start_ms = await self._read_window(
-                    work, window_start_ms, seen, stats, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms
-                )
-                # Job ages and the cursor follow the API's clock (its Date header), or ours without one.
-                api_now_ms = round((self._client.api_now() or now) * 1000)
-                unseen = {job_id: tracked for job_id, tracked in work.tracked.items() if job_id not in seen}
-                if unseen:
-                    await self._recheck(
-                        work, unseen, seen, stats, now=now, api_now_ms=api_now_ms, lookback_floor_ms=lookback_floor_ms
-                    )
-                await self._check_late(work, window_start_ms, seen, stats, now=now, lookback_floor_ms=lookback_floor_ms)
+            async with asyncio.timeout(self.options.deadline_seconds):
+                await run.read()
         except TimeoutError:
-            raise PollDeadlineError(opts.deadline_seconds, stats.calls) from None
-
-        for job_id, tracked in list(work.tracked.items()):
-            if tracked.start_ms < lookback_floor_ms:
-                log.warning(
-                    "in-progress job left the lookback window; no longer followed",
-                    extra={"instance_id": self.instance_id, "job_id": job_id, "target_id": tracked.target.target_id},
-                )
-                del work.tracked[job_id]
-
-        base_ms = window_start_ms + overlap_ms if work.cursor_ms is None else work.cursor_ms
-        work.cursor_ms = max(base_ms, newest_start_ms) if newest_start_ms is not None else base_ms
-        # Ids are kept as long as the late check looks back; older ones are never asked for again.
-        prune_before = work.cursor_ms - max(int(opts.late_horizon_seconds * 1000), overlap_ms + 60_000)
-        work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
-
-        state = work.result()
+            raise PollDeadlineError(self.options.deadline_seconds, run.stats.calls) from None
+        state = run.finish()
         # The only commit point: a crash before it redoes the poll. Off the event loop,
         # because an fsync can take milliseconds that scrapes should not wait for.
-        await asyncio.to_thread(self._store.save, state, work.touched)
+        await asyncio.to_thread(self._store.save, state, run.work.touched)
         self._state = state
-        self._last_seen = {
-            job_id: now if job_id in seen else self._last_seen.get(job_id, -math.inf) for job_id in state.tracked
+        self.last_seen_ms = {
+            job_id: run.now_ms if job_id in run.seen else self.last_seen_ms.get(job_id, -math.inf)
+            for job_id in state.tracked
         }
-        return PollResult(
-            jobs_read=stats.read,
-            jobs_counted=stats.counted,
-            api_calls=stats.calls,
-            cold=cold,
-            fetched_individually=stats.individually,
-            jobs_changed=stats.changed,
-            window_calls=stats.window_calls,
-            recheck_calls=stats.calls - stats.window_calls,
-            jobs_deferred=sum(1 for job_id in state.tracked if job_id not in seen),
-            forced_rechecks=stats.forced,
-            anomalies=dict(stats.anomalies),
+        return run.result(state)
+
+
+class PollRun:
+    """One poll: what it has read so far and the changes it will commit.
+
+    Reading strategy and counting rules are in the module documentation; the steps are
+    :meth:`read_window`, :meth:`recheck`, :meth:`check_late`, then :meth:`finish`.
+    """
+
+    def __init__(self, poller: InstancePoller, work: PollWork, *, now_ms: int) -> None:
+        self.poller = poller
+        self.work = work
+        self.now_ms = now_ms
+        opts = poller.options
+        self.opts = opts
+        self.cold = work.base.is_cold
+        self.overlap_ms = _ms(opts.overlap_seconds)
+        self.lookback_floor_ms = now_ms - _ms(opts.lookback_seconds)
+        self.window_start_ms = self.lookback_floor_ms if work.cursor_ms is None else work.cursor_ms - self.overlap_ms
+        self.newest_start_ms: int | None = None
+        self.seen: set[str] = set()
+        self.stats = _PollStats()
+
+    @property
+    def api_now_ms(self) -> int:
+        """The API's clock (its Date header), or ours before it has answered."""
+        return self.poller.client.api_now_ms() or self.now_ms
+
+    async def read(self) -> None:
+        await self.read_window()
+        unseen = {job_id: tracked for job_id, tracked in self.work.tracked.items() if job_id not in self.seen}
+        if unseen:
+            await self.recheck(unseen)
+        await self.check_late()
+
+    def _pages(self, job_filter: JobFilter, max_results: int = MAX_PAGE_SIZE) -> AsyncGenerator[JobPage, None]:
+        return self.poller.client.list_synchronization_job_pages(
+            self.poller.instance_id, job_filter, max_results=max_results
         )
 
-    async def _read_window(
-        self,
-        work: PollWork,
-        window_start_ms: int,
-        seen: set[str],
-        stats: _PollStats,
-        *,
-        cold: bool,
-        now: float,
-        lookback_floor_ms: int,
-    ) -> int | None:
-        """List every job started since ``window_start_ms``; returns the newest start time seen."""
-        newest_start_ms: int | None = None
+    async def read_window(self) -> None:
+        """List every job started since the window start, newest first, applying pages as they arrive.
+
+        Memory holds one page, not the window. A job met twice (pages shift while we read)
+        is harmless: a final job is counted once (its id is remembered) and a running one
+        is just followed.
+        """
         total: int | None = None
-        pages = self._client.list_synchronization_job_pages(
-            self.instance_id, self._options.job_filter(start_time=window_start_ms / 1000)
-        )
-        # Pages are applied as they arrive, so memory holds one page, not the window.
-        # A job met twice (pages shift while we read) is harmless: a final job is
-        # counted once (its id is remembered) and a running one is just followed.
-        async with contextlib.aclosing(pages):
+        async with contextlib.aclosing(self._pages(self.opts.job_filter(start_ms=self.window_start_ms))) as pages:
             async for page in pages:
-                stats.calls += 1
-                stats.window_calls += 1
+                self.stats.calls += 1
+                self.stats.window_calls += 1
                 if total is None:
                     total = page.total_count
-                self._note_anomalies(page.anomalies, seen, stats)
+                self.note_anomalies(page.anomalies)
                 # The cursor never passes the API's own clock: a job dated in the future would
                 # otherwise move every later window past the jobs that really come next.
-                latest_plausible_ms = round((self._client.api_now() or now) * 1000) + FUTURE_TOLERANCE_MS
+                latest_plausible_ms = self.api_now_ms + FUTURE_TOLERANCE_MS
                 for index, job in enumerate(page.jobs):
-                    start_ms = round(job.start_time * 1000)
-                    if start_ms > latest_plausible_ms:
-                        self._note_anomalies(
-                            [Anomaly(job.job_id, "future_start", f"StartTime {start_ms} is after the API's clock")],
-                            seen,
-                            stats,
-                        )
-                    else:
-                        newest_start_ms = start_ms if newest_start_ms is None else max(newest_start_ms, start_ms)
-                    seen.add(job.job_id)
-                    self._apply(work, job, cold=cold, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+                    if job.start_ms > latest_plausible_ms:
+                        self.note_anomalies([Anomaly(job.job_id, "future_start", _after_clock(job))])
+                    elif self.newest_start_ms is None or job.start_ms > self.newest_start_ms:
+                        self.newest_start_ms = job.start_ms
+                    self.seen.add(job.job_id)
+                    self.apply(job, cold=self.cold)
                     if index % 25 == 24:
                         await asyncio.sleep(0)  # scrapes are served between slices of a page
-                if page.next_token and page.jobs and self._rest_is_known(work.base, window_start_ms, page, total, seen):
+                if page.next_token and page.jobs and self.rest_is_known(page, total):
                     break
-        return newest_start_ms
 
-    @staticmethod
-    def _rest_is_known(
-        base: InstanceState, window_start_ms: int, page: JobPage, total: int | None, seen: set[str]
-    ) -> bool:
+    def rest_is_known(self, page: JobPage, total: int | None) -> bool:
         """Whether the pages after ``page`` can only hold jobs the last poll already saw.
 
         They can once the listing has passed the cursor (everything after is older)
         and the jobs left to list, by ``TotalCount``, are exactly the known ones not
         met yet. Followed jobs among them are then re-read like those behind the window.
         """
+        base = self.work.base
         if total is None or base.cursor_ms is None:
             return False
-        last_ms = round(page.jobs[-1].start_time * 1000)
+        last_ms = page.jobs[-1].start_ms
         if last_ms >= base.cursor_ms:
             return False
-        known = sum(
-            1 for job_id, start in base.counted.items() if window_start_ms <= start <= last_ms and job_id not in seen
-        ) + sum(
+        lowest, seen = self.window_start_ms, self.seen
+        known = sum(1 for job_id, start in base.counted.items() if lowest <= start <= last_ms and job_id not in seen)
+        known += sum(
             1
             for job_id, tracked in base.tracked.items()
-            if window_start_ms <= tracked.start_ms <= last_ms and job_id not in seen and job_id not in base.counted
+            if lowest <= tracked.start_ms <= last_ms and job_id not in seen and job_id not in base.counted
         )
         return total - len(seen) == known
 
-    def _waited(self, job_ids: Iterable[str], now: float) -> float:
-        """Seconds since the least recently seen of ``job_ids`` was seen (infinite if never)."""
-        return now - min(self._last_seen.get(job_id, -math.inf) for job_id in job_ids)
+    def _waited_ms(self, job_ids: Iterable[str]) -> float:
+        """How long ago the least recently seen of ``job_ids`` was seen (infinite if never)."""
+        last_seen = self.poller.last_seen_ms
+        return self.now_ms - min(last_seen.get(job_id, -math.inf) for job_id in job_ids)
 
-    def _rechecks(self, unseen: dict[str, TrackedJob], *, now: float, api_now_ms: int) -> list[_Recheck]:
+    def rechecks(self, unseen: dict[str, TrackedJob]) -> list[_Recheck]:
         """The listings that would re-read ``unseen``, those that must run first, then by how long they waited."""
-        opts = self._options
-        cutoff = api_now_ms - int(opts.long_running_seconds * 1000)
+        recheck_max_ms = _ms(self.opts.recheck_max_seconds)
+        cutoff = self.api_now_ms - _ms(self.opts.long_running_seconds)
         recent = {job_id: tracked for job_id, tracked in unseen.items() if tracked.start_ms >= cutoff}
         old = {job_id: tracked for job_id, tracked in unseen.items() if tracked.start_ms < cutoff}
         rechecks: list[_Recheck] = []
-
-        for group in _recheck_groups(recent, self._last_seen):
-            waited = self._waited(group, now)
+        for group in _recheck_groups(recent, self.poller.last_seen_ms):
+            waited = self._waited_ms(group)
             starts = [tracked.start_ms for tracked in group.values()]
-            job_filter = opts.job_filter(
-                start_time=min(starts) / 1000,
-                end_time=max(starts) / 1000,
-                target_ids=sorted({tracked.target.target_id for tracked in group.values()}),
-            )
-            rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= opts.recheck_max_seconds))
-
-        waited = self._waited(old, now) if old else 0.0
-        if waited >= opts.recheck_max_seconds / 2:
+            job_filter = self.opts.job_filter(start_ms=min(starts), end_ms=max(starts), target_ids=_targets_of(group))
+            rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= recheck_max_ms))
+        waited = self._waited_ms(old) if old else 0.0
+        if waited >= recheck_max_ms / 2:
             for group in _recheck_groups(old, {}):
-                job_filter = opts.job_filter(
-                    start_time=min(tracked.start_ms for tracked in group.values()) / 1000,
-                    status="running",
-                    target_ids=sorted({tracked.target.target_id for tracked in group.values()}),
-                )
-                rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= opts.recheck_max_seconds))
+                start_ms = min(tracked.start_ms for tracked in group.values())
+                job_filter = self.opts.job_filter(start_ms=start_ms, status="running", target_ids=_targets_of(group))
+                rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= recheck_max_ms))
         rechecks.sort(key=lambda recheck: (not recheck.forced, -recheck.waited))
         return rechecks
 
-    async def _recheck(
-        self,
-        work: PollWork,
-        unseen: dict[str, TrackedJob],
-        seen: set[str],
-        stats: _PollStats,
-        *,
-        now: float,
-        api_now_ms: int,
-        lookback_floor_ms: int,
-    ) -> None:
+    async def recheck(self, unseen: dict[str, TrackedJob]) -> None:
         """Re-read followed jobs the window listing did not return, within the poll's call budget.
 
         Whatever a complete listing did not return is read one by one, so nothing depends
         on how the API interprets EndTime or on a job having left the running state.
         """
-        for recheck in self._rechecks(unseen, now=now, api_now_ms=api_now_ms):
-            if not recheck.forced and stats.spare_calls() < 1:
+        for recheck in self.rechecks(unseen):
+            if not recheck.forced and self.stats.spare_calls() < 1:
                 continue
-            if recheck.forced:
-                stats.forced += 1
-            complete = True
-            pages = self._client.list_synchronization_job_pages(self.instance_id, recheck.job_filter)
-            async with contextlib.aclosing(pages):
-                async for page in pages:
-                    stats.calls += 1
-                    self._note_anomalies(page.anomalies, set(), stats)
-                    for job in page.jobs:
-                        # Only followed jobs: others in the range were settled long ago and
-                        # their ids may have been forgotten, so applying them could count twice.
-                        if job.job_id in unseen and job.job_id not in seen:
-                            seen.add(job.job_id)
-                            self._apply(
-                                work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats
-                            )
-                    if page.next_token and not recheck.forced and stats.spare_calls() < 1:
-                        complete = False
-                        break
-            if not complete:
+            self.stats.forced += recheck.forced
+            if not await self._list_followed(recheck, unseen):
                 continue
             for job_id in recheck.jobs:
-                if job_id not in seen:
-                    await self._read_one(work, job_id, seen, stats, now=now, lookback_floor_ms=lookback_floor_ms)
+                if job_id not in self.seen:
+                    await self.read_one(job_id)
 
-    async def _check_late(
-        self,
-        work: PollWork,
-        window_start_ms: int,
-        seen: set[str],
-        stats: _PollStats,
-        *,
-        now: float,
-        lookback_floor_ms: int,
-    ) -> None:
+    async def _list_followed(self, recheck: _Recheck, unseen: dict[str, TrackedJob]) -> bool:
+        """Apply what one re-read listing returns; False when it stopped early for lack of calls."""
+        async with contextlib.aclosing(self._pages(recheck.job_filter)) as pages:
+            async for page in pages:
+                self.stats.calls += 1
+                self.note_anomalies(page.anomalies, mark_seen=False)
+                for job in page.jobs:
+                    # Only followed jobs: others in the range were settled long ago and
+                    # their ids may have been forgotten, so applying them could count twice.
+                    if job.job_id in unseen and job.job_id not in self.seen:
+                        self.seen.add(job.job_id)
+                        self.apply(job, cold=False)
+                if page.next_token and not recheck.forced and self.stats.spare_calls() < 1:
+                    return False
+        return True
+
+    async def check_late(self) -> None:
         """Find jobs that appeared behind the window after it had passed them, and count them.
 
         One call asks only for ``TotalCount`` between ``cursor - late_horizon`` and the window;
         only when that exceeds the jobs already known there is the range listed. Paid from the
         poll's spare calls like re-reads, and made at least every ``recheck_max_seconds``.
         """
-        opts = self._options
+        poller, work = self.poller, self.work
         cursor_ms = work.base.cursor_ms
         if cursor_ms is None:
-            self._last_late_check = now  # a cold start has just read the whole lookback window
+            poller.last_late_check_ms = self.now_ms  # a cold start has just read the whole lookback window
             return
-        waited = now - self._last_late_check
-        forced = waited >= opts.recheck_max_seconds
-        if not forced and (waited < opts.recheck_max_seconds / 2 or stats.spare_calls() < 1):
+        recheck_max_ms = _ms(self.opts.recheck_max_seconds)
+        waited = self.now_ms - poller.last_late_check_ms
+        forced = waited >= recheck_max_ms
+        if not forced and (waited < recheck_max_ms / 2 or self.stats.spare_calls() < 1):
             return
-        start_ms = max(cursor_ms - int(opts.late_horizon_seconds * 1000), lookback_floor_ms)
-        end_ms = window_start_ms - 1
+        start_ms = max(cursor_ms - _ms(self.opts.late_horizon_seconds), self.lookback_floor_ms)
+        end_ms = self.window_start_ms - 1
         if end_ms < start_ms:
             return
-        self._last_late_check = now
-        stats.forced += forced
-        job_filter = opts.job_filter(start_time=start_ms / 1000, end_time=end_ms / 1000)
-        total = await self._count(job_filter, stats)
-        known = sum(1 for start in work.counted.values() if start_ms <= start <= end_ms) + sum(
+        poller.last_late_check_ms = self.now_ms
+        self.stats.forced += forced
+        job_filter = self.opts.job_filter(start_ms=start_ms, end_ms=end_ms)
+        total = await self.count(job_filter)
+        known = sum(1 for start in work.counted.values() if start_ms <= start <= end_ms)
+        known += sum(
             1
             for job_id, tracked in work.tracked.items()
             if start_ms <= tracked.start_ms <= end_ms and job_id not in work.counted
         )
-        if total is None or total <= known:
-            return
-        pages = self._client.list_synchronization_job_pages(self.instance_id, job_filter)
-        async with contextlib.aclosing(pages):
-            async for page in pages:
-                stats.calls += 1
-                self._note_anomalies(page.anomalies, seen, stats)
-                for job in page.jobs:
-                    if job.job_id in work.counted or job.job_id in work.tracked or job.job_id in seen:
-                        continue
-                    seen.add(job.job_id)
-                    self._note_anomalies(
-                        [Anomaly(job.job_id, "late", f"StartTime {round(job.start_time * 1000)} is behind the window")],
-                        seen,
-                        stats,
-                    )
-                    self._apply(work, job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+        if total is not None and total > known:
+            await self._read_late(job_filter)
 
-    async def _count(self, job_filter: JobFilter, stats: _PollStats) -> int | None:
-        """The API's ``TotalCount`` for ``job_filter``, for the price of one smallest page."""
-        pages = self._client.list_synchronization_job_pages(self.instance_id, job_filter, max_results=1)
-        async with contextlib.aclosing(pages):
+    async def _read_late(self, job_filter: JobFilter) -> None:
+        work = self.work
+        async with contextlib.aclosing(self._pages(job_filter)) as pages:
             async for page in pages:
-                stats.calls += 1
+                self.stats.calls += 1
+                self.note_anomalies(page.anomalies)
+                for job in page.jobs:
+                    if job.job_id in work.counted or job.job_id in work.tracked or job.job_id in self.seen:
+                        continue
+                    self.seen.add(job.job_id)
+                    self.note_anomalies([Anomaly(job.job_id, "late", f"StartTime {job.start_ms} is behind the window")])
+                    self.apply(job, cold=False)
+
+    async def count(self, job_filter: JobFilter) -> int | None:
+        """The API's ``TotalCount`` for ``job_filter``, for the price of one smallest page."""
+        async with contextlib.aclosing(self._pages(job_filter, max_results=1)) as pages:
+            async for page in pages:
+                self.stats.calls += 1
                 return page.total_count
         return None
 
-    async def _read_one(
-        self, work: PollWork, job_id: str, seen: set[str], stats: _PollStats, *, now: float, lookback_floor_ms: int
-    ) -> None:
-        stats.calls += 1
-        stats.individually += 1
+    async def read_one(self, job_id: str) -> None:
+        self.stats.calls += 1
+        self.stats.individually += 1
+        poller = self.poller
         try:
-            examined = await self._client.get_synchronization_job(self.instance_id, job_id)
+            examined = await poller.client.get_synchronization_job(poller.instance_id, job_id)
         except ApiError as exc:
             if not exc.code.startswith("EntityNotExists"):
                 raise
             log.warning(
                 "followed job no longer exists; it will not be counted",
-                extra={"instance_id": self.instance_id, "job_id": job_id},
+                extra={"instance_id": poller.instance_id, "job_id": job_id},
             )
-            work.tracked.pop(job_id, None)
+            self.work.tracked.pop(job_id, None)
             return
-        seen.add(job_id)
-        self._note_anomalies(examined.anomalies, seen, stats)
+        self.seen.add(job_id)
+        self.note_anomalies(examined.anomalies)
         if examined.job is not None:  # a quarantined job stays followed and is read again
-            self._apply(work, examined.job, cold=False, now=now, lookback_floor_ms=lookback_floor_ms, stats=stats)
+            self.apply(examined.job, cold=False)
 
-    def _note_anomalies(self, anomalies: Iterable[Anomaly], seen: set[str], stats: _PollStats) -> None:
+    def note_anomalies(self, anomalies: Iterable[Anomaly], *, mark_seen: bool = True) -> None:
         """Log and count each odd job once (again only if it turns odd another way)."""
+        reported = self.poller.reported
         for anomaly in anomalies:
-            if anomaly.job_id is not None:
-                seen.add(anomaly.job_id)  # listed, even if not usable: the TotalCount check counts it
+            if anomaly.job_id is not None and mark_seen:
+                self.seen.add(anomaly.job_id)  # listed, even if not usable: the TotalCount check counts it
             key = (anomaly.job_id or anomaly.detail, anomaly.reason)
-            if key in self._reported:
+            if key in reported:
                 continue
-            self._reported[key] = None
-            if len(self._reported) > REPORTED_LIMIT:
-                self._reported.popitem(last=False)
-            stats.anomalies[anomaly.reason] += 1
+            reported[key] = None
+            if len(reported) > REPORTED_LIMIT:
+                reported.popitem(last=False)
+            self.stats.anomalies[anomaly.reason] += 1
             log.warning(
                 _ANOMALY_MESSAGES.get(anomaly.reason, "job has a problem; counted without the bad part"),
                 extra={
-                    "instance_id": self.instance_id,
+                    "instance_id": self.poller.instance_id,
                     "job_id": anomaly.job_id,
                     "reason": anomaly.reason,
                     "problem": anomaly.detail,
                 },
             )
 
-    def _apply(
-        self,
-        work: PollWork,
-        job: SynchronizationJob,
-        *,
-        cold: bool,
-        now: float,
-        lookback_floor_ms: int,
-        stats: _PollStats,
-    ) -> None:
-        stats.read += 1
-        if not self._options.wanted(job):
+    def apply(self, job: SynchronizationJob, *, cold: bool) -> None:
+        """What one job as the API shows it now changes: a count when it is first final, else following it."""
+        self.stats.read += 1
+        work = self.work
+        if not self.opts.wanted(job):
             if job.is_final:
-                work.counted[job.job_id] = round(job.start_time * 1000)  # settled, so the count checks add up
+                work.counted[job.job_id] = job.start_ms  # settled, so the count checks add up
             return
         key = TargetKey(job.target_type, job.target_id, job.direction)
-        start_ms = round(job.start_time * 1000)
-        previous = work.tracked.get(job.job_id)
         if job.is_final:
-            if job.job_id in work.counted:
-                return
-            work.tracked.pop(job.job_id, None)
-            tally = work.tally(key)
-            work.counted[job.job_id] = start_ms
-            tally.observe_latest(job)
-            stats.changed += 1
-            if cold:
-                return
-            tally.count(job)
-            stats.counted += 1
+            self._apply_final(job, key, cold=cold)
             return
         if key not in work.targets:
             work.tally(key)  # all series of a target exist from its first sighting
         if job.job_id in work.counted:
             log.warning(
                 "job reported in progress after it was final; keeping the first final result",
-                extra={"instance_id": self.instance_id, "job_id": job.job_id, "status": job.status},
+                extra={"instance_id": self.poller.instance_id, "job_id": job.job_id, "status": job.status},
             )
             return
-        if start_ms < lookback_floor_ms:
+        if job.start_ms >= self.lookback_floor_ms:
+            self._follow(job, key)
+
+    def _apply_final(self, job: SynchronizationJob, key: TargetKey, *, cold: bool) -> None:
+        work = self.work
+        if job.job_id in work.counted:
             return
+        work.tracked.pop(job.job_id, None)
+        tally = work.tally(key)
+        work.counted[job.job_id] = job.start_ms
+        tally.observe_latest(job)
+        self.stats.changed += 1
+        if not cold:
+            tally.count(job)
+            self.stats.counted += 1
+
+    def _follow(self, job: SynchronizationJob, key: TargetKey) -> None:
         # A status the documentation does not list (the console also shows "init") is
         # followed like a running job and exported under its own name.
-        status = job.status
-        if previous is not None and previous.status == status:
+        previous = self.work.tracked.get(job.job_id)
+        if previous is not None and previous.status == job.status:
             return
-        if status not in IN_PROGRESS_STATUSES:
+        instance_id = self.poller.instance_id
+        if job.status not in IN_PROGRESS_STATUSES:
             log.warning(
                 "job has an undocumented status; followed until it is final",
-                extra={"instance_id": self.instance_id, "job_id": job.job_id, "status": job.status},
+                extra={"instance_id": instance_id, "job_id": job.job_id, "status": job.status},
             )
-        stats.changed += 1
-        work.tracked[job.job_id] = TrackedJob(key, status, start_ms)
-        age = now - job.start_time
-        if age > self._options.stuck_after_seconds:
+        self.stats.changed += 1
+        self.work.tracked[job.job_id] = TrackedJob(key, job.status, job.start_ms)
+        age_ms = self.now_ms - job.start_ms
+        if age_ms > _ms(self.opts.stuck_after_seconds):
             log.warning(
                 "job in progress for longer than the stuck threshold",
                 extra={
-                    "instance_id": self.instance_id,
+                    "instance_id": instance_id,
                     "job_id": job.job_id,
                     "target_id": job.target_id,
-                    "age_seconds": round(age),
+                    "age_seconds": round(age_ms / 1000),
                 },
             )
+
+    def finish(self) -> InstanceState:
+        """Let go of jobs past the lookback window, move the cursor, forget ids no check asks for."""
+        work = self.work
+        for job_id, tracked in list(work.tracked.items()):
+            if tracked.start_ms < self.lookback_floor_ms:
+                log.warning(
+                    "in-progress job left the lookback window; no longer followed",
+                    extra={
+                        "instance_id": self.poller.instance_id,
+                        "job_id": job_id,
+                        "target_id": tracked.target.target_id,
+                    },
+                )
+                del work.tracked[job_id]
+        base_ms = self.window_start_ms + self.overlap_ms if work.cursor_ms is None else work.cursor_ms
+        work.cursor_ms = base_ms if self.newest_start_ms is None else max(base_ms, self.newest_start_ms)
+        # Ids are kept as long as the late check looks back; older ones are never asked for again.
+        prune_before = work.cursor_ms - max(_ms(self.opts.late_horizon_seconds), self.overlap_ms + 60_000)
+        work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
+        return work.result()
+
+    def result(self, state: InstanceState) -> PollResult:
+        stats = self.stats
+        return PollResult(
+            jobs_read=stats.read,
+            jobs_counted=stats.counted,
+            api_calls=stats.calls,
+            cold=self.cold,
+            fetched_individually=stats.individually,
+            jobs_changed=stats.changed,
+            window_calls=stats.window_calls,
+            recheck_calls=stats.calls - stats.window_calls,
+            jobs_deferred=sum(1 for job_id in state.tracked if job_id not in self.seen),
+            forced_rechecks=stats.forced,
+            anomalies=dict(stats.anomalies),
+        )
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _after_clock(job: SynchronizationJob) -> str:
+    return f"StartTime {job.start_ms} is after the API's clock"
+
+
+def _targets_of(group: dict[str, TrackedJob]) -> list[str]:
+    return sorted({tracked.target.target_id for tracked in group.values()})
 
 
 def _recheck_groups(jobs: dict[str, TrackedJob], last_seen: dict[str, float]) -> list[dict[str, TrackedJob]]:

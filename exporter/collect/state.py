@@ -38,14 +38,6 @@ class InstanceState:
     def is_cold(self) -> bool:
         return self.cursor_ms is None
 
-    @property
-    def watermark_ms(self) -> int | None:
-        """Every job that started before this is final and counted."""
-        if self.cursor_ms is None:
-            return None
-        oldest = min((t.start_ms for t in self.tracked.values()), default=self.cursor_ms)
-        return min(self.cursor_ms, oldest)
-
     def begin(self) -> PollWork:
         return PollWork(self)
 

@@ -27,8 +27,9 @@ from exporter.collect.state import InstanceState, TrackedJob
 log = logging.getLogger(__name__)
 
 # 1: one JSON document per instance; 2: targets in their own rows, written only when changed;
-# 3: the same tables, marked with APPLICATION_ID.
-SCHEMA_VERSION = 3
+# 3: the same tables, marked with APPLICATION_ID; 4: times in the API's milliseconds (3 is read
+# and converted as each target is next written).
+SCHEMA_VERSION = 4
 
 
 class StateError(Exception):

@@ -31,7 +31,7 @@ class SnapshotBuilder:
     def __init__(self) -> None:
         self._version = 0
         self._views: dict[
-            tuple[str, TargetKey], tuple[TargetTally, tuple[tuple[str, int], ...], float | None, TargetView]
+            tuple[str, TargetKey], tuple[TargetTally, tuple[tuple[str, int], ...], int | None, TargetView]
         ] = {}
 
     def build(self, instances: Mapping[str, InstanceSources], api: ApiRequestView, *, now: float) -> Snapshot:
@@ -59,12 +59,11 @@ class SnapshotBuilder:
 
     def _targets(self, instance_id: str, state: InstanceState) -> dict[TargetKey, TargetView]:
         in_progress: dict[TargetKey, dict[str, int]] = {}
-        oldest: dict[TargetKey, float] = {}
+        oldest: dict[TargetKey, int] = {}
         for tracked in state.tracked.values():
             counts = in_progress.setdefault(tracked.target, {})
             counts[tracked.status] = counts.get(tracked.status, 0) + 1
-            start = tracked.start_ms / 1000
-            oldest[tracked.target] = min(oldest.get(tracked.target, start), start)
+            oldest[tracked.target] = min(oldest.get(tracked.target, tracked.start_ms), tracked.start_ms)
         targets = {}
         for key, tally in state.targets.items():
             progress = tuple(sorted(in_progress.get(key, {}).items()))

@@ -94,9 +94,10 @@ def target_lines(instance_id: str, key: TargetKey, view: TargetView) -> dict[Fam
     if last is not None:
         for status in FINAL_STATUSES:
             out.add(catalogue.LAST_JOB_STATUS, f'{base},status="{status}"', 1 if last.status == status else 0)
-        out.add(catalogue.LAST_JOB_START, base, last.start)
-        if last.end is not None:
-            out.add(catalogue.LAST_JOB_END, base, last.end)
+        if view.last_job_start is not None:
+            out.add(catalogue.LAST_JOB_START, base, view.last_job_start)
+        if view.last_job_end is not None:
+            out.add(catalogue.LAST_JOB_END, base, view.last_job_end)
     if view.last_success_end is not None:
         out.add(catalogue.LAST_SUCCESS, base, view.last_success_end)
     for status in sorted(set(IN_PROGRESS_STATUSES) | set(view.in_progress)):

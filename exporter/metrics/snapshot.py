@@ -23,14 +23,18 @@ class TargetView:
     duration_sum: float
     duration_count: int
     last_job: LastJob | None
+    # Times in seconds, as exported; everything before the snapshot keeps the API's milliseconds.
+    last_job_start: float | None
+    last_job_end: float | None
     last_success_end: float | None
     in_progress: Mapping[str, int]  # pending/running -> count
     oldest_in_progress_start: float | None
 
     @classmethod
-    def of(cls, tally: TargetTally, in_progress: Mapping[str, int], oldest: float | None) -> TargetView:
+    def of(cls, tally: TargetTally, in_progress: Mapping[str, int], oldest_ms: int | None) -> TargetView:
         # No copies: a committed tally is never mutated (a poll copies the targets it touches),
         # so read-only proxies over its dictionaries are enough.
+        last = tally.last_job
         return cls(
             jobs=MappingProxyType(tally.jobs),
             objects=MappingProxyType(tally.objects),
@@ -38,11 +42,17 @@ class TargetView:
             duration_buckets=tuple(tally.duration_buckets),
             duration_sum=tally.duration_sum,
             duration_count=tally.duration_count,
-            last_job=tally.last_job,
-            last_success_end=tally.last_success_end,
+            last_job=last,
+            last_job_start=_seconds(last.start_ms) if last else None,
+            last_job_end=_seconds(last.end_ms) if last else None,
+            last_success_end=_seconds(tally.last_success_end_ms),
             in_progress=MappingProxyType(dict(in_progress)),
-            oldest_in_progress_start=oldest,
+            oldest_in_progress_start=_seconds(oldest_ms),
         )
+
+
+def _seconds(millis: int | None) -> float | None:
+    return None if millis is None else millis / 1000
 
 
 @dataclass(frozen=True, slots=True)

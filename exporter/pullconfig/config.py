@@ -48,11 +48,6 @@ SCHEMA: dict[str, Any] = {
         "GroupMemberAttributeName": "str",
     },
 }
-THRESHOLD_OBJECT_TYPES = {
-    "UserDeletedThreshold": "user",
-    "OrganizationalUnitDeletedThreshold": "organizational_unit",
-    "GroupDeletedThreshold": "group",
-}
 
 
 class PullConfigError(ValueError):
