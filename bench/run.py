@@ -236,7 +236,7 @@ def main() -> int:
         families = list(text_string_to_metric_families(body.decode()))
         samples = sum(len(f.samples) for f in families)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(NaiveCollector(families))  # type: ignore[arg-type]
+        registry.register(NaiveCollector(families))
         scrape: dict[str, list[float]] = {}
         for name, accept, encoding in (
             ("text", TEXT, "identity"),

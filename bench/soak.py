@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 from pydantic import SecretStr
@@ -247,7 +248,7 @@ class Soak:
             time.sleep(2.0)
             setattr(self.faults, name, 0.0)
 
-    def add_jobs(self, tag: str, count: int, *, start_ms: int, overrides: dict[str, object] | None = None) -> set[str]:
+    def add_jobs(self, tag: str, count: int, *, start_ms: int, overrides: dict[str, Any] | None = None) -> set[str]:
         """Short jobs on random targets of every instance; returns their ids."""
         ids: set[str] = set()
         for instance_id, state in self.world.instances.items():

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from exporter.api.client import ClientOptions, EiamClient
@@ -42,7 +43,7 @@ async def exporter(simulator: RunningSimulator, clock: ManualClock) -> AsyncIter
     stats = ApiStats()
     client = EiamClient(
         endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
-        credentials=DefaultChainCredentialsProvider(EmptyChain()),  # type: ignore[arg-type]
+        credentials=DefaultChainCredentialsProvider(EmptyChain()),
         options=ClientOptions(max_attempts=1),
         observer=stats.observe,
     )
@@ -55,7 +56,9 @@ async def exporter(simulator: RunningSimulator, clock: ManualClock) -> AsyncIter
 async def test_missing_credentials_fail_the_poll_and_say_how_to_fix_it(
     exporter: Exporter, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    http: TestClient[object, object] = TestClient(TestServer(build_app(exporter, poll_interval=60, clock=clock)))
+    http: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(build_app(exporter, poll_interval=60, clock=clock))
+    )
     await http.start_server()
     try:
         await exporter.refresh_targets("idaas_x")

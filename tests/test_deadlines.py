@@ -31,7 +31,7 @@ async def make(simulator: RunningSimulator) -> AsyncIterator[Callable[..., EiamC
         client = EiamClient(
             endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
             credentials=StaticCredentialsProvider(AK_ID, SecretStr(AK_SECRET)),
-            options=ClientOptions(requests_per_second=1000, burst=1000, max_attempts=1, **options),  # type: ignore[arg-type]
+            options=ClientOptions(requests_per_second=1000, burst=1000, max_attempts=1, **options),
         )
         clients.append(client)
         return client

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,8 +25,9 @@ JSON = st.recursive(
     max_leaves=25,
 )
 COUNTS = st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats(), st.text(max_size=5), st.none())
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
 HOSTILE_TEXT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
+    alphabet=st.characters(codec="utf-8", exclude_categories=SURROGATES)
     | st.sampled_from(["\n", '"', "\\", "\x00", "\r"]),
     min_size=1,
     max_size=300,

@@ -7,6 +7,7 @@ import gzip
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
@@ -43,15 +44,21 @@ async def exporter(simulator: RunningSimulator, world: World, clock: ManualClock
 
 
 @pytest.fixture
-async def http(exporter: Exporter, clock: ManualClock) -> AsyncIterator[TestClient[object, object]]:
-    client: TestClient[object, object] = TestClient(TestServer(build_app(exporter, poll_interval=60, clock=clock)))
+async def http(exporter: Exporter, clock: ManualClock) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(build_app(exporter, poll_interval=60, clock=clock))
+    )
     await client.start_server()
     yield client
     await client.close()
 
 
 async def test_readyz_follows_poll_health(
-    http: TestClient[object, object], exporter: Exporter, sim_app: SimulatorApp, world: World, clock: ManualClock
+    http: TestClient[web.Request, web.Application],
+    exporter: Exporter,
+    sim_app: SimulatorApp,
+    world: World,
+    clock: ManualClock,
 ) -> None:
     instance = instance_id_of(world)
     assert (await http.get("/readyz")).status == 503  # before the first poll
@@ -71,7 +78,7 @@ async def test_readyz_follows_poll_health(
 
 
 async def test_metrics_negotiates_format_and_gzip(
-    http: TestClient[object, object], exporter: Exporter, world: World
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World
 ) -> None:
     await exporter.poll(instance_id_of(world))
     plain = await http.get("/metrics")
@@ -92,7 +99,7 @@ async def test_metrics_negotiates_format_and_gzip(
 
 
 async def test_landing_page_lists_instances_and_targets(
-    http: TestClient[object, object], exporter: Exporter, world: World
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World
 ) -> None:
     instance = instance_id_of(world)
     await exporter.refresh_targets(instance)
@@ -110,7 +117,7 @@ def test_gzip_negotiation() -> None:
 
 
 async def test_pull_configuration_metrics_and_unreadable_providers(
-    http: TestClient[object, object], exporter: Exporter, world: World
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World
 ) -> None:
     instance = instance_id_of(world)
     state = world.instances[instance]
@@ -162,7 +169,11 @@ async def test_shutdown_lets_a_scheduled_poll_commit(exporter: Exporter, sim_app
 
 
 async def test_every_scrape_sees_the_newest_snapshot_in_either_encoding(
-    http: TestClient[object, object], exporter: Exporter, sim_app: SimulatorApp, world: World, clock: ManualClock
+    http: TestClient[web.Request, web.Application],
+    exporter: Exporter,
+    sim_app: SimulatorApp,
+    world: World,
+    clock: ManualClock,
 ) -> None:
     instance = instance_id_of(world)
     for attempt in range(20):
@@ -177,7 +188,9 @@ async def test_every_scrape_sees_the_newest_snapshot_in_either_encoding(
         assert expected in await plain.text()
 
 
-async def test_http_1_0_scrapes_get_a_content_length(http: TestClient[object, object], exporter: Exporter) -> None:
+async def test_http_1_0_scrapes_get_a_content_length(
+    http: TestClient[web.Request, web.Application], exporter: Exporter
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
     writer.write(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
     await writer.drain()

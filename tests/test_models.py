@@ -14,7 +14,10 @@ from tests.conftest import data_file
 
 def document_example() -> dict[str, Any]:
     """The example response of the ListSynchronizationJobs document, as published."""
-    return json.loads(data_file("list-synchronization-jobs-example.json").read_text(encoding="utf-8"))
+    example: dict[str, Any] = json.loads(
+        data_file("list-synchronization-jobs-example.json").read_text(encoding="utf-8")
+    )
+    return example
 
 
 def test_document_example_parses_every_statistic() -> None:

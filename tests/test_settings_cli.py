@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -177,7 +178,9 @@ def test_once_help_offers_only_what_once_uses_and_every_flag_is_explained() -> N
     from exporter.cli import build_parser
 
     parser = build_parser()
-    commands = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
+    choices = next(a for a in parser._actions if a.dest == "command").choices
+    assert isinstance(choices, dict)
+    commands: dict[str, argparse.ArgumentParser] = choices
     once_flags = {flag for action in commands["once"]._actions for flag in action.option_strings}
     serve_flags = {flag for action in commands["serve"]._actions for flag in action.option_strings}
     for serve_only in ("--listen-address", "--poll-interval-seconds", "--web.config.file", "--web-config-file"):

@@ -14,7 +14,8 @@ VECTOR_NAMES = ("V1_static_ak_sdk_headers", "V2_sts_sdk_headers", "V3_minimal_he
 
 
 def _vectors() -> dict[str, Any]:
-    return json.loads(data_file("signature-vectors.json").read_text(encoding="utf-8"))
+    vectors: dict[str, Any] = json.loads(data_file("signature-vectors.json").read_text(encoding="utf-8"))
+    return vectors
 
 
 @pytest.mark.parametrize("name", VECTOR_NAMES)

@@ -22,7 +22,10 @@ def test_same_seed_same_world_and_different_seed_differs() -> None:
     first = World(SCENARIOS["demo"], seed=5, clock=ManualClock(SIM_START))
     second = World(SCENARIOS["demo"], seed=5, clock=ManualClock(SIM_START))
     third = World(SCENARIOS["demo"], seed=6, clock=ManualClock(SIM_START))
-    ids = lambda w: [j.job_id for j in w.visible_jobs(instance_id_of(w), w.now_ms())]  # noqa: E731
+
+    def ids(w: World) -> list[str]:
+        return [j.job_id for j in w.visible_jobs(instance_id_of(w), w.now_ms())]
+
     assert ids(first) == ids(second)
     assert ids(first) != ids(third)
 

@@ -352,8 +352,7 @@ class PollRun:
         """Find jobs that appeared behind the window after it had passed them, and count them.
 
         One call asks only for ``TotalCount`` between ``cursor - late_horizon`` and the window;
-        only when that exceeds the jobs already known there is the range listed. Paid from the
-        poll's spare calls like re-reads, and made at least every ``recheck_max_seconds``.
+        only when that exceeds the jobs already known there is the range listed.
         """
         poller, work = self.poller, self.work
         cursor_ms = work.base.cursor_ms
@@ -361,11 +360,14 @@ class PollRun:
             poller.last_late_check_ms = self.now_ms  # a cold start has just read the whole lookback window
             return
         recheck_max_ms = _ms(self.opts.recheck_max_seconds)
+        horizon_ms = _ms(self.opts.late_horizon_seconds)
         waited = self.now_ms - poller.last_late_check_ms
-        forced = waited >= recheck_max_ms
+        # Paid from spare calls every half recheck maximum; forced (over the call bound) only
+        # often enough that every job up to half the horizon late is still inside it.
+        forced = waited >= max(recheck_max_ms, horizon_ms / 2)
         if not forced and (waited < recheck_max_ms / 2 or self.stats.spare_calls() < 1):
             return
-        start_ms = max(cursor_ms - _ms(self.opts.late_horizon_seconds), self.lookback_floor_ms)
+        start_ms = max(cursor_ms - horizon_ms, self.lookback_floor_ms)
         end_ms = self.window_start_ms - 1
         if end_ms < start_ms:
             return
