@@ -13,11 +13,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+from exporter.settings import Settings, SettingsError
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -28,14 +30,6 @@ log = logging.getLogger("exporter")
 
 class UsageError(Exception):
     """Invalid input; the message is one line naming the problem and the fix."""
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise UsageError(f"listen address {value!r} must be HOST:PORT with a port 0-65535, e.g. 127.0.0.1:18080")
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - an empty host means all interfaces, as in Go exporters
-    return host, int(port_text)
 
 
 # Settings that only mean something to a running daemon; `once` does not offer them.
@@ -176,27 +170,19 @@ def _main(argv: Sequence[str] | None) -> int:
     except UsageError as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"idaas-sync-exporter: invalid setting: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
 
 def _exporter_command(args: argparse.Namespace) -> int:
     from exporter.runtime import DemoOptions, once, serve
-    from exporter.settings import SettingsError, load_settings
 
-    overrides = {
-        key.removeprefix("setting_"): value
-        for key, value in vars(args).items()
-        if key.startswith("setting_") and value is not None
-    }
-    if args.demo and "state_path" not in overrides:
-        overrides["state_path"] = ""  # a demo starts fresh unless told where to keep state
-    try:
-        settings = load_settings(args.config, overrides)
-    except SettingsError as exc:
-        for problem in exc.problems:
-            print(f"idaas-sync-exporter: invalid setting: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+    # A demo starts fresh unless told where to keep state.
+    settings = settings_from(args, defaults={"state_path": ""} if args.demo else {})
     if not settings.instance_ids and not args.demo:
         print(
             "idaas-sync-exporter: invalid setting: IDAAS_EXPORTER_INSTANCE_IDS is required "
@@ -230,29 +216,29 @@ def _exporter_command(args: argparse.Namespace) -> int:
     return EXIT_RUNTIME if errors else EXIT_OK
 
 
-def _pull_config(args: argparse.Namespace) -> int:
-    from exporter.api.client import EiamClient
-    from exporter.api.endpoint import EndpointError, resolve_endpoint
-    from exporter.pullconfig import command as pullconfig_cli
-    from exporter.runtime import credentials_from
-    from exporter.settings import SettingsError, load_settings
+def settings_from(args: argparse.Namespace, *, defaults: dict[str, Any]) -> Settings:
+    """The settings of the file, the environment and the ``--setting`` flags; ``defaults`` where none is given.
 
-    overrides = {
+    Raises :class:`SettingsError`, which :func:`main` prints one line per problem.
+    """
+    from exporter.settings import load_settings
+
+    flags = {
         key.removeprefix("setting_"): value
         for key, value in vars(args).items()
         if key.startswith("setting_") and value is not None
     }
-    overrides["state_path"] = ""
-    try:
-        settings = load_settings(args.config, overrides)
-        endpoint = resolve_endpoint(settings.region_id, settings.endpoint)
-    except SettingsError as exc:
-        for problem in exc.problems:
-            print(f"idaas-sync-exporter: invalid setting: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    except EndpointError as exc:
-        print(f"idaas-sync-exporter: invalid setting: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return load_settings(args.config, {**defaults, **flags})
+
+
+def _pull_config(args: argparse.Namespace) -> int:
+    from exporter.api.client import EiamClient
+    from exporter.api.endpoint import resolve_endpoint
+    from exporter.pullconfig import command as pullconfig_cli
+    from exporter.runtime import credentials_from
+
+    settings = settings_from(args, defaults={"state_path": ""})
+    endpoint = resolve_endpoint(settings.region_id, settings.endpoint)
     configure_logging(settings.log_level, settings.log_format)
 
     async def apply(client: EiamClient | None) -> int:
@@ -287,11 +273,15 @@ def _rate(name: str, value: float) -> float:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from exporter.settings import parse_listen_address
     from exporter.simulator.clock import ScaledClock
     from exporter.simulator.server import AccessKey, Faults, SimulatorApp, start_simulator
     from exporter.simulator.world import SCENARIOS, World
 
-    host, port = parse_listen(args.listen)
+    try:
+        host, port = parse_listen_address(args.listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen {exc}") from None
     secret = args.access_key_secret or os.environ.get("IDAAS_SIMULATOR_ACCESS_KEY_SECRET")
     if not secret:
         raise UsageError(

@@ -32,6 +32,14 @@ def default_state_path() -> str:
     return str(Path.home() / ".local" / "share" / "idaas-sync-exporter" / "state.sqlite3")
 
 
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``; ``:PORT`` for all interfaces, as in Go exporters); ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} must be HOST:PORT (or :PORT for all interfaces) with a port 0-65535")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an empty host means all interfaces
+
+
 class SettingsError(Exception):
     """Invalid settings; ``problems`` holds one line per problem."""
 
@@ -152,9 +160,7 @@ class Settings(BaseSettings):
     @field_validator("listen_address")
     @classmethod
     def _listen(cls, value: str) -> str:
-        _, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{value!r} must be HOST:PORT (or :PORT for all interfaces) with a port 0-65535")
+        parse_listen_address(value)
         return value
 
     @model_validator(mode="after")
@@ -170,8 +176,7 @@ class Settings(BaseSettings):
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen_address.rpartition(":")
-        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":PORT" means all interfaces
+        return parse_listen_address(self.listen_address)
 
     @classmethod
     def settings_customise_sources(
@@ -182,8 +187,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init = CLI flags and the YAML file (merged by load_settings, flags winning);
-        # the environment sits between them, so it is applied inside load_settings.
+        # load_settings merges the file, the environment and the flags itself and passes the
+        # result as init values. pydantic-settings' own sources would merge them too, but they
+        # do not record where each value came from, and a bad value must be reported under the
+        # name the user gave it by (the flag, the variable, or the key in the file).
         return (init_settings,)
 
 
