@@ -71,8 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from exporter.simulator.world import scenario_names
+    _add_exporter_commands(commands)
+    _add_pull_config_command(commands)
+    _add_simulate_command(commands)
+    return parser
 
+
+def _add_exporter_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, help_text in (
         ("serve", "run the exporter daemon"),
         ("once", "poll every instance once and print the exposition"),
@@ -98,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the same as --web-config-file (the name Prometheus exporters use)",
             )
 
+
+def _add_pull_config_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pull = commands.add_parser(
         "pull-config",
         help="read or change an identity provider's inbound-sync configuration",
@@ -120,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--dry-run", action="store_true", help="print the request parameters; send nothing")
             sub.add_argument("--yes", action="store_true", help="apply without asking")
 
+
+def _add_simulate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from exporter.simulator.world import scenario_names
+
     sim = commands.add_parser(
         "simulate",
         help="run the built-in IDaaS API simulator",
@@ -141,7 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500/503")
     sim.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     _add_logging_flags(sim)
-    return parser
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it

@@ -77,6 +77,21 @@ def target_lines(instance_id: str, key: TargetKey, view: TargetView) -> dict[Fam
         for status in sorted(set(FINAL_STATUSES) | {s for t, s in view.jobs if t == trigger}):
             labels = f'{base},trigger_type="{escape(trigger)}",status="{escape(status)}"'
             out.add(catalogue.JOBS, labels, view.jobs.get((trigger, status), 0))
+    _object_lines(out, base, view)
+    for code, count in sorted(view.errors.items()):
+        out.add(catalogue.JOB_ERRORS, f'{base},error_code="{escape(code)}"', count)
+    duration = catalogue.JOB_DURATION
+    out.extend(duration, duration.histogram(base, view.duration_buckets, view.duration_sum, view.duration_count))
+    _last_job_lines(out, base, view)
+    for status in sorted(set(IN_PROGRESS_STATUSES) | set(view.in_progress)):
+        out.add(catalogue.JOBS_IN_PROGRESS, f'{base},status="{escape(status)}"', view.in_progress.get(status, 0))
+    if view.oldest_in_progress_start is not None:
+        out.add(catalogue.OLDEST_IN_PROGRESS_START, base, view.oldest_in_progress_start)
+    return out.encoded()
+
+
+def _object_lines(out: _Lines, base: str, view: TargetView) -> None:
+    """Objects of every finished job, and of the latest one, for every documented and seen combination."""
     last = view.last_job
     keys = set(STANDARD_OBJECT_KEYS) | set(view.objects)
     if last is not None:
@@ -87,24 +102,20 @@ def target_lines(instance_id: str, key: TargetKey, view: TargetView) -> dict[Fam
         out.add(catalogue.OBJECTS, labels, view.objects.get(object_key, 0))
         if last is not None:
             out.add(catalogue.LAST_JOB_OBJECTS, labels, last.objects.get(object_key, 0))
-    for code, count in sorted(view.errors.items()):
-        out.add(catalogue.JOB_ERRORS, f'{base},error_code="{escape(code)}"', count)
-    duration = catalogue.JOB_DURATION
-    out.extend(duration, duration.histogram(base, view.duration_buckets, view.duration_sum, view.duration_count))
+
+
+def _last_job_lines(out: _Lines, base: str, view: TargetView) -> None:
+    last = view.last_job
     if last is not None:
         for status in FINAL_STATUSES:
             out.add(catalogue.LAST_JOB_STATUS, f'{base},status="{status}"', 1 if last.status == status else 0)
-        if view.last_job_start is not None:
-            out.add(catalogue.LAST_JOB_START, base, view.last_job_start)
-        if view.last_job_end is not None:
-            out.add(catalogue.LAST_JOB_END, base, view.last_job_end)
-    if view.last_success_end is not None:
-        out.add(catalogue.LAST_SUCCESS, base, view.last_success_end)
-    for status in sorted(set(IN_PROGRESS_STATUSES) | set(view.in_progress)):
-        out.add(catalogue.JOBS_IN_PROGRESS, f'{base},status="{escape(status)}"', view.in_progress.get(status, 0))
-    if view.oldest_in_progress_start is not None:
-        out.add(catalogue.OLDEST_IN_PROGRESS_START, base, view.oldest_in_progress_start)
-    return out.encoded()
+    for family, seconds in (
+        (catalogue.LAST_JOB_START, view.last_job_start),
+        (catalogue.LAST_JOB_END, view.last_job_end),
+        (catalogue.LAST_SUCCESS, view.last_success_end),
+    ):
+        if seconds is not None:
+            out.add(family, base, seconds)
 
 
 def instance_lines(view: InstanceView) -> dict[Family, bytes]:

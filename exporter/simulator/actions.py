@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from exporter.pullconfig.config import SCHEMA as PULL_CONFIG_SCHEMA
 from exporter.simulator.world import JobPlan, World
 
 MAX_PAGE = 100
@@ -195,59 +196,27 @@ class Actions:
         now_ms = self.world.now_ms()
 
         def matches(plan: JobPlan) -> bool:
-            if start is not None and plan.start_ms < start:
+            if (start is not None and plan.start_ms < start) or (end is not None and plan.start_ms > end):
                 return False
-            if end is not None and plan.start_ms > end:
-                return False
-            if direction and plan.direction != direction:
-                return False
-            if target_type and plan.target_type != target_type:
+            if (direction and plan.direction != direction) or (target_type and plan.target_type != target_type):
                 return False
             if target_ids and plan.target_id not in target_ids:
                 return False
             job_status = plan.status_at(now_ms) if status or "status" in filters else ""
             if status and job_status != status:
                 return False
-            for field, values in filters.items():
-                actual = job_status if field == "status" else getattr(plan, field)
-                if actual not in values:
-                    return False
-            return True
+            return all(
+                (job_status if field == "status" else getattr(plan, field)) in values
+                for field, values in filters.items()
+            )
 
         visible = self.world.visible_jobs(instance_id, now_ms)
         # Both time filters apply to the job's start time, so the oldest wanted job
         # can be found by bisection instead of a scan.
-        lo = 0
-        if start is not None:
-            lo = _first_at_or_after(visible, start)
-        candidates = visible[lo:]
-        fingerprint = _fingerprint(instance_id, start, end, status, direction, target_type, target_ids, filters)
-
+        candidates = visible[_first_at_or_after(visible, start) if start is not None else 0 :]
         if max_results is not None or token:
-            limit = max_results or 20
-            position = len(candidates)  # exclusive upper bound, walking newest first
-            if token:
-                after = _decode_token(str(token), fingerprint)
-                position = _first_at_or_after_key(candidates, after)
-                if params.get("DuplicateBoundary"):
-                    # A fault for tests: the previous page's last job comes back on this page.
-                    position = min(len(candidates), position + 1)
-            page: list[dict[str, Any]] = []
-            index = position - 1
-            while index >= 0 and len(page) < limit:
-                plan = candidates[index]
-                if matches(plan):
-                    page.append(plan.to_wire(now_ms))
-                index -= 1
-            total = sum(1 for plan in candidates if matches(plan)) if not token else None
-            more = any(matches(candidates[i]) for i in range(index, -1, -1)) if index >= 0 else False
-            body: dict[str, Any] = {"SynchronizationJobs": page}
-            if total is not None:
-                body["TotalCount"] = total
-            if more:
-                last = page[-1]
-                body["NextToken"] = _encode_token((last["StartTime"], last["SynchronizationJobId"]), fingerprint)
-            return body
+            fingerprint = _fingerprint(instance_id, start, end, status, direction, target_type, target_ids, filters)
+            return _token_page(candidates, matches, params, max_results or 20, fingerprint, now_ms)
         number, size = self._page(params)
         matching = [plan for plan in reversed(candidates) if matches(plan)]
         rows = [plan.to_wire(now_ms) for plan in matching[(number - 1) * size : number * size]]
@@ -319,30 +288,9 @@ class Actions:
         return {}
 
 
-_TOP_LEVEL = {
-    "InstanceId",
-    "IdentityProviderId",
-    "IncrementalCallbackStatus",
-    "GroupSyncStatus",
-    "PeriodicSyncStatus",
-    "PeriodicSyncConfig",
-    "PullProtectedRule",
-    "UdSyncScopeConfig",
-    "LdapUdPullConfig",
-}
-_NESTED = {
-    "PeriodicSyncConfig": {"PeriodicSyncType", "PeriodicSyncCron", "PeriodicSyncTimes"},
-    "PullProtectedRule": {"UserDeletedThreshold", "OrganizationalUnitDeletedThreshold", "GroupDeletedThreshold"},
-    "UdSyncScopeConfig": {"SourceScopes", "TargetScope"},
-    "LdapUdPullConfig": {
-        "UserObjectClass",
-        "UserObjectClassCustomFilter",
-        "OrganizationUnitObjectClass",
-        "GroupObjectClass",
-        "GroupObjectClassCustomFilter",
-        "GroupMemberAttributeName",
-    },
-}
+# The parameters the API document lists, as the exporter's pull-config file schema names them.
+_TOP_LEVEL = {"InstanceId", "IdentityProviderId", *PULL_CONFIG_SCHEMA}
+_NESTED = {name: set(fields) for name, fields in PULL_CONFIG_SCHEMA.items() if isinstance(fields, dict)}
 
 
 def validate_pull_configuration(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -350,10 +298,9 @@ def validate_pull_configuration(params: Mapping[str, Any]) -> dict[str, Any]:
     for key in params:
         if key not in _TOP_LEVEL:
             raise _invalid(key, "unknown parameter")
-    config: dict[str, Any] = {}
-    incremental = params.get("IncrementalCallbackStatus")
-    if not incremental:
+    if not params.get("IncrementalCallbackStatus"):
         raise _missing("IncrementalCallbackStatus")
+    config: dict[str, Any] = {}
     for name in ("IncrementalCallbackStatus", "GroupSyncStatus", "PeriodicSyncStatus"):
         value = _choice(params, name, ENABLED_DISABLED)
         if value is not None:
@@ -364,34 +311,68 @@ def validate_pull_configuration(params: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if not isinstance(nested, dict):
             raise _invalid(name, "must be an object")
-        for key in nested:
-            if key not in allowed:
-                raise _invalid(f"{name}.{key}", "unknown parameter")
+        unknown = [key for key in nested if key not in allowed]
+        if unknown:
+            raise _invalid(f"{name}.{unknown[0]}", "unknown parameter")
         config[name] = dict(nested)
-    periodic = config.get("PeriodicSyncConfig")
-    if periodic is not None:
-        kind = periodic.get("PeriodicSyncType")
-        if kind not in (None, "cron", "time"):
-            raise _invalid("PeriodicSyncConfig.PeriodicSyncType", f"{kind!r} is not one of cron, time")
-        if kind == "cron" and not periodic.get("PeriodicSyncCron"):
-            raise _missing("PeriodicSyncConfig.PeriodicSyncCron")
-        if kind == "time":
-            times = _as_list(periodic.get("PeriodicSyncTimes"))
-            if not times:
-                raise _missing("PeriodicSyncConfig.PeriodicSyncTimes")
-            name = "PeriodicSyncConfig.PeriodicSyncTimes"
-            periodic["PeriodicSyncTimes"] = [
-                _int_param({f"{name}.{i}": t}, f"{name}.{i}", low=0, high=23) for i, t in enumerate(times, start=1)
-            ]
-    rule = config.get("PullProtectedRule")
-    if rule is not None:
-        for key, raw in list(rule.items()):
-            name = f"PullProtectedRule.{key}"
-            rule[key] = _int_param({name: raw}, name, low=0)
+    if "PeriodicSyncConfig" in config:
+        _check_periodic(config["PeriodicSyncConfig"])
+    rule = config.get("PullProtectedRule") or {}
+    for key, raw in list(rule.items()):
+        rule[key] = _int_param({f"PullProtectedRule.{key}": raw}, f"PullProtectedRule.{key}", low=0)
     scope = config.get("UdSyncScopeConfig")
     if scope is not None and "SourceScopes" in scope:
         scope["SourceScopes"] = [str(v) for v in _as_list(scope["SourceScopes"])]
     return config
+
+
+def _check_periodic(periodic: dict[str, Any]) -> None:
+    kind = periodic.get("PeriodicSyncType")
+    if kind not in (None, "cron", "time"):
+        raise _invalid("PeriodicSyncConfig.PeriodicSyncType", f"{kind!r} is not one of cron, time")
+    if kind == "cron" and not periodic.get("PeriodicSyncCron"):
+        raise _missing("PeriodicSyncConfig.PeriodicSyncCron")
+    if kind == "time":
+        times = _as_list(periodic.get("PeriodicSyncTimes"))
+        if not times:
+            raise _missing("PeriodicSyncConfig.PeriodicSyncTimes")
+        name = "PeriodicSyncConfig.PeriodicSyncTimes"
+        periodic["PeriodicSyncTimes"] = [
+            _int_param({f"{name}.{i}": t}, f"{name}.{i}", low=0, high=23) for i, t in enumerate(times, start=1)
+        ]
+
+
+def _token_page(
+    candidates: list[JobPlan],
+    matches: Callable[[JobPlan], bool],
+    params: Mapping[str, Any],
+    limit: int,
+    fingerprint: str,
+    now_ms: int,
+) -> dict[str, Any]:
+    """One NextToken page, newest first; TotalCount on the first page only, as the API does."""
+    token = params.get("NextToken")
+    position = len(candidates)  # exclusive upper bound, walking newest first
+    if token:
+        after = _decode_token(str(token), fingerprint)
+        position = _first_at_or_after_key(candidates, after)
+        if params.get("DuplicateBoundary"):
+            # A fault for tests: the previous page's last job comes back on this page.
+            position = min(len(candidates), position + 1)
+    page: list[dict[str, Any]] = []
+    index = position - 1
+    while index >= 0 and len(page) < limit:
+        plan = candidates[index]
+        if matches(plan):
+            page.append(plan.to_wire(now_ms))
+        index -= 1
+    body: dict[str, Any] = {"SynchronizationJobs": page}
+    if not token:
+        body["TotalCount"] = sum(1 for plan in candidates if matches(plan))
+    if index >= 0 and any(matches(candidates[i]) for i in range(index, -1, -1)):
+        last = page[-1]
+        body["NextToken"] = _encode_token((last["StartTime"], last["SynchronizationJobId"]), fingerprint)
+    return body
 
 
 def _first_at_or_after(jobs: list[JobPlan], start_ms: int) -> int:
