@@ -33,6 +33,14 @@ STS_TOKEN = "CAIS-sts-token-77aa88bb99cc"
 SIM_START = 1_790_000_000.0
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/system start other processes (the exporter, Prometheus, promtool): mark them."""
+    system = Path(__file__).resolve().parent / "system"
+    for item in items:
+        if system in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.system)
+
+
 def data_file(name: str) -> Path:
     return DATA / name
 

@@ -22,7 +22,7 @@ from exporter.simulator.world import SCENARIOS, JobPlan, World
 from tests.e2e import free_port, prometheus, require_binary, wait_http
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "alerting-e2e-secret"
 
 

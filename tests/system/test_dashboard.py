@@ -17,7 +17,7 @@ import yaml
 
 from tests.e2e import demo_exporter, free_port, prometheus, query
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "idaas-sync-alerts.yml"
 SUBSTITUTIONS = {
     "$__rate_interval": "1m",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,12 +77,12 @@ def test_tests_named_in_the_docs_exist() -> None:
 
     for page in sorted((ROOT / "docs").glob("*.md")):
         text = page.read_text(encoding="utf-8")
-        for module, rest in re.findall(r"`(tests/[a-z_]+\.py)((?:::test_[a-z0-9_]+)?)`", text):
+        for module, rest in re.findall(r"`(tests/(?:unit/|system/)?[a-z_]+\.py)((?:::test_[a-z0-9_]+)?)`", text):
             source = (ROOT / module).read_text(encoding="utf-8")
             if rest:
                 assert f"def {rest[2:]}(" in source, f"{page.name} names {module}{rest}, which does not exist"
         for name in re.findall(r"`::(test_[a-z0-9_]+)`", text):
-            assert any(f"def {name}(" in p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py")), (
+            assert any(f"def {name}(" in p.read_text(encoding="utf-8") for p in (ROOT / "tests").rglob("test_*.py")), (
                 f"{page.name} names ::{name}, which does not exist"
             )
 

@@ -13,7 +13,7 @@ import yaml
 from exporter.settings import DEFAULT_PORT
 from tests.e2e import require_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 BUILTIN_KINDS = ("statefulset.yaml", "service.yaml", "serviceaccount.yaml", "secret.example.yaml")
 

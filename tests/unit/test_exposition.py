@@ -13,7 +13,7 @@ from exporter.collect.counting import TargetKey, TargetTally
 from exporter.collect.targets import TargetInfo
 from exporter.metrics.exposition import ExpositionCache, Renderer, render
 from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
-from tests.test_models import document_example
+from tests.unit.test_models import document_example
 
 GOLDEN = Path(__file__).parent / "golden" / "seed_example.prom"
 INSTANCE = "idaas_ue2jvisn35ea5lmthk267xxxxx"

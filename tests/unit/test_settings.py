@@ -1,16 +1,13 @@
-"""Settings sources and their errors; CLI exit codes."""
+"""Settings: sources, precedence, one-line problems named after their source; the help text."""
 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from exporter.settings import DEFAULT_PORT, SettingsError, load_settings
-from tests.e2e import require_binary
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,97 +56,6 @@ def test_yaml_errors(tmp_path: Path) -> None:
         load_settings(str(unknown))
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(str(tmp_path / "missing.yaml"))
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    base = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**base, **(env or {})},
-        check=False,
-    )
-
-
-def test_cli_usage_errors_exit_2() -> None:
-    missing = _cli("once")
-    assert missing.returncode == 2
-    assert "IDAAS_EXPORTER_INSTANCE_IDS is required" in missing.stderr
-    invalid = _cli("once", "--instance-ids", "i", "--lookback-seconds", "0")
-    assert invalid.returncode == 2
-    assert invalid.stderr.count("\n") == 1 and "--lookback-seconds (got '0')" in invalid.stderr
-
-
-def test_cli_once_api_failure_exits_1(tmp_path: Path) -> None:
-    result = _cli(
-        "once",
-        "--instance-ids",
-        "idaas_x",
-        "--endpoint",
-        "http://127.0.0.1:9",
-        "--access-key-id",
-        "id",
-        "--access-key-secret",
-        "cli-secret-value",
-        "--state-path",
-        "",
-        "--log-level",
-        "error",
-    )
-    assert result.returncode == 1
-    assert "poll failed" in result.stderr
-    assert "cli-secret-value" not in result.stderr + result.stdout
-
-
-def test_cli_once_demo_prints_a_valid_exposition() -> None:
-    result = _cli("once", "--demo", "--log-level", "error")
-    assert result.returncode == 0, result.stderr
-    assert "idaas_sync_target_info{" in result.stdout
-    check = subprocess.run(
-        [require_binary("promtool"), "check", "metrics"],
-        input=result.stdout,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.strip() == "" and check.stderr.strip() == ""
-
-
-def test_cli_refuses_a_directory_as_state_path_and_leaves_it_alone(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "thesis.tex").write_text("years of work")
-    result = _cli("once", "--demo", "--state-path", str(home), "--log-level", "error")
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "is a directory" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
-    assert [p.name for p in home.iterdir()] == ["thesis.tex"]
-    assert (home / "thesis.tex").read_text() == "years of work"
-
-
-@pytest.mark.parametrize(
-    ("flag", "value", "expected"),
-    [
-        ("--poll-interval-seconds", "inf", "finite number"),
-        ("--poll-interval-seconds", "1e309", "finite number"),
-        ("--target-refresh-seconds", "1e309", "finite number"),
-        ("--endpoint", "http://[::1", "not a valid URL"),
-        ("--endpoint", "https://eiam.example:99999", "not a valid URL"),
-        ("--endpoint", "https://user:pw@eiam.example", "user name or password"),
-        ("--region-id", "Mars", "not a region id"),
-    ],
-)
-def test_bad_flag_values_are_one_line_under_the_flag_typed(flag: str, value: str, expected: str) -> None:
-    result = _cli("serve", "--instance-ids", "i", "--state-path", "", flag, value)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert f"invalid setting: {flag} (got {value!r})" in result.stderr and expected in result.stderr
 
 
 def test_the_source_of_a_bad_value_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

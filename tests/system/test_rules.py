@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.e2e import require_binary
 
-RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
 
 def test_promtool_check_rules() -> None:

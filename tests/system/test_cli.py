@@ -1,0 +1,166 @@
+"""The command line and other separate processes: exit codes, one-line errors, what a user's shell sees."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.collect.store import StateStore
+from exporter.metrics.exposition import render
+from tests.conftest import AK_SECRET
+from tests.e2e import require_binary
+from tests.unit.test_hostile import hostile_snapshot
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+        check=False,
+    )
+
+
+def test_cli_usage_errors_exit_2() -> None:
+    missing = _cli("once")
+    assert missing.returncode == 2
+    assert "IDAAS_EXPORTER_INSTANCE_IDS is required" in missing.stderr
+    invalid = _cli("once", "--instance-ids", "i", "--lookback-seconds", "0")
+    assert invalid.returncode == 2
+    assert invalid.stderr.count("\n") == 1 and "--lookback-seconds (got '0')" in invalid.stderr
+
+
+def test_cli_once_api_failure_exits_1(tmp_path: Path) -> None:
+    result = _cli(
+        "once",
+        "--instance-ids",
+        "idaas_x",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--access-key-id",
+        "id",
+        "--access-key-secret",
+        "cli-secret-value",
+        "--state-path",
+        "",
+        "--log-level",
+        "error",
+    )
+    assert result.returncode == 1
+    assert "poll failed" in result.stderr
+    assert "cli-secret-value" not in result.stderr + result.stdout
+
+
+def test_cli_once_demo_prints_a_valid_exposition() -> None:
+    result = _cli("once", "--demo", "--log-level", "error")
+    assert result.returncode == 0, result.stderr
+    assert "idaas_sync_target_info{" in result.stdout
+    check = subprocess.run(
+        [require_binary("promtool"), "check", "metrics"],
+        input=result.stdout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip() == "" and check.stderr.strip() == ""
+
+
+def test_cli_refuses_a_directory_as_state_path_and_leaves_it_alone(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    result = _cli("once", "--demo", "--state-path", str(home), "--log-level", "error")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "is a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+    assert [p.name for p in home.iterdir()] == ["thesis.tex"]
+    assert (home / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--poll-interval-seconds", "inf", "finite number"),
+        ("--poll-interval-seconds", "1e309", "finite number"),
+        ("--target-refresh-seconds", "1e309", "finite number"),
+        ("--endpoint", "http://[::1", "not a valid URL"),
+        ("--endpoint", "https://eiam.example:99999", "not a valid URL"),
+        ("--endpoint", "https://user:pw@eiam.example", "user name or password"),
+        ("--region-id", "Mars", "not a region id"),
+    ],
+)
+def test_bad_flag_values_are_one_line_under_the_flag_typed(flag: str, value: str, expected: str) -> None:
+    result = _cli("serve", "--instance-ids", "i", "--state-path", "", flag, value)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"invalid setting: {flag} (got {value!r})" in result.stderr and expected in result.stderr
+
+
+def _without_credentials(tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("IDAAS_EXPORTER_", "ALIBABA_CLOUD_ACCESS", "ALIYUN"))
+    }
+    return {**env, "HOME": str(tmp_path), "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("once", "--instance-ids", "idaas_x", "--state-path", ""),
+        ("pull-config", "get", "--instance-id", "idaas_x", "--identity-provider-id", "idp_1"),
+    ],
+    ids=["once", "pull-config"],
+)
+def test_cli_without_credentials_exits_1_with_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    endpoint = ("--endpoint", "http://127.0.0.1:9")  # never reached: there is nothing to sign with
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", *args, *endpoint, "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_without_credentials(tmp_path),
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "no Alibaba Cloud credentials found" in result.stderr
+    assert AK_SECRET not in result.stderr
+    if args[0] == "once":
+        assert 'idaas_up{instance_id="idaas_x"} 0' in result.stdout  # the exposition is still printed
+        assert 'idaas_exporter_poll_failures_total{instance_id="idaas_x"} 1' in result.stdout
+    else:
+        assert result.stderr.count("\n") == 1
+
+
+def test_promtool_accepts_a_hostile_exposition() -> None:
+    text = render(hostile_snapshot('idp_"quoted"\\back\nline\x00nul\u202e', "Δ名字\r\t", "Code.\u00e9\n")).decode()
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_lock_holds_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    first = StateStore(str(path))
+    try:
+        other = subprocess.run(
+            [sys.executable, "-c", f"from exporter.collect.store import StateStore; StateStore({str(path)!r})"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        first.close()
+    assert other.returncode != 0 and "in use by another exporter process" in other.stderr
