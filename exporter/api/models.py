@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
 from exporter.api.errors import MalformedResponseError
@@ -329,39 +329,46 @@ class Application(WireModel):
     sso_type: str | None = None
 
 
+def _setting(rule: str) -> Any:
+    """A field ``pull-config set`` takes from its file, checked by ``rule`` (see exporter.pullconfig.config)."""
+    return Field(None, json_schema_extra={"rule": rule})
+
+
+# The inbound-sync configuration, once: parsed from Get answers here, and the file schema of
+# ``pull-config set`` (with each setting's rule) is derived from these models.
 class PeriodicSyncConfig(WireModel):
-    periodic_sync_type: str | None = None
-    periodic_sync_cron: str | None = None
+    periodic_sync_type: str | None = _setting("type")
+    periodic_sync_cron: str | None = _setting("str")
     # The response model types this as int while the request takes a list; accept both.
-    periodic_sync_times: list[int] | int | None = None
+    periodic_sync_times: list[int] | int | None = _setting("hours")
 
 
 class PullProtectedRule(WireModel):
-    user_deleted_threshold: int | None = None
-    organizational_unit_deleted_threshold: int | None = None
-    group_deleted_threshold: int | None = None
+    user_deleted_threshold: int | None = _setting("count")
+    organizational_unit_deleted_threshold: int | None = _setting("count")
+    group_deleted_threshold: int | None = _setting("count")
 
 
 class UdSyncScopeConfig(WireModel):
-    source_scopes: list[str] | None = None
-    target_scope: str | None = None
+    source_scopes: list[str] | None = _setting("strings")
+    target_scope: str | None = _setting("str")
 
 
 class LdapUdPullConfig(WireModel):
-    user_object_class: str | None = None
-    user_object_class_custom_filter: str | None = None
-    organization_unit_object_class: str | None = None
-    group_object_class: str | None = None
-    group_object_class_custom_filter: str | None = None
-    group_member_attribute_name: str | None = None
+    user_object_class: str | None = _setting("str")
+    user_object_class_custom_filter: str | None = _setting("str")
+    organization_unit_object_class: str | None = _setting("str")
+    group_object_class: str | None = _setting("str")
+    group_object_class_custom_filter: str | None = _setting("str")
+    group_member_attribute_name: str | None = _setting("str")
 
 
 class UdPullConfiguration(WireModel):
     instance_id: str | None = None
     identity_provider_id: str | None = None
-    incremental_callback_status: str | None = None
-    group_sync_status: str | None = None
-    periodic_sync_status: str | None = None
+    incremental_callback_status: str | None = _setting("status")
+    group_sync_status: str | None = _setting("status")
+    periodic_sync_status: str | None = _setting("status")
     periodic_sync_config: PeriodicSyncConfig | None = None
     pull_protected_rule: PullProtectedRule | None = None
     ud_sync_scope_config: UdSyncScopeConfig | None = None

@@ -15,39 +15,38 @@ from __future__ import annotations
 
 import itertools
 import re
+import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from croniter import croniter
+from pydantic import BaseModel
+
+from exporter.api.models import UdPullConfiguration
 
 # IDaaS evaluates schedules in China Standard Time.
 SCHEDULE_TZ = timezone(timedelta(hours=8))
 STATUS_VALUES = ("enabled", "disabled")
-SCHEMA: dict[str, Any] = {
-    "IncrementalCallbackStatus": "status",
-    "GroupSyncStatus": "status",
-    "PeriodicSyncStatus": "status",
-    "PeriodicSyncConfig": {
-        "PeriodicSyncType": "type",
-        "PeriodicSyncCron": "str",
-        "PeriodicSyncTimes": "hours",
-    },
-    "PullProtectedRule": {
-        "UserDeletedThreshold": "count",
-        "OrganizationalUnitDeletedThreshold": "count",
-        "GroupDeletedThreshold": "count",
-    },
-    "UdSyncScopeConfig": {"SourceScopes": "strings", "TargetScope": "str"},
-    "LdapUdPullConfig": {
-        "UserObjectClass": "str",
-        "UserObjectClassCustomFilter": "str",
-        "OrganizationUnitObjectClass": "str",
-        "GroupObjectClass": "str",
-        "GroupObjectClassCustomFilter": "str",
-        "GroupMemberAttributeName": "str",
-    },
-}
+
+
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The file schema of ``model``: wire name -> rule, or -> the schema of a nested model."""
+    schema: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        wire = field.alias or name
+        nested = [
+            arg for arg in typing.get_args(field.annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)
+        ]
+        extra = field.json_schema_extra
+        if nested:
+            schema[wire] = schema_of(nested[0])
+        elif isinstance(extra, dict) and isinstance(extra.get("rule"), str):
+            schema[wire] = extra["rule"]
+    return schema
+
+
+SCHEMA: dict[str, Any] = schema_of(UdPullConfiguration)
 
 
 class PullConfigError(ValueError):
