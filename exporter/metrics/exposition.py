@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from exporter import __version__
 from exporter.api.models import FINAL_STATUSES, IN_PROGRESS_STATUSES, TRIGGER_TYPES
@@ -233,64 +233,63 @@ class Renderer:
         self._result = Rendered(snapshot.version, sections)
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One snapshot ready to serve in every encoding: both formats, plain and gzip."""
+
+    rendered: Rendered
+    gzipped: Mapping[bool, bytes]  # openmetrics? -> gzip body
+
+    @property
+    def version(self) -> int:
+        return self.rendered.version
+
+
 class ExpositionCache:
-    """The current snapshot's rendering and its gzip forms; each made at most once per snapshot."""
+    """The exposition scrapes are served from, swapped in only once it is ready in every encoding.
+
+    So every scrape, plain or gzip, text or OpenMetrics, sees the same snapshot, and none
+    waits for rendering or compression (but the very first, before anything is prepared).
+    """
 
     def __init__(self, renderer: Renderer | None = None) -> None:
         self._renderer = renderer or Renderer()
-        self._lock = threading.Lock()
-        self._rendered: Rendered | None = None
-        self._gzipped: dict[bool, bytes] = {}
+        # One preparation at a time: the renderer's per-target cache is not shared.
+        self._preparing = asyncio.Lock()
+        self._served: Prepared | None = None
+        self._latest_requested = -1
         self.renders = 0
 
-    async def prepare(self, snapshot: Snapshot) -> None:
-        """Render a new snapshot in slices and compress both formats off the event loop."""
-        with self._lock:
-            current = self._rendered
-        if current is None or current.version != snapshot.version:
-            rendered = await self._renderer.render_async(snapshot)
-            with self._lock:
-                self._install(rendered)
-        rendered = self.rendered(snapshot)
-        for openmetrics in (True, False):
-            await asyncio.to_thread(self.gzipped, rendered, openmetrics=openmetrics)
-        release_free_memory()
+    def served(self) -> Prepared | None:
+        return self._served
 
-    def ready_gzip(self, rendered: Rendered, *, openmetrics: bool) -> bytes | None:
-        """The gzip body of ``rendered`` if it is compressed already; never an older snapshot's."""
-        with self._lock:
-            return self._gzipped.get(openmetrics) if self._rendered is rendered else None
+    async def prepare(self, snapshot: Snapshot) -> Prepared:
+        """Render ``snapshot`` in slices and compress both formats off the event loop, then serve it.
 
-    def rendered(self, snapshot: Snapshot) -> Rendered:
-        with self._lock:
-            if self._rendered is None or self._rendered.version != snapshot.version:
-                return self._install(self._renderer.render(snapshot))
-            return self._rendered
-
-    def _install(self, rendered: Rendered) -> Rendered:
-        """Make ``rendered`` current unless a newer snapshot already is; call with the lock held.
-
-        Returns the rendering now current.
+        A snapshot that a newer one overtook while waiting is skipped.
         """
-        if self._rendered is None or self._rendered.version < rendered.version:
-            self._rendered = rendered
-            self._gzipped = {}
+        self._latest_requested = max(self._latest_requested, snapshot.version)
+        async with self._preparing:
+            served = self._served
+            if served is not None and (served.version >= snapshot.version or snapshot.version < self._latest_requested):
+                return served
+            rendered = await self._renderer.render_async(snapshot)
             self.renders += 1
-        return self._rendered
+            gzipped = {
+                openmetrics: await asyncio.to_thread(gzip_body, rendered, openmetrics=openmetrics)
+                for openmetrics in (False, True)
+            }
+            self._served = Prepared(rendered, MappingProxyType(gzipped))
+        release_free_memory()
+        return self._served
 
-    def gzipped(self, rendered: Rendered, *, openmetrics: bool) -> bytes:
-        """Compressed body; call from a worker thread (zlib releases the GIL while compressing)."""
-        with self._lock:
-            if self._rendered is rendered and openmetrics in self._gzipped:
-                return self._gzipped[openmetrics]
-        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # level 1: 10x smaller, fast; 31 = gzip container
-        parts = [compressor.compress(chunk) for chunk in rendered.chunks(openmetrics=openmetrics)]
-        parts.append(compressor.flush())
-        body = b"".join(parts)
-        with self._lock:
-            if self._rendered is rendered:
-                self._gzipped[openmetrics] = body
-        return body
+
+def gzip_body(rendered: Rendered, *, openmetrics: bool) -> bytes:
+    """Compressed body; call from a worker thread (zlib releases the GIL while compressing)."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # level 1: 10x smaller, fast; 31 = gzip container
+    parts = [compressor.compress(chunk) for chunk in rendered.chunks(openmetrics=openmetrics)]
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def render(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:

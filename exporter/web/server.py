@@ -13,7 +13,7 @@ from collections.abc import Callable
 from aiohttp import HttpVersion11, web
 
 from exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from exporter.metrics.exposition import ExpositionCache, Rendered
+from exporter.metrics.exposition import ExpositionCache, Prepared, Rendered
 from exporter.metrics.snapshot import Snapshot
 from exporter.service import Exporter
 from exporter.web.access import AccessControl
@@ -22,6 +22,7 @@ from exporter.web.connections import ConnectionGuard
 from exporter.web.landing import landing_page
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
+ENDPOINTS_KEY: web.AppKey[Endpoints] = web.AppKey("endpoints")
 WRITE_SIZE = 1 << 20
 
 
@@ -59,6 +60,7 @@ def build_app(
     AccessControl(web_config or WebConfigWatcher(None), connections).install(app)
     app[EXPORTER_KEY] = exporter
     endpoints = Endpoints(exporter, poll_interval=poll_interval, clock=clock)
+    app[ENDPOINTS_KEY] = endpoints
     exporter.listeners.append(endpoints.on_publish)
     app.router.add_get("/metrics", endpoints.metrics)
     app.router.add_get("/healthz", endpoints.healthz)
@@ -73,29 +75,32 @@ class Endpoints:
         self._poll_interval = poll_interval
         self._clock = clock
         self._cache = ExpositionCache()
-        self._preparing: set[asyncio.Task[None]] = set()
+        self._preparing: set[asyncio.Task[Prepared]] = set()
 
     def on_publish(self, snapshot: Snapshot) -> None:
-        # Render and compress right after a poll, in the background, so that no scrape
-        # waits for compression.
+        # Render and compress right after a poll, in the background; scrapes keep getting the
+        # previous snapshot, in every encoding alike, until this one is ready in all of them.
         task = asyncio.get_running_loop().create_task(self._cache.prepare(snapshot))
         self._preparing.add(task)
         task.add_done_callback(self._preparing.discard)
 
+    async def settled(self) -> None:
+        """Wait until every published snapshot is prepared (for tests and shutdown)."""
+        while self._preparing:
+            await asyncio.gather(*self._preparing)
+
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        rendered = self._cache.rendered(self._exporter.snapshot)
+        # Only before the first preparation has finished does a scrape wait for one.
+        prepared = self._cache.served() or await self._cache.prepare(self._exporter.snapshot)
+        rendered = prepared.rendered
         headers = {
             "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
             "Vary": "Accept, Accept-Encoding",
         }
         if wants_gzip(request.headers.get("Accept-Encoding", "")):
-            # Every scrape sees the newest snapshot: until its gzip form is ready, the
-            # answer is plain text (allowed whatever the client accepts), never an older body.
-            body = self._cache.ready_gzip(rendered, openmetrics=openmetrics)
-            if body is not None:
-                headers["Content-Encoding"] = "gzip"
-                return web.Response(body=body, headers=headers)
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=prepared.gzipped[openmetrics], headers=headers)
         if request.version < HttpVersion11:
             # HTTP/1.0 has no chunked encoding: the length must be known up front.
             return web.Response(body=rendered.body(openmetrics=openmetrics), headers=headers)

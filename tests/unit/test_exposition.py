@@ -131,24 +131,27 @@ def test_openmetrics_rendering_parses() -> None:
     assert {"idaas_sync_jobs", "idaas_up", "idaas_sync_job_duration_seconds"} <= names
 
 
-def test_rendering_happens_once_per_snapshot_and_only_for_changed_targets() -> None:
+async def test_rendering_happens_once_per_snapshot_and_only_for_changed_targets() -> None:
     import gzip
 
     renderer = Renderer()
     cache = ExpositionCache(renderer)
     first = seed_snapshot(1)
     for _ in range(5):
-        rendered = cache.rendered(first)
-        cache.gzipped(rendered, openmetrics=False)
+        prepared = await cache.prepare(first)
     assert cache.renders == 1
     assert renderer.target_renders == 1
-    assert gzip.decompress(cache.gzipped(rendered, openmetrics=True)) == rendered.body(openmetrics=True)
+    assert cache.served() is prepared
+    for openmetrics in (False, True):
+        assert gzip.decompress(prepared.gzipped[openmetrics]) == prepared.rendered.body(openmetrics=openmetrics)
     # A new snapshot that reuses the target's view renders the snapshot, not the target again.
     view = first.instances[INSTANCE]
     second = Snapshot(2, 1700000060.0, first.instances, first.api)
-    cache.rendered(second)
+    assert (await cache.prepare(second)).version == 2
     assert cache.renders == 2
     assert renderer.target_renders == 1
+    # An older snapshot arriving late never replaces a newer one.
+    assert (await cache.prepare(first)).version == 2
     assert view.targets  # the same view objects were shared
 
 

@@ -23,7 +23,7 @@ from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator, SimulatorApp
 from exporter.simulator.world import World
-from exporter.web.server import build_app, wants_gzip
+from exporter.web.server import ENDPOINTS_KEY, Endpoints, build_app, wants_gzip
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 
@@ -53,6 +53,12 @@ async def http(exporter: Exporter, clock: ManualClock) -> AsyncIterator[TestClie
     await client.close()
 
 
+def endpoints_of(http: TestClient[web.Request, web.Application]) -> Endpoints:
+    server = http.server
+    assert isinstance(server, TestServer)
+    return server.app[ENDPOINTS_KEY]
+
+
 async def test_readyz_follows_poll_health(
     http: TestClient[web.Request, web.Application],
     exporter: Exporter,
@@ -70,6 +76,7 @@ async def test_readyz_follows_poll_health(
     response = await http.get("/readyz")
     assert response.status == 503
     assert "last successful poll" in await response.text()
+    await endpoints_of(http).settled()
     metrics = await (await http.get("/metrics")).text()
     assert f'idaas_up{{instance_id="{instance}"}} 0' in metrics
     assert f'idaas_exporter_poll_failures_total{{instance_id="{instance}"}} 1' in metrics
@@ -81,6 +88,7 @@ async def test_metrics_negotiates_format_and_gzip(
     http: TestClient[web.Request, web.Application], exporter: Exporter, world: World
 ) -> None:
     await exporter.poll(instance_id_of(world))
+    await endpoints_of(http).settled()
     plain = await http.get("/metrics")
     assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await plain.text()
@@ -125,6 +133,7 @@ async def test_pull_configuration_metrics_and_unreadable_providers(
     unreadable = inbound[-1].identity_provider_id
     del state.pull_configs[unreadable]  # the API now refuses to return it
     await exporter.refresh_targets(instance)
+    await endpoints_of(http).settled()
     text = await (await http.get("/metrics")).text()
     first = inbound[0]
     threshold = state.pull_configs[first.identity_provider_id]["PullProtectedRule"]["UserDeletedThreshold"]
@@ -168,7 +177,7 @@ async def test_shutdown_lets_a_scheduled_poll_commit(exporter: Exporter, sim_app
     assert exporter.pollers[instance].state.cursor_ms is not None, "the poll committed"
 
 
-async def test_every_scrape_sees_the_newest_snapshot_in_either_encoding(
+async def test_every_scrape_sees_the_same_snapshot_in_either_encoding(
     http: TestClient[web.Request, web.Application],
     exporter: Exporter,
     sim_app: SimulatorApp,
@@ -176,16 +185,25 @@ async def test_every_scrape_sees_the_newest_snapshot_in_either_encoding(
     clock: ManualClock,
 ) -> None:
     instance = instance_id_of(world)
+    endpoints = endpoints_of(http)
+    previous = None
     for attempt in range(20):
         failing = attempt % 2 == 1
         sim_app.faults.server_error_rate = 1.0 if failing else 0.0
         clock.advance(60)
         await exporter.poll(instance)
         expected = f'idaas_up{{instance_id="{instance}"}} {0 if failing else 1}'
-        zipped = await http.get("/metrics", headers={"Accept-Encoding": "gzip"})
-        plain = await http.get("/metrics", headers={"Accept-Encoding": "identity"})
-        assert expected in await zipped.text(), f"gzip scrape {attempt} served an older snapshot"
-        assert expected in await plain.text()
+        # Right after the poll, both encodings answer alike: the previous snapshot or this one.
+        zipped = await (await http.get("/metrics", headers={"Accept-Encoding": "gzip"})).text()
+        plain = await (await http.get("/metrics", headers={"Accept-Encoding": "identity"})).text()
+        up_lines = {line for line in (zipped + plain).splitlines() if line.startswith("idaas_up{")}
+        assert len(up_lines) == 1 and up_lines <= {expected, previous}, f"scrape {attempt}: {up_lines}"
+        # Once prepared, every encoding serves the new snapshot.
+        await endpoints.settled()
+        for encoding in ("gzip", "identity"):
+            text = await (await http.get("/metrics", headers={"Accept-Encoding": encoding})).text()
+            assert expected in text, f"{encoding} scrape {attempt} served an older snapshot"
+        previous = expected
 
 
 async def test_http_1_0_scrapes_get_a_content_length(
