@@ -377,14 +377,15 @@ def settled_counts(
     """(exporter's job counters, jobs final in the world) at one frozen simulated moment.
 
     Followed jobs behind the window may wait up to the recheck maximum for a re-read;
-    after it, two more polls have read them all.
+    after it, two more polls have read them all, and by the end of a third the second's
+    snapshot is what /metrics serves (a snapshot is served once it is rendered and compressed).
     """
     clock.pause()
     try:
         time.sleep(recheck_max)
         seen = len(exporter.polls)
         # The first poll may have started before the pause; the second started after it.
-        wait_for(lambda: len(exporter.polls) >= seen + 2, 120, "two polls after pausing simulated time")
+        wait_for(lambda: len(exporter.polls) >= seen + 3, 120, "three polls after pausing simulated time")
         _, body = fetch(port)
         return exported_jobs(body.decode()), finished_jobs(world)
     finally:

@@ -286,9 +286,10 @@ class Soak:
             time.sleep(RECHECK_MAX_SECONDS)
             seen = dict(self.polls_by_instance)
             deadline = time.monotonic() + 120
-            while any(self.polls_by_instance.get(i, 0) < count + 2 for i, count in seen.items()):
+            # A third poll: by its end the second's snapshot is the one served (rendered and compressed).
+            while any(self.polls_by_instance.get(i, 0) < count + 3 for i, count in seen.items()):
                 if time.monotonic() > deadline:
-                    raise SystemExit("soak: no two successful polls of every instance within 120 s of settling")
+                    raise SystemExit("soak: no three successful polls of every instance within 120 s of settling")
                 time.sleep(0.1)
             return exported_jobs(self.fetch_metrics()), finished_jobs(self.world, self.quarantined)
         finally:
