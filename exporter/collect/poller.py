@@ -19,8 +19,14 @@ wait for a later poll, which by then has more finished jobs to show for its call
 No followed job waits longer than ``recheck_max_seconds``: when it would, it is read
 whatever the cost.
 
+3. Jobs that appear behind the window after it has passed them are looked for with a
+   ``TotalCount``-only call over the late horizon; only a mismatch lists that span.
+4. A job that cannot be used (no usable id, target, status or start time) is
+   quarantined; one with a bad statistic or code is used without it; either is
+   reported once. A job dated after the API's clock never moves the cursor.
+
 Counting: a job enters the ``_total`` counters once, when first seen final, and its
-id is remembered while it can still be returned. On a cold start, jobs already final
+id is remembered while the late check can still ask for it. On a cold start, jobs already final
 set the last-job gauges but are not counted, so a restart without state never fakes
 an ``increase()``.
 """
