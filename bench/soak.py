@@ -9,7 +9,7 @@ jobs across pages, shows finished jobs as running again, and runs its clock ten
 minutes ahead of the exporter's. Bursts of jobs of every outcome, some running for
 many polls, keep the exporter paging and re-reading jobs behind its window.
 Hostile phases add jobs dated hours ahead of the API's clock, malformed jobs (one
-quarantined for good, others repaired), jobs that appear five minutes late, answers
+quarantined for good, others repaired), jobs that appear twenty minutes late, answers
 that trickle in a byte at a time, and answers of 20 MB.
 Meanwhile the exporter is killed (SIGKILL and SIGTERM, often mid-poll) and restarted
 on the same state file. Before and after, simulated time is frozen and faults are
@@ -241,7 +241,9 @@ class Soak:
             self.add_jobs("bad-count", 3, start_ms=now_ms, overrides=bad_count)
             self.add_jobs("huge-code", 2, start_ms=now_ms, overrides={"Result": {"ErrorCode": "E" * 100_000}})
         elif phase == "late":
-            self.add_jobs("late", 20, start_ms=now_ms - 300_000)  # five simulated minutes ago
+            # Twenty simulated minutes ago: behind any window even after a run of failed polls, inside
+            # the 30-minute late horizon.
+            self.add_jobs("late", 20, start_ms=now_ms - 1_200_000)
         else:
             name = "trickle_byte_seconds" if phase == "trickle" else "oversized_bytes"
             setattr(self.faults, name, 0.05 if phase == "trickle" else 20 * 1024 * 1024)
