@@ -180,8 +180,13 @@ class StateStore:
             return None  # an empty file holds nothing to lose; SQLite starts a new database in it
         if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
             raise _refuse_foreign(path, "not a SQLite database")
+        # Our mark in the header written when the file was created: such a file may be opened for
+        # writing, which lets SQLite roll back a transaction a killed exporter left in its journal.
+        # Any other file is only read.
+        ours = int.from_bytes(header[68:72], "big") == APPLICATION_ID
+        uri = f"file:{path}?mode={'rw' if ours else 'ro'}"
         try:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
                 application_id = db.execute("PRAGMA application_id").fetchone()[0]
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -205,7 +210,10 @@ class StateStore:
         except sqlite3.OperationalError as exc:
             if "unable to open" in str(exc):
                 return None  # unreadable: opening it for writing reports the real problem
-            return f"SQLite cannot read it ({exc})"
+            # Locked, read-only, out of memory: nothing says the file is damaged, so it is kept.
+            raise StateError(
+                f"cannot read state file {path} ({exc}); make sure no other process holds it and that it is writable"
+            ) from None
         except sqlite3.DatabaseError as exc:
             return f"it is not a usable SQLite database ({exc})"
         except (ValueError, KeyError, TypeError) as exc:

@@ -164,3 +164,35 @@ def test_the_lock_holds_across_processes(tmp_path: Path) -> None:
     finally:
         first.close()
     assert other.returncode != 0 and "in use by another exporter process" in other.stderr
+
+
+# A writer killed mid-commit: pages already spilled into the file, the journal left behind ("hot").
+KILLED_MID_COMMIT = """
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size=1")
+db.execute("BEGIN IMMEDIATE")
+for i in range(3000):
+    db.execute("INSERT INTO targets VALUES ('idaas_1', 'application', ?, 'egress', ?)", (str(i), "x" * 500))
+os._exit(9)
+"""
+
+
+def test_a_transaction_left_by_a_killed_exporter_is_rolled_back_not_moved_aside(tmp_path: Path) -> None:
+    from exporter.collect.counting import TargetKey, TargetTally
+    from exporter.collect.state import InstanceState
+
+    path = tmp_path / "state.sqlite3"
+    store = StateStore(str(path))
+    tally = TargetTally()
+    tally.jobs[("auto", "success")] = 3
+    store.save(InstanceState("idaas_1", 1000, {TargetKey("application", "app_1", "egress"): tally}, {}, {}))
+    store.close()
+    subprocess.run([sys.executable, "-c", KILLED_MID_COMMIT, str(path)], check=False)
+    assert (tmp_path / "state.sqlite3-journal").exists()
+    store = StateStore(str(path))
+    assert store.moved_aside is None  # before: the read-only check failed on the journal and moved it aside
+    state = store.load("idaas_1")
+    assert state.cursor_ms == 1000 and set(state.targets) == {TargetKey("application", "app_1", "egress")}
+    assert state.targets[TargetKey("application", "app_1", "egress")].jobs[("auto", "success")] == 3
+    store.close()

@@ -248,3 +248,14 @@ def test_a_schema_3_file_with_times_in_seconds_is_read_in_milliseconds(tmp_path:
     assert tally.last_job is not None and tally.last_job.start_ms == 1649830226500
     assert tally.last_job.end_ms == 1649830286000 and tally.last_success_end_ms == 1649830286000
     store.close()
+
+
+def test_a_locked_file_is_an_error_not_damage(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    saved_store(path)
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")  # another program holds it
+        with pytest.raises(StateError, match="cannot read state file"):
+            StateStore(str(path))
+        other.execute("ROLLBACK")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.sqlite3"]
