@@ -131,7 +131,7 @@ class Soak:
                 "--poll-interval-seconds",
                 "1",
                 "--api-timeout-seconds",
-                "1",
+                "2",
                 "--requests-per-second",
                 "50",
                 "--log-level",
@@ -247,7 +247,7 @@ class Soak:
         else:
             name = "trickle_byte_seconds" if phase == "trickle" else "oversized_bytes"
             setattr(self.faults, name, 0.05 if phase == "trickle" else 20 * 1024 * 1024)
-            time.sleep(2.0)
+            time.sleep(3.0)  # longer than the soak exporter's 2 s request deadline
             setattr(self.faults, name, 0.0)
 
     def add_jobs(self, tag: str, count: int, *, start_ms: int, overrides: dict[str, Any] | None = None) -> set[str]:
@@ -291,7 +291,11 @@ class Soak:
             # A third poll: by its end the second's snapshot is the one served (rendered and compressed).
             while any(self.polls_by_instance.get(i, 0) < count + 3 for i, count in seen.items()):
                 if time.monotonic() > deadline:
-                    raise SystemExit("soak: no three successful polls of every instance within 120 s of settling")
+                    tail = "".join(self.output[-5:])
+                    raise SystemExit(
+                        "soak: no three successful polls of every instance within 120 s of settling; "
+                        f"the exporter said:\n{tail}"
+                    )
                 time.sleep(0.1)
             return exported_jobs(self.fetch_metrics()), finished_jobs(self.world, self.quarantined)
         finally:
