@@ -41,6 +41,7 @@ import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -287,14 +288,7 @@ class PollRun:
         last_ms = page.jobs[-1].start_ms
         if last_ms >= base.cursor_ms:
             return False
-        lowest, seen = self.window_start_ms, self.seen
-        known = sum(1 for job_id, start in base.counted.items() if lowest <= start <= last_ms and job_id not in seen)
-        known += sum(
-            1
-            for job_id, tracked in base.tracked.items()
-            if lowest <= tracked.start_ms <= last_ms and job_id not in seen and job_id not in base.counted
-        )
-        return total - len(seen) == known
+        return total - len(self.seen) == _known_between(base, self.window_start_ms, last_ms, skip=self.seen)
 
     def _waited_ms(self, job_ids: Iterable[str]) -> float:
         """How long ago the least recently seen of ``job_ids`` was seen (infinite if never)."""
@@ -381,13 +375,7 @@ class PollRun:
         self.stats.forced += forced
         job_filter = self.opts.job_filter(start_ms=start_ms, end_ms=end_ms)
         total = await self.count(job_filter)
-        known = sum(1 for start in work.counted.values() if start_ms <= start <= end_ms)
-        known += sum(
-            1
-            for job_id, tracked in work.tracked.items()
-            if start_ms <= tracked.start_ms <= end_ms and job_id not in work.counted
-        )
-        if total is not None and total > known:
+        if total is not None and total > _known_between(work, start_ms, end_ms):
             await self._read_late(job_filter)
 
     async def _read_late(self, job_filter: JobFilter) -> None:
@@ -552,6 +540,21 @@ class PollRun:
             forced_rechecks=stats.forced,
             anomalies=dict(stats.anomalies),
         )
+
+
+def _known_between(
+    state: InstanceState | PollWork, lowest_ms: int, highest_ms: int, skip: AbstractSet[str] = frozenset()
+) -> int:
+    """Jobs the state knows (settled or followed) that started in ``[lowest_ms, highest_ms]``, but for ``skip``."""
+    settled = sum(
+        1 for job_id, start in state.counted.items() if lowest_ms <= start <= highest_ms and job_id not in skip
+    )
+    followed = sum(
+        1
+        for job_id, tracked in state.tracked.items()
+        if lowest_ms <= tracked.start_ms <= highest_ms and job_id not in skip and job_id not in state.counted
+    )
+    return settled + followed
 
 
 def _ms(seconds: float) -> int:

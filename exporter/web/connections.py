@@ -54,8 +54,6 @@ class ConnectionGuard:
         # Open connections, idle ones in the order they became idle (oldest first).
         self._idle: OrderedDict[asyncio.BaseTransport, asyncio.TimerHandle | None] = OrderedDict()
         self._busy: set[asyncio.BaseTransport] = set()
-        self.refused = 0
-        self.closed_idle = 0
         self._log_refused = RateLimitedLog("connection refused: every connection is busy")
 
     @property
@@ -68,7 +66,6 @@ class ConnectionGuard:
     def admit(self, transport: asyncio.BaseTransport) -> bool:
         if self.open_connections >= self.limit:
             if not self._idle:
-                self.refused += 1
                 self._log_refused(limit=self.limit)
                 return False
             oldest = next(iter(self._idle))
@@ -103,7 +100,6 @@ class ConnectionGuard:
 
     def _close_idle(self, transport: asyncio.BaseTransport) -> None:
         self.forget(transport)
-        self.closed_idle += 1
         transport.close()
 
 
