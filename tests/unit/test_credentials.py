@@ -17,7 +17,8 @@ from exporter.metrics.api_requests import ApiStats
 from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
-from exporter.web.server import ENDPOINTS_KEY, build_app
+from exporter.web.server import build_app
+from tests.unit.test_http import endpoints_of
 
 # What the alibabacloud-credentials chain raises when every provider comes up empty.
 CHAIN_FAILURE = (
@@ -58,9 +59,7 @@ async def test_missing_credentials_fail_the_poll_and_say_how_to_fix_it(
     try:
         await exporter.refresh_targets("idaas_x")
         assert await exporter.poll("idaas_x") is None
-        server = http.server
-        assert isinstance(server, TestServer)
-        await server.app[ENDPOINTS_KEY].settled()
+        await endpoints_of(http).settled()
         metrics = await (await http.get("/metrics")).text()
         ready = await http.get("/readyz")
         ready_text = await ready.text()
