@@ -32,7 +32,7 @@ from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp,
 from exporter.simulator.world import SCENARIOS, World
 from exporter.web.config import WebConfigWatcher
 from exporter.web.connections import ConnectionGuard, quiet_accept_errors
-from exporter.web.server import build_app
+from exporter.web.server import ENDPOINTS_KEY, build_app
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter) -> None:
 async def serve(settings: Settings, demo: DemoOptions | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``); polls in flight finish and commit first."""
     limit_malloc_arenas()
-    # Worker threads (state commits, gzip) hold the GIL in bursts; a shorter switch interval
+    # Worker threads (state commits) hold the GIL in bursts; a shorter switch interval
     # hands it back to the event loop sooner, so scrapes do not wait behind them.
     sys.setswitchinterval(0.0005)
     async with AsyncExitStack() as stack:
@@ -153,6 +153,8 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
+        # The state file's counters are served from the first scrape on, without it waiting.
+        await app[ENDPOINTS_KEY].prepare_current()
         loop = asyncio.get_running_loop()
         quiet_accept_errors(loop)
         host, port = settings.listen_host_port

@@ -105,6 +105,8 @@ class StateStore:
         self.cold_cause = "state is kept in memory only (state_path is empty)"
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
+        # Each instance's metadata as last committed, so an idle poll need not write it again.
+        self._written_meta: dict[str, str] = {}
         if path:
             self._open_file(path, clock)
         try:
@@ -293,6 +295,9 @@ class StateStore:
 
     def _save(self, state: InstanceState, changed: set[TargetKey] | None) -> None:
         keys = state.targets.keys() if changed is None else changed
+        meta = state.meta_json()
+        if not keys and self._written_meta.get(state.instance_id) == meta:
+            return  # a poll that changed nothing writes nothing
         rows = [
             # orjson: this runs in a worker thread and holds the GIL while it encodes.
             (state.instance_id, *key, orjson.dumps(state.targets[key].to_json()).decode())
@@ -303,7 +308,7 @@ class StateStore:
             self._db.execute(
                 "INSERT INTO instances (instance_id, meta) VALUES (?, ?) "
                 "ON CONFLICT(instance_id) DO UPDATE SET meta = excluded.meta",
-                (state.instance_id, state.meta_json()),
+                (state.instance_id, meta),
             )
             self._db.executemany(
                 "INSERT INTO targets (instance_id, target_type, target_id, direction, doc) VALUES (?, ?, ?, ?, ?) "
@@ -311,7 +316,9 @@ class StateStore:
                 rows,
             )
             self._db.execute("COMMIT")
+            self._written_meta[state.instance_id] = meta
         except sqlite3.Error as exc:
+            self._written_meta.pop(state.instance_id, None)
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise StateError(f"cannot write state to {self.path or 'memory'}: {exc}") from None

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from exporter.collect.counting import TargetKey, TargetTally
 from exporter.collect.health import InstanceHealth
 from exporter.collect.state import InstanceState
-from exporter.collect.targets import TargetCatalogue
+from exporter.collect.targets import PullConfigView, TargetCatalogue, TargetInfo
 from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
 
 
@@ -22,17 +22,32 @@ class InstanceSources:
     targets: TargetCatalogue
 
 
+@dataclass(slots=True)
+class _InstanceViews:
+    """The target views last built for one instance, and what they were built from."""
+
+    tallies: dict[TargetKey, TargetTally] | None = None
+    progress: dict[TargetKey, tuple[tuple[tuple[str, int], ...], int | None]] = field(default_factory=dict)
+    views: dict[TargetKey, TargetView] = field(default_factory=dict)
+    mapping: Mapping[TargetKey, TargetView] = field(default_factory=lambda: MappingProxyType({}))
+    catalogue: (
+        tuple[Mapping[tuple[str, str], TargetInfo], Mapping[str, PullConfigView], dict[str, int]] | tuple[()]
+    ) = ()
+    catalogue_views: tuple[Mapping[tuple[str, str], TargetInfo], Mapping[str, PullConfigView], Mapping[str, int]] = (
+        field(default_factory=lambda: (MappingProxyType({}), MappingProxyType({}), MappingProxyType({})))
+    )
+
+
 class SnapshotBuilder:
     """Makes a new snapshot per change, reusing the views of unchanged targets.
 
-    A reused view is the same object, so the renderer keeps that target's rendered lines.
+    A reused view is the same object, and when no target changed the instance's whole
+    ``targets`` mapping is the same object, so the renderer skips them in one comparison.
     """
 
     def __init__(self) -> None:
         self._version = 0
-        self._views: dict[
-            tuple[str, TargetKey], tuple[TargetTally, tuple[tuple[str, int], ...], int | None, TargetView]
-        ] = {}
+        self._instances: dict[str, _InstanceViews] = {}
 
     def build(self, instances: Mapping[str, InstanceSources], api: ApiRequestView, *, now: float) -> Snapshot:
         self._version += 1
@@ -41,7 +56,8 @@ class SnapshotBuilder:
 
     def _instance(self, instance_id: str, sources: InstanceSources) -> InstanceView:
         health = sources.health
-        catalogue = sources.targets
+        cached = self._instances.setdefault(instance_id, _InstanceViews())
+        names, pull_configs, failures = self._catalogue(cached, sources.targets)
         return InstanceView(
             instance_id=instance_id,
             up=health.up,
@@ -50,29 +66,65 @@ class SnapshotBuilder:
             last_error=health.last_error,
             poll_duration=health.poll_duration,
             poll_failures=health.poll_failures,
-            targets=MappingProxyType(self._targets(instance_id, sources.state)),
-            target_info=MappingProxyType(dict(catalogue.names)),
-            pull_configs=MappingProxyType(dict(catalogue.pull_configs)),
-            pull_config_failures=MappingProxyType(dict(catalogue.pull_config_failures)),
+            targets=self._targets(cached, sources.state),
+            target_info=names,
+            pull_configs=pull_configs,
+            pull_config_failures=failures,
             anomalies=MappingProxyType(dict(health.anomalies)),
         )
 
-    def _targets(self, instance_id: str, state: InstanceState) -> dict[TargetKey, TargetView]:
+    @staticmethod
+    def _catalogue(
+        cached: _InstanceViews, catalogue: TargetCatalogue
+    ) -> tuple[Mapping[tuple[str, str], TargetInfo], Mapping[str, PullConfigView], Mapping[str, int]]:
+        """Read-only copies of the catalogue, the same objects for as long as it stays the same.
+
+        A refresh replaces ``names`` and ``pull_configs`` with new dictionaries (held here, so
+        comparing identities is safe); failures are counted in place, so they are compared.
+        """
+        current = (catalogue.names, catalogue.pull_configs, dict(catalogue.pull_config_failures))
+        previous = cached.catalogue
+        if not previous or previous[0] is not current[0] or previous[1] is not current[1] or previous[2] != current[2]:
+            cached.catalogue = current
+            cached.catalogue_views = (
+                MappingProxyType(dict(current[0])),
+                MappingProxyType(dict(current[1])),
+                MappingProxyType(current[2]),
+            )
+        return cached.catalogue_views
+
+    @staticmethod
+    def _targets(cached: _InstanceViews, state: InstanceState) -> Mapping[TargetKey, TargetView]:
         in_progress: dict[TargetKey, dict[str, int]] = {}
         oldest: dict[TargetKey, int] = {}
         for tracked in state.tracked.values():
             counts = in_progress.setdefault(tracked.target, {})
             counts[tracked.status] = counts.get(tracked.status, 0) + 1
             oldest[tracked.target] = min(oldest.get(tracked.target, tracked.start_ms), tracked.start_ms)
-        targets = {}
-        for key, tally in state.targets.items():
-            progress = tuple(sorted(in_progress.get(key, {}).items()))
-            first = oldest.get(key)
-            cached = self._views.get((instance_id, key))
-            if cached is not None and cached[0] is tally and cached[1] == progress and cached[2] == first:
-                targets[key] = cached[3]
+        progress: dict[TargetKey, tuple[tuple[tuple[str, int], ...], int | None]] = {
+            key: (tuple(sorted(counts.items())), oldest[key]) for key, counts in in_progress.items()
+        }
+        tallies_changed = state.targets is not cached.tallies
+        if not tallies_changed and progress == cached.progress:
+            return cached.mapping  # nothing changed since the last build
+        # With the same tallies, only targets whose in-progress jobs changed need a look;
+        # after a poll that touched targets, each target costs one identity check.
+        if tallies_changed:
+            suspects: Iterable[TargetKey] = state.targets
+        else:
+            suspects = [key for key in progress.keys() | cached.progress.keys() if key in state.targets]
+        views = dict(cached.views)
+        previous = cached.tallies or {}
+        for key in suspects:
+            tally = state.targets[key]
+            now = progress.get(key, ((), None))
+            if key in views and previous.get(key) is tally and cached.progress.get(key, ((), None)) == now:
                 continue
-            view = TargetView.of(tally, dict(progress), first)
-            self._views[(instance_id, key)] = (tally, progress, first, view)
-            targets[key] = view
-        return targets
+            views[key] = TargetView.of(tally, dict(now[0]), now[1])
+        if len(views) != len(state.targets):
+            views = {key: view for key, view in views.items() if key in state.targets}
+        cached.tallies = state.targets
+        cached.progress = progress
+        cached.views = views
+        cached.mapping = MappingProxyType(views)
+        return cached.mapping

@@ -31,7 +31,9 @@ def bucket_index(buckets: tuple[float, ...], value: float) -> int:
     return next((i for i, bound in enumerate(buckets) if value <= bound), len(buckets))
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: each family is declared once here, so identity is equality, and hashing by
+# identity keeps the renderer's per-family dictionaries cheap.
+@dataclass(frozen=True, slots=True, eq=False)
 class Family:
     name: str  # without _total for counters
     kind: str  # counter, gauge, histogram

@@ -1,10 +1,13 @@
 """Rendering a :class:`Snapshot` as Prometheus text or OpenMetrics, incrementally.
 
-At a thousand targets the exposition is tens of megabytes, so it is never rebuilt
-wholesale. Each target's sample lines are rendered once, when its view changes, and
-shared by both formats (they differ only in ``# TYPE``/``# HELP`` headers and the
-closing ``# EOF``). A scrape streams the cached pieces; gzip is compressed once per
-snapshot and format, off the event loop.
+At a thousand targets the exposition is about 40 MiB of text, so work follows change:
+each target's sample lines are rendered when its view changes, and compressed with the
+other targets of its block into one gzip member per family. Both formats share them
+(they differ only in the ``# TYPE``/``# HELP`` headers and the closing ``# EOF``). A
+text scrape streams the plain pieces; a gzip scrape gets the cached members joined,
+which clients read as one body (RFC 1952 section 2.2: a gzip file is a series of
+members). A poll that changed nothing renders and compresses only the instance's own
+few lines.
 
 Exposition (abridged)::
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -35,6 +38,14 @@ from exporter.metrics.snapshot import InstanceView, Snapshot, TargetView
 
 # Targets rendered between returns to the event loop (about a millisecond of work).
 RENDER_SLICE = 5
+# Targets compressed together. A gzip body may be many members, so each block is one member
+# per family, recompressed only when one of its targets changes: at 1,000 bench targets,
+# blocks of 8 make the body 18% larger than one stream (1.24 against 1.05 MiB) and cost
+# 0.6 ms to recompress; single targets would double the body, blocks of 32 cost 2.3 ms.
+BLOCK_TARGETS = 8
+GZIP_LEVEL = 1  # ten to forty times smaller than the text, at a fraction of level 6's cost
+# Giving freed heap back to the OS walks the heap: worth it after a large re-render only.
+TRIM_AFTER_BLOCKS = 32
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")
 
 
@@ -118,7 +129,8 @@ def _last_job_lines(out: _Lines, base: str, view: TargetView) -> None:
             out.add(family, base, seconds)
 
 
-def instance_lines(view: InstanceView) -> dict[Family, bytes]:
+def catalogue_lines(view: InstanceView) -> dict[Family, bytes]:
+    """What the target refresh learns: names, pull configurations, their failures (rarely changes)."""
     instance = f'instance_id="{escape(view.instance_id)}"'
     out = _Lines()
     for idp_id, config in sorted(view.pull_configs.items()):
@@ -137,6 +149,13 @@ def instance_lines(view: InstanceView) -> dict[Family, bytes]:
             f'target_name="{escape(named.name)}",provider_type="{escape(named.provider_type)}"'
         )
         out.add(catalogue.TARGET_INFO, labels, 1)
+    return out.encoded()
+
+
+def health_lines(view: InstanceView) -> dict[Family, bytes]:
+    """The instance's own few lines, which change every poll."""
+    instance = f'instance_id="{escape(view.instance_id)}"'
+    out = _Lines()
     out.add(catalogue.UP, instance, 1 if view.up else 0)
     if view.last_success is not None:
         out.add(catalogue.LAST_POLL_SUCCESS, instance, view.last_success)
@@ -160,40 +179,135 @@ def global_lines(snapshot: Snapshot) -> dict[Family, bytes]:
     return out.encoded()
 
 
-def pack(data: bytes) -> bytes:
-    """Raw deflate, level 1: rendered lines are kept about ten times smaller than as text."""
-    return zlib.compress(data, 1, wbits=-15)
+def gzip_member(pieces: Iterable[bytes]) -> bytes:
+    """One complete gzip member holding ``pieces``; members concatenated form one valid gzip body."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip container
+    return b"".join([*(compressor.compress(piece) for piece in pieces), compressor.flush()])
 
 
-def unpack(data: bytes) -> bytes:
-    return zlib.decompress(data, wbits=-15)
+_HEADER_MEMBERS = {
+    (family, openmetrics): gzip_member([family.header(openmetrics)])
+    for family in FAMILIES
+    for openmetrics in (False, True)
+}
+_EOF = b"# EOF\n"
+_EOF_MEMBER = gzip_member([_EOF])
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The rendered lines of a few targets, or of one instance's or the exporter's own lines.
+
+    Per family: the plain pieces (a text scrape streams them) and one gzip member (a
+    gzip scrape concatenates the members), so an unchanged segment is never rendered
+    or compressed again. Never mutated: a changed segment is replaced by a new one.
+    """
+
+    text: Mapping[Family, tuple[bytes, ...]]
+    gzipped: Mapping[Family, bytes]
+
+    @classmethod
+    def of(cls, parts: Iterable[Mapping[Family, bytes]]) -> Segment:
+        text: dict[Family, list[bytes]] = {}
+        for part in parts:
+            for family, data in part.items():
+                text.setdefault(family, []).append(data)
+        return cls(
+            MappingProxyType({family: tuple(pieces) for family, pieces in text.items()}),
+            MappingProxyType({family: gzip_member(pieces) for family, pieces in text.items()}),
+        )
+
+    @classmethod
+    def combine(cls, segments: Iterable[Segment]) -> Segment:
+        """Several segments as one, members joined: what a scrape assembles stays a few dozen pieces."""
+        text: dict[Family, list[bytes]] = {}
+        members: dict[Family, list[bytes]] = {}
+        for segment in segments:
+            for family, pieces in segment.text.items():
+                text.setdefault(family, []).extend(pieces)
+                members.setdefault(family, []).append(segment.gzipped[family])
+        return cls(
+            MappingProxyType({family: tuple(pieces) for family, pieces in text.items()}),
+            MappingProxyType({family: b"".join(parts) for family, parts in members.items()}),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """One snapshot's exposition as compressed pieces, in order; both formats share them."""
+    """One snapshot's exposition: segments in order, every family's samples in that order."""
 
     version: int
-    sections: tuple[tuple[Family, tuple[bytes, ...]], ...]
+    segments: tuple[Segment, ...]
 
     def chunks(self, *, openmetrics: bool) -> Iterator[bytes]:
-        for family, pieces in self.sections:
+        for family in FAMILIES:
             yield family.header(openmetrics)
-            for piece in pieces:
-                yield unpack(piece)
+            for segment in self.segments:
+                yield from segment.text.get(family, ())
         if openmetrics:
-            yield b"# EOF\n"
+            yield _EOF
 
     def body(self, *, openmetrics: bool) -> bytes:
         return b"".join(self.chunks(openmetrics=openmetrics))
 
+    def gzipped(self, *, openmetrics: bool) -> bytes:
+        """The gzip body: cached members joined, nothing compressed here (a few hundred microseconds)."""
+        members = []
+        for family in FAMILIES:
+            members.append(_HEADER_MEMBERS[family, openmetrics])
+            for segment in self.segments:
+                member = segment.gzipped.get(family)
+                if member is not None:
+                    members.append(member)
+        if openmetrics:
+            members.append(_EOF_MEMBER)
+        return b"".join(members)
 
-class Renderer:
-    """Keeps each target's rendered lines while its view object stays the same."""
+
+class _Block:
+    """Up to BLOCK_TARGETS targets of one instance, compressed together."""
+
+    __slots__ = ("keys", "segment")
 
     def __init__(self) -> None:
-        self._targets: dict[tuple[str, TargetKey], tuple[TargetView, dict[Family, bytes]]] = {}
+        self.keys: list[TargetKey] = []
+        self.segment = Segment.of(())
+
+
+class _InstanceRender:
+    """One instance's cached rendering: its catalogue segment and its target blocks."""
+
+    def __init__(self) -> None:
+        self.catalogue_sources: tuple[object, ...] = ()
+        self.catalogue = Segment.of(())
+        self.targets: Mapping[TargetKey, TargetView] = MappingProxyType({})
+        self.lines: dict[TargetKey, tuple[TargetView, dict[Family, bytes]]] = {}
+        self.blocks: list[_Block] = []
+        self.block_of: dict[TargetKey, _Block] = {}
+        self.combined = Segment.of(())  # every block's segment as one
+
+    def catalogue_segment(self, view: InstanceView) -> Segment:
+        sources = (view.target_info, view.pull_configs, view.pull_config_failures)
+        if len(sources) != len(self.catalogue_sources) or any(
+            a is not b for a, b in zip(sources, self.catalogue_sources, strict=True)
+        ):
+            self.catalogue = Segment.of([catalogue_lines(view)])
+            self.catalogue_sources = sources
+        return self.catalogue
+
+
+class Renderer:
+    """Renders snapshots incrementally: only targets whose view changed are rendered and compressed.
+
+    Targets are kept in blocks of BLOCK_TARGETS; a changed target re-renders its own lines
+    and recompresses its block. An unchanged instance (the same ``targets`` mapping as the
+    last time) costs nothing; otherwise each target costs one identity check.
+    """
+
+    def __init__(self) -> None:
+        self._instances: dict[str, _InstanceRender] = {}
         self.target_renders = 0
+        self.block_compressions = 0
         self._result = Rendered(-1, ())
 
     def render(self, snapshot: Snapshot) -> Rendered:
@@ -202,35 +316,66 @@ class Renderer:
         return self._result
 
     async def render_async(self, snapshot: Snapshot) -> Rendered:
-        """Like :meth:`render`, but returns to the event loop between slices of targets."""
+        """Like :meth:`render`, but returns to the event loop between slices of work."""
         for _ in self._render_steps(snapshot):
             await asyncio.sleep(0)
         return self._result
 
     def _render_steps(self, snapshot: Snapshot) -> Iterator[None]:
-        per_family: dict[Family, list[bytes]] = {family: [] for family in FAMILIES}
-        live: set[tuple[str, TargetKey]] = set()
+        segments: list[Segment] = []
         for instance_id, view in snapshot.instances.items():
-            for family, data in instance_lines(view).items():
-                per_family[family].append(pack(data))
-            for key, target in view.targets.items():
-                cache_key = (instance_id, key)
-                live.add(cache_key)
-                cached = self._targets.get(cache_key)
-                if cached is None or cached[0] is not target:
-                    cached = (target, {f: pack(data) for f, data in target_lines(instance_id, key, target).items()})
-                    self._targets[cache_key] = cached
-                    self.target_renders += 1
-                    if self.target_renders % RENDER_SLICE == 0:
-                        yield
-                for family, data in cached[1].items():
-                    per_family[family].append(data)
-        for gone in set(self._targets) - live:
-            del self._targets[gone]
-        for family, data in global_lines(snapshot).items():
-            per_family[family].append(pack(data))
-        sections = tuple((family, tuple(per_family[family])) for family in FAMILIES)
-        self._result = Rendered(snapshot.version, sections)
+            cached = self._instances.setdefault(instance_id, _InstanceRender())
+            segments.append(cached.catalogue_segment(view))
+            segments.append(Segment.of([health_lines(view)]))
+            if view.targets is not cached.targets:
+                yield from self._update_targets(instance_id, cached, view.targets)
+            segments.append(cached.combined)
+        for gone in set(self._instances) - set(snapshot.instances):
+            del self._instances[gone]
+        segments.append(Segment.of([global_lines(snapshot)]))
+        self._result = Rendered(snapshot.version, tuple(segments))
+
+    def _update_targets(
+        self, instance_id: str, cached: _InstanceRender, targets: Mapping[TargetKey, TargetView]
+    ) -> Iterator[None]:
+        changed: set[int] = set()
+        blocks_by_id = {id(block): block for block in cached.blocks}
+        for key, view in targets.items():
+            known = cached.lines.get(key)
+            if known is not None and known[0] is view:
+                continue
+            cached.lines[key] = (view, target_lines(instance_id, key, view))
+            self.target_renders += 1
+            block = cached.block_of.get(key)
+            if block is None:
+                block = self._block_with_room(cached)
+                block.keys.append(key)
+                cached.block_of[key] = block
+                blocks_by_id[id(block)] = block
+            changed.add(id(block))
+            if self.target_renders % RENDER_SLICE == 0:
+                yield
+        if len(cached.lines) != len(targets):
+            for key in [key for key in cached.lines if key not in targets]:
+                del cached.lines[key]
+                block = cached.block_of.pop(key)
+                block.keys.remove(key)
+                changed.add(id(block))
+        for block_id in changed:
+            block = blocks_by_id[block_id]
+            block.segment = Segment.of(cached.lines[key][1] for key in block.keys)
+            self.block_compressions += 1
+            yield
+        cached.blocks = [block for block in cached.blocks if block.keys]
+        if changed:
+            cached.combined = Segment.combine(block.segment for block in cached.blocks)
+        cached.targets = targets
+
+    @staticmethod
+    def _block_with_room(cached: _InstanceRender) -> _Block:
+        if not cached.blocks or len(cached.blocks[-1].keys) >= BLOCK_TARGETS:
+            cached.blocks.append(_Block())
+        return cached.blocks[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,12 +394,12 @@ class ExpositionCache:
     """The exposition scrapes are served from, swapped in only once it is ready in every encoding.
 
     So every scrape, plain or gzip, text or OpenMetrics, sees the same snapshot, and none
-    waits for rendering or compression (but the very first, before anything is prepared).
+    waits for rendering or compression.
     """
 
     def __init__(self, renderer: Renderer | None = None) -> None:
         self._renderer = renderer or Renderer()
-        # One preparation at a time: the renderer's per-target cache is not shared.
+        # One preparation at a time: the renderer's caches are not shared.
         self._preparing = asyncio.Lock()
         self._served: Prepared | None = None
         self._latest_requested = -1
@@ -264,7 +409,7 @@ class ExpositionCache:
         return self._served
 
     async def prepare(self, snapshot: Snapshot) -> Prepared:
-        """Render ``snapshot`` in slices and compress both formats off the event loop, then serve it.
+        """Render ``snapshot`` in slices (changed targets only), then serve it.
 
         A snapshot that a newer one overtook while waiting is skipped.
         """
@@ -273,23 +418,14 @@ class ExpositionCache:
             served = self._served
             if served is not None and (served.version >= snapshot.version or snapshot.version < self._latest_requested):
                 return served
+            compressions = self._renderer.block_compressions
             rendered = await self._renderer.render_async(snapshot)
             self.renders += 1
-            gzipped = {
-                openmetrics: await asyncio.to_thread(gzip_body, rendered, openmetrics=openmetrics)
-                for openmetrics in (False, True)
-            }
+            gzipped = {openmetrics: rendered.gzipped(openmetrics=openmetrics) for openmetrics in (False, True)}
             self._served = Prepared(rendered, MappingProxyType(gzipped))
-        release_free_memory()
+            if self._renderer.block_compressions - compressions >= TRIM_AFTER_BLOCKS:
+                release_free_memory()
         return self._served
-
-
-def gzip_body(rendered: Rendered, *, openmetrics: bool) -> bytes:
-    """Compressed body; call from a worker thread (zlib releases the GIL while compressing)."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # level 1: 10x smaller, fast; 31 = gzip container
-    parts = [compressor.compress(chunk) for chunk in rendered.chunks(openmetrics=openmetrics)]
-    parts.append(compressor.flush())
-    return b"".join(parts)
 
 
 def render(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from aiohttp import HttpVersion11, web
 
 from exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from exporter.metrics.exposition import ExpositionCache, Prepared, Rendered
+from exporter.metrics.exposition import ExpositionCache, Prepared, Rendered, Renderer
 from exporter.metrics.snapshot import Snapshot
 from exporter.service import Exporter
 from exporter.web.access import AccessControl
@@ -74,7 +74,8 @@ class Endpoints:
         self._exporter = exporter
         self._poll_interval = poll_interval
         self._clock = clock
-        self._cache = ExpositionCache()
+        self.renderer = Renderer()
+        self._cache = ExpositionCache(self.renderer)
         self._preparing: set[asyncio.Task[Prepared]] = set()
 
     def on_publish(self, snapshot: Snapshot) -> None:
@@ -84,6 +85,10 @@ class Endpoints:
         self._preparing.add(task)
         task.add_done_callback(self._preparing.discard)
 
+    async def prepare_current(self) -> None:
+        """Prepare the current snapshot; called before the listener opens, so no scrape ever waits."""
+        await self._cache.prepare(self._exporter.snapshot)
+
     async def settled(self) -> None:
         """Wait until every published snapshot is prepared (for tests and shutdown)."""
         while self._preparing:
@@ -91,7 +96,8 @@ class Endpoints:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        # Only before the first preparation has finished does a scrape wait for one.
+        # The server prepares a snapshot before it listens; only an app driven without that
+        # (in tests) can get here first and wait for one.
         prepared = self._cache.served() or await self._cache.prepare(self._exporter.snapshot)
         rendered = prepared.rendered
         headers = {
@@ -125,15 +131,18 @@ async def _stream(
     response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
-    # Coalesce the cached pieces into writes of about a megabyte: few syscalls, no full copy.
-    buffer = bytearray()
+    # Coalesce the cached pieces into writes of about a megabyte: few syscalls, one copy.
+    pending: list[bytes] = []
+    size = 0
     for chunk in rendered.chunks(openmetrics=openmetrics):
-        buffer += chunk
-        if len(buffer) >= WRITE_SIZE:
-            await response.write(bytes(buffer))
-            buffer.clear()
-    if buffer:
-        await response.write(bytes(buffer))
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= WRITE_SIZE:
+            await response.write(b"".join(pending))
+            pending.clear()
+            size = 0
+    if pending:
+        await response.write(b"".join(pending))
     await response.write_eof()
     return response
 

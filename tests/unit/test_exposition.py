@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import os
+import zlib
 from pathlib import Path
 from types import MappingProxyType
 
@@ -132,8 +135,6 @@ def test_openmetrics_rendering_parses() -> None:
 
 
 async def test_rendering_happens_once_per_snapshot_and_only_for_changed_targets() -> None:
-    import gzip
-
     renderer = Renderer()
     cache = ExpositionCache(renderer)
     first = seed_snapshot(1)
@@ -168,3 +169,70 @@ def test_every_sample_carries_exactly_the_labels_its_family_declares() -> None:
             assert set(sample.labels) - {"le"} == set(family.labels), sample
             seen.add(family.name)
     assert len(seen) >= 19  # the seed snapshot shows most families
+
+
+def many_targets_snapshot(count: int, version: int = 1, views: dict[TargetKey, TargetView] | None = None) -> Snapshot:
+    base = seed_snapshot(version)
+    instance = base.instances[INSTANCE]
+    if views is None:
+        template = next(iter(instance.targets.values()))
+        views = {TargetKey("application", f"app_{n:05d}", "egress"): template for n in range(count)}
+    instances = {INSTANCE: dataclasses.replace(instance, targets=MappingProxyType(views))}
+    return Snapshot(version, base.created, MappingProxyType(instances), base.api)
+
+
+async def test_a_snapshot_that_changed_nothing_renders_and_compresses_no_target() -> None:
+    renderer = Renderer()
+    first = many_targets_snapshot(100)
+    renderer.render(first)
+    assert renderer.target_renders == 100
+    assert renderer.block_compressions == 13  # ceil(100 / 8)
+    # The same targets mapping in a new snapshot (an idle poll): only the instance's own lines.
+    idle = Snapshot(2, first.created + 60, first.instances, first.api)
+    renderer.render(idle)
+    assert (renderer.target_renders, renderer.block_compressions) == (100, 13)
+
+
+async def test_a_poll_that_changes_k_targets_renders_k_targets_and_at_most_k_blocks() -> None:
+    renderer = Renderer()
+    first = many_targets_snapshot(100)
+    first_body = renderer.render(first).body(openmetrics=False)
+    views = dict(first.instances[INSTANCE].targets)
+    changed_keys = [TargetKey("application", f"app_{n:05d}", "egress") for n in (0, 1, 57)]
+    tally = TargetTally()
+    for key in changed_keys:
+        views[key] = TargetView.of(tally, {}, None)
+    second = many_targets_snapshot(100, version=2, views=views)
+    rendered = renderer.render(second)
+    assert renderer.target_renders == 100 + 3
+    assert renderer.block_compressions == 13 + 2  # app 0 and 1 share a block
+    # The result is exactly what rendering from scratch gives, in both encodings.
+    fresh = Renderer().render(second)
+    for openmetrics in (False, True):
+        assert rendered.body(openmetrics=openmetrics) == fresh.body(openmetrics=openmetrics)
+        assert gzip.decompress(rendered.gzipped(openmetrics=openmetrics)) == fresh.body(openmetrics=openmetrics)
+    assert rendered.body(openmetrics=False) != first_body
+
+
+async def test_targets_that_disappear_leave_the_exposition_and_new_ones_join() -> None:
+    renderer = Renderer()
+    first = many_targets_snapshot(20)
+    renderer.render(first)
+    views = dict(first.instances[INSTANCE].targets)
+    del views[TargetKey("application", "app_00003", "egress")]
+    views[TargetKey("application", "app_new", "egress")] = next(iter(views.values()))
+    second = many_targets_snapshot(20, version=2, views=views)
+    text = renderer.render(second).body(openmetrics=False).decode()
+    assert 'target_id="app_00003"' not in text
+    assert 'target_id="app_new"' in text
+    assert samples(text) == samples(Renderer().render(second).body(openmetrics=False).decode())
+    assert gzip.decompress(renderer.render(second).gzipped(openmetrics=False)) == text.encode()
+
+
+def test_the_gzip_body_is_many_members_that_read_as_one() -> None:
+    rendered = Renderer().render(many_targets_snapshot(30))
+    body = rendered.gzipped(openmetrics=True)
+    assert body.count(b"\x1f\x8b\x08") > 10  # a member per family and block
+    assert gzip.decompress(body) == rendered.body(openmetrics=True)
+    decompressor = zlib.decompressobj(31)  # one member only: what a reader without multi-member support gets
+    assert decompressor.decompress(body) != rendered.body(openmetrics=True)

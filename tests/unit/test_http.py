@@ -223,3 +223,27 @@ async def test_http_1_0_scrapes_get_a_content_length(
     length = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
     assert length and int(length[0].split(b":")[1]) == len(body)
     assert b"idaas_exporter_build_info" in body
+
+
+async def test_a_poll_that_finds_nothing_new_keeps_every_view_and_renders_nothing(
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    endpoints = endpoints_of(http)
+    await exporter.poll(instance)
+    clock.advance(60)
+    await exporter.poll(instance)
+    await endpoints.settled()
+    before = exporter.snapshot
+    renders = endpoints.renderer.target_renders
+    # Simulated time stands still: the next poll learns nothing new.
+    await exporter.poll(instance)
+    await endpoints.settled()
+    after = exporter.snapshot
+    assert after.version > before.version
+    assert after.instances[instance].targets is before.instances[instance].targets
+    assert endpoints.renderer.target_renders == renders
+    response = await http.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert response.headers["Content-Encoding"] == "gzip"
+    text = (await response.read()).decode()  # aiohttp decodes the multi-member body
+    assert f'idaas_up{{instance_id="{instance}"}} 1' in text

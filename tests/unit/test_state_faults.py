@@ -32,6 +32,20 @@ def test_round_trip(tmp_path: Path) -> None:
     assert state.targets[TargetKey("application", "app_1", "egress")].jobs[("auto", "success")] == 3
 
 
+def test_a_poll_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = StateStore(str(path))
+    state = InstanceState("idaas_1", 1000, {}, {"job_1": 900}, {})
+    store.save(state, set())
+    written = os.stat(path).st_mtime_ns
+    os.utime(path, ns=(written - 10**9, written - 10**9))
+    store.save(InstanceState("idaas_1", 1000, {}, {"job_1": 900}, {}), set())
+    assert os.stat(path).st_mtime_ns == written - 10**9  # untouched
+    store.save(InstanceState("idaas_1", 2000, {}, {"job_1": 900}, {}), set())  # the cursor moved
+    assert os.stat(path).st_mtime_ns != written - 10**9
+    assert store.load("idaas_1").cursor_ms == 2000
+
+
 def damage_pages(path: Path) -> None:
     """Overwrite the file after its first page, as a stray writer would; the header (and mark) survive."""
     with open(path, "r+b") as file:
