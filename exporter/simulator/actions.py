@@ -210,15 +210,15 @@ class Actions:
                 for field, values in filters.items()
             )
 
-        visible = self.world.visible_jobs(instance_id, now_ms)
-        # Both time filters apply to the job's start time, so the oldest wanted job
-        # can be found by bisection instead of a scan.
-        candidates = visible[_first_at_or_after(visible, start) if start is not None else 0 :]
-        if max_results is not None or token:
-            fingerprint = _fingerprint(instance_id, start, end, status, direction, target_type, target_ids, filters)
-            return _token_page(candidates, matches, params, max_results or 20, fingerprint, now_ms)
-        number, size = self._page(params)
-        matching = [plan for plan in reversed(candidates) if matches(plan)]
+        with self.world.reading(instance_id, now_ms) as (jobs, visible):
+            # Both time filters apply to the job's start time, so the oldest wanted job
+            # can be found by bisection instead of a scan.
+            lowest = _first_at_or_after(jobs, start, visible) if start is not None else 0
+            if max_results is not None or token:
+                fingerprint = _fingerprint(instance_id, start, end, status, direction, target_type, target_ids, filters)
+                return _token_page(jobs, lowest, visible, matches, params, max_results or 20, fingerprint, now_ms)
+            number, size = self._page(params)
+            matching = [plan for plan in reversed(jobs[lowest:visible]) if matches(plan)]
         rows = [plan.to_wire(now_ms) for plan in matching[(number - 1) * size : number * size]]
         return {"TotalCount": len(matching), "SynchronizationJobs": rows}
 
@@ -343,40 +343,42 @@ def _check_periodic(periodic: dict[str, Any]) -> None:
 
 
 def _token_page(
-    candidates: list[JobPlan],
+    jobs: list[JobPlan],
+    lowest: int,
+    visible: int,
     matches: Callable[[JobPlan], bool],
     params: Mapping[str, Any],
     limit: int,
     fingerprint: str,
     now_ms: int,
 ) -> dict[str, Any]:
-    """One NextToken page, newest first; TotalCount on the first page only, as the API does."""
+    """One NextToken page of ``jobs[lowest:visible]``, newest first; TotalCount on the first page only (as the API)."""
     token = params.get("NextToken")
-    position = len(candidates)  # exclusive upper bound, walking newest first
+    position = visible  # exclusive upper bound, walking newest first
     if token:
         after = _decode_token(str(token), fingerprint)
-        position = _first_at_or_after_key(candidates, after)
+        position = max(lowest, _first_at_or_after_key(jobs, after, visible))
         if params.get("DuplicateBoundary"):
             # A fault for tests: the previous page's last job comes back on this page.
-            position = min(len(candidates), position + 1)
+            position = min(visible, position + 1)
     page: list[dict[str, Any]] = []
     index = position - 1
-    while index >= 0 and len(page) < limit:
-        plan = candidates[index]
+    while index >= lowest and len(page) < limit:
+        plan = jobs[index]
         if matches(plan):
             page.append(plan.to_wire(now_ms))
         index -= 1
     body: dict[str, Any] = {"SynchronizationJobs": page}
     if not token:
-        body["TotalCount"] = sum(1 for plan in candidates if matches(plan))
-    if index >= 0 and any(matches(candidates[i]) for i in range(index, -1, -1)):
+        body["TotalCount"] = sum(1 for i in range(lowest, visible) if matches(jobs[i]))
+    if index >= lowest and any(matches(jobs[i]) for i in range(index, lowest - 1, -1)):
         last = page[-1]
         body["NextToken"] = _encode_token((last["StartTime"], last["SynchronizationJobId"]), fingerprint)
     return body
 
 
-def _first_at_or_after(jobs: list[JobPlan], start_ms: int) -> int:
-    lo, hi = 0, len(jobs)
+def _first_at_or_after(jobs: list[JobPlan], start_ms: int, hi: int) -> int:
+    lo = 0
     while lo < hi:
         mid = (lo + hi) // 2
         if jobs[mid].start_ms < start_ms:
@@ -386,8 +388,8 @@ def _first_at_or_after(jobs: list[JobPlan], start_ms: int) -> int:
     return lo
 
 
-def _first_at_or_after_key(jobs: list[JobPlan], key: tuple[int, str]) -> int:
-    lo, hi = 0, len(jobs)
+def _first_at_or_after_key(jobs: list[JobPlan], key: tuple[int, str], hi: int) -> int:
+    lo = 0
     while lo < hi:
         mid = (lo + hi) // 2
         if (jobs[mid].start_ms, jobs[mid].job_id) < key:

@@ -15,6 +15,7 @@ failure is injected on demand.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import random
 import threading
@@ -317,6 +318,18 @@ class World:
             self._generate_until(state, now_ms)
             cut = bisect.bisect_right(state.keys, (now_ms, "\U0010ffff"))
             return state.jobs[:cut]
+
+    @contextlib.contextmanager
+    def reading(self, instance_id: str, now_ms: int) -> Iterator[tuple[list[JobPlan], int]]:
+        """The instance's jobs, oldest first, and how many have started by ``now_ms``; no copy.
+
+        The world stays locked meanwhile, so the list must only be read, and only inside.
+        A page of a large window is then a bisection and a short scan, not a copy of it.
+        """
+        with self._lock:
+            state = self.instances[instance_id]
+            self._generate_until(state, now_ms)
+            yield state.jobs, bisect.bisect_right(state.keys, (now_ms, "\U0010ffff"))
 
     def job(self, instance_id: str, job_id: str, now_ms: int) -> JobPlan | None:
         with self._lock:
