@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -183,6 +184,8 @@ class InstancePoller:
         self.reported: OrderedDict[tuple[str, str], None] = OrderedDict()
         # When jobs behind the window were last checked for (not persisted: due at once after a restart).
         self.last_late_check_ms = -math.inf
+        # The boundary below which settled ids were last let go of (not persisted: pruned on the first poll).
+        self.pruned_before_ms = -math.inf
 
     @property
     def state(self) -> InstanceState:
@@ -322,6 +325,8 @@ class PollRun:
         Whatever a complete listing did not return is read one by one, so nothing depends
         on how the API interprets EndTime or on a job having left the running state.
         """
+        if self.stats.spare_calls() < 1 and self._waited_ms(unseen) < _ms(self.opts.recheck_max_seconds):
+            return  # no call to spare and none is due: planning the listings would be wasted work
         for recheck in self.rechecks(unseen):
             if not recheck.forced and self.stats.spare_calls() < 1:
                 continue
@@ -522,7 +527,11 @@ class PollRun:
         work.cursor_ms = base_ms if self.newest_start_ms is None else max(base_ms, self.newest_start_ms)
         # Ids are kept as long as the late check looks back; older ones are never asked for again.
         prune_before = work.cursor_ms - max(_ms(self.opts.late_horizon_seconds), self.overlap_ms + 60_000)
-        work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
+        if prune_before > self.poller.pruned_before_ms:
+            # Only when the cursor moved: an idle poll keeps the very same ids (keeping a few
+            # ids longer never counts a job twice).
+            work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
+            self.poller.pruned_before_ms = prune_before
         return work.result()
 
     def result(self, state: InstanceState) -> PollResult:
@@ -604,6 +613,7 @@ def _recheck_groups(jobs: dict[str, TrackedJob], last_seen: dict[str, float]) ->
     return groups
 
 
+@functools.lru_cache(maxsize=16384)
 def _query_chars(target_id: str) -> int:
     """Characters one target id adds to a signed query: ``&TargetIds.100=`` and the percent-encoded id."""
     return 16 + len(quote(target_id, safe="-_.~"))

@@ -205,6 +205,7 @@ class Segment:
 
     text: Mapping[Family, tuple[bytes, ...]]
     gzipped: Mapping[Family, bytes]
+    size: int  # bytes of text
 
     @classmethod
     def of(cls, parts: Iterable[Mapping[Family, bytes]]) -> Segment:
@@ -215,6 +216,7 @@ class Segment:
         return cls(
             MappingProxyType({family: tuple(pieces) for family, pieces in text.items()}),
             MappingProxyType({family: gzip_member(pieces) for family, pieces in text.items()}),
+            sum(len(piece) for pieces in text.values() for piece in pieces),
         )
 
     @classmethod
@@ -222,13 +224,16 @@ class Segment:
         """Several segments as one, members joined: what a scrape assembles stays a few dozen pieces."""
         text: dict[Family, list[bytes]] = {}
         members: dict[Family, list[bytes]] = {}
+        size = 0
         for segment in segments:
+            size += segment.size
             for family, pieces in segment.text.items():
                 text.setdefault(family, []).extend(pieces)
                 members.setdefault(family, []).append(segment.gzipped[family])
         return cls(
             MappingProxyType({family: tuple(pieces) for family, pieces in text.items()}),
             MappingProxyType({family: b"".join(parts) for family, parts in members.items()}),
+            size,
         )
 
 
@@ -249,6 +254,11 @@ class Rendered:
 
     def body(self, *, openmetrics: bool) -> bytes:
         return b"".join(self.chunks(openmetrics=openmetrics))
+
+    def length(self, *, openmetrics: bool) -> int:
+        """Bytes :meth:`chunks` yields, so a scrape can send a Content-Length instead of chunks."""
+        headers = sum(len(family.header(openmetrics)) for family in FAMILIES) + (len(_EOF) if openmetrics else 0)
+        return headers + sum(segment.size for segment in self.segments)
 
     def gzipped(self, *, openmetrics: bool) -> bytes:
         """The gzip body: cached members joined, nothing compressed here (a few hundred microseconds)."""
@@ -384,6 +394,7 @@ class Prepared:
 
     rendered: Rendered
     gzipped: Mapping[bool, bytes]  # openmetrics? -> gzip body
+    lengths: Mapping[bool, int]  # openmetrics? -> plain body length
 
     @property
     def version(self) -> int:
@@ -422,7 +433,8 @@ class ExpositionCache:
             rendered = await self._renderer.render_async(snapshot)
             self.renders += 1
             gzipped = {openmetrics: rendered.gzipped(openmetrics=openmetrics) for openmetrics in (False, True)}
-            self._served = Prepared(rendered, MappingProxyType(gzipped))
+            lengths = {openmetrics: rendered.length(openmetrics=openmetrics) for openmetrics in (False, True)}
+            self._served = Prepared(rendered, MappingProxyType(gzipped), MappingProxyType(lengths))
             if self._renderer.block_compressions - compressions >= TRIM_AFTER_BLOCKS:
                 release_free_memory()
         return self._served

@@ -10,10 +10,10 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 
 from exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from exporter.metrics.exposition import ExpositionCache, Prepared, Rendered, Renderer
+from exporter.metrics.exposition import ExpositionCache, Prepared, Renderer
 from exporter.metrics.snapshot import Snapshot
 from exporter.service import Exporter
 from exporter.web.access import AccessControl
@@ -99,7 +99,6 @@ class Endpoints:
         # The server prepares a snapshot before it listens; only an app driven without that
         # (in tests) can get here first and wait for one.
         prepared = self._cache.served() or await self._cache.prepare(self._exporter.snapshot)
-        rendered = prepared.rendered
         headers = {
             "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
             "Vary": "Accept, Accept-Encoding",
@@ -107,10 +106,7 @@ class Endpoints:
         if wants_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
             return web.Response(body=prepared.gzipped[openmetrics], headers=headers)
-        if request.version < HttpVersion11:
-            # HTTP/1.0 has no chunked encoding: the length must be known up front.
-            return web.Response(body=rendered.body(openmetrics=openmetrics), headers=headers)
-        return await _stream(request, rendered, headers, openmetrics=openmetrics)
+        return await _stream(request, prepared, headers, openmetrics=openmetrics)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -126,15 +122,17 @@ class Endpoints:
 
 
 async def _stream(
-    request: web.Request, rendered: Rendered, headers: dict[str, str], *, openmetrics: bool
+    request: web.Request, prepared: Prepared, headers: dict[str, str], *, openmetrics: bool
 ) -> web.StreamResponse:
+    # The length is known, so no chunked framing (which would copy every write once more),
+    # and HTTP/1.0 clients are served the same way.
     response = web.StreamResponse(headers=headers)
-    response.enable_chunked_encoding()
+    response.content_length = prepared.lengths[openmetrics]
     await response.prepare(request)
     # Coalesce the cached pieces into writes of about a megabyte: few syscalls, one copy.
     pending: list[bytes] = []
     size = 0
-    for chunk in rendered.chunks(openmetrics=openmetrics):
+    for chunk in prepared.rendered.chunks(openmetrics=openmetrics):
         pending.append(chunk)
         size += len(chunk)
         if size >= WRITE_SIZE:

@@ -211,6 +211,7 @@ async def test_a_poll_that_changes_k_targets_renders_k_targets_and_at_most_k_blo
     for openmetrics in (False, True):
         assert rendered.body(openmetrics=openmetrics) == fresh.body(openmetrics=openmetrics)
         assert gzip.decompress(rendered.gzipped(openmetrics=openmetrics)) == fresh.body(openmetrics=openmetrics)
+        assert rendered.length(openmetrics=openmetrics) == len(fresh.body(openmetrics=openmetrics))
     assert rendered.body(openmetrics=False) != first_body
 
 
