@@ -23,7 +23,11 @@ def test_bench_smoke_runs_and_counts_exactly() -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    for heading in ("| /metrics |", "| polling |", "| memory and state |"):
+    for heading in ("| /metrics, ms |", "| CPU seconds per poll interval", "| polling |", "| memory and state |"):
         assert heading in out
+    # Every server was scraped, the naive poller ran, and idle polls were measured.
+    assert "| text+gzip |" in out
+    assert "naive poller, run once" in out
+    assert "PASS: idle polls saw no change" in out
     assert "counts against ground truth | exact" in out
     assert "PASS: counts equal the ground truth" in out
