@@ -42,6 +42,7 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.baseline import BODIES  # noqa: E402
 from bench.truth import Counts, compare, exported_jobs, finished_jobs, free_port, sum_by  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
 from exporter.simulator.clock import ScaledClock  # noqa: E402
@@ -148,7 +149,7 @@ def raw_bodies(port: int, directory: Path) -> None:
     """The exporter's four answers, byte for byte, for the baselines to serve."""
     import http.client
 
-    for name, openmetrics, compressed in VARIANTS:
+    for (openmetrics, compressed), file in BODIES.items():
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         connection.request(
             "GET",
@@ -158,7 +159,6 @@ def raw_bodies(port: int, directory: Path) -> None:
                 "Accept-Encoding": "gzip" if compressed else "identity",
             },
         )
-        file = {"text": "text", "text+gzip": "text.gz", "openmetrics": "openmetrics"}.get(name, "openmetrics.gz")
         (directory / file).write_bytes(connection.getresponse().read())
         connection.close()
 

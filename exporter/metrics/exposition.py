@@ -427,8 +427,7 @@ class Renderer:
     def _update_targets(
         self, instance_id: str, cached: _InstanceRender, targets: Mapping[TargetKey, TargetView]
     ) -> Iterator[None]:
-        changed: set[int] = set()
-        blocks_by_id = {id(block): block for block in cached.blocks}
+        changed: dict[_Block, None] = {}  # blocks to recompress, in the order they changed
         for key, view in targets.items():
             known = cached.lines.get(key)
             if known is not None and known[0] is view:
@@ -440,8 +439,7 @@ class Renderer:
                 block = self._block_with_room(cached)
                 block.keys.append(key)
                 cached.block_of[key] = block
-                blocks_by_id[id(block)] = block
-            changed.add(id(block))
+            changed[block] = None
             if self.target_renders % RENDER_SLICE == 0:
                 yield
         if len(cached.lines) != len(targets):
@@ -449,9 +447,8 @@ class Renderer:
                 del cached.lines[key]
                 block = cached.block_of.pop(key)
                 block.keys.remove(key)
-                changed.add(id(block))
-        for block_id in changed:
-            block = blocks_by_id[block_id]
+                changed[block] = None
+        for block in changed:
             block.segment = Segment.of(cached.lines[key][1] for key in block.keys)
             self.block_compressions += 1
             yield
