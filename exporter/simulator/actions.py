@@ -362,18 +362,21 @@ def _token_page(
             # A fault for tests: the previous page's last job comes back on this page.
             position = min(visible, position + 1)
     page: list[dict[str, Any]] = []
+    last: JobPlan | None = None
     index = position - 1
     while index >= lowest and len(page) < limit:
         plan = jobs[index]
         if matches(plan):
             page.append(plan.to_wire(now_ms))
+            last = plan
         index -= 1
     body: dict[str, Any] = {"SynchronizationJobs": page}
     if not token:
         body["TotalCount"] = sum(1 for i in range(lowest, visible) if matches(jobs[i]))
-    if index >= lowest and any(matches(jobs[i]) for i in range(index, lowest - 1, -1)):
-        last = page[-1]
-        body["NextToken"] = _encode_token((last["StartTime"], last["SynchronizationJobId"]), fingerprint)
+    if last is not None and index >= lowest and any(matches(jobs[i]) for i in range(index, lowest - 1, -1)):
+        # The job's own position, not its wire StartTime: a hostile override (a job dated in the
+        # future) would otherwise send the next page back to the same job, and the same token.
+        body["NextToken"] = _encode_token((last.start_ms, last.job_id), fingerprint)
     return body
 
 
