@@ -199,10 +199,14 @@ class InstancePoller:
         except TimeoutError:
             raise PollDeadlineError(self.options.deadline_seconds, run.stats.calls) from None
         state = run.finish()
-        # The only commit point: a crash before it redoes the poll. Off the event loop,
-        # because an fsync can take milliseconds that scrapes should not wait for.
-        await asyncio.to_thread(self._store.save, state, run.work.touched)
-        self._state = state
+        if run.work.changed_nothing():
+            # The committed state already says all this poll learned: no commit, no worker thread.
+            state = self._state
+        else:
+            # The only commit point: a crash before it redoes the poll. Off the event loop,
+            # because an fsync can take milliseconds that scrapes should not wait for.
+            await asyncio.to_thread(self._store.save, state, run.work.touched)
+            self._state = state
         self.last_seen_ms = {
             job_id: run.now_ms if job_id in run.seen else self.last_seen_ms.get(job_id, -math.inf)
             for job_id in state.tracked

@@ -75,6 +75,15 @@ class PollWork:
             self.touched.add(key)
         return self.targets[key]
 
+    def changed_nothing(self) -> bool:
+        base = self.base
+        return (
+            not self.touched
+            and self.cursor_ms == base.cursor_ms
+            and self.counted == base.counted
+            and self.tracked == base.tracked
+        )
+
     def result(self) -> InstanceState:
         # Untouched targets keep the very same dictionary, so whoever renders them can tell
         # in one comparison that nothing changed.

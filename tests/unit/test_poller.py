@@ -376,3 +376,37 @@ async def test_an_undocumented_status_is_exported_under_its_own_name(
     labels = f'instance_id="{instance}",target_type="identity_provider",target_id="{idp}",direction="ingress"'
     assert f'idaas_sync_jobs_in_progress{{{labels},status="init"}} 1' in text
     assert f'idaas_sync_jobs_in_progress{{{labels},status="running"}} 0' in text
+
+
+class CountingStore(StateStore):
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.saves = 0
+
+    def save(self, state: InstanceState, changed: set[TargetKey] | None = None) -> None:
+        self.saves += 1
+        super().save(state, changed)
+
+
+async def test_a_poll_that_learns_nothing_commits_nothing_and_keeps_the_state(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    store = CountingStore()
+    poller = make_poller(world, client, store, clock)
+    await poller.poll()
+    clock.advance(60)
+    await poller.poll()
+    assert store.saves == 2
+    # Simulated time stands still: the API shows exactly what was committed.
+    settled = poller.state
+    for _ in range(3):
+        result = await poller.poll()
+        assert result.api_calls >= 1 and result.jobs_changed == 0
+    assert store.saves == 2
+    assert poller.state is settled
+    # Time moves and new jobs finish: the next poll commits them.
+    clock.advance(600)
+    result = await poller.poll()
+    assert result.jobs_changed > 0
+    assert store.saves == 3
+    assert poller.state is not settled
