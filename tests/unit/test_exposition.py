@@ -261,3 +261,18 @@ def test_deflate_pieces_join_with_the_crc_zlib_computes() -> None:
     assert nested.crc == zlib.crc32(whole)
     assert gzip.decompress(gzip_body(parts)) == whole
     assert gzip.decompress(gzip_body([])) == b""
+
+
+def test_an_idle_gzip_body_reuses_every_target_familys_join() -> None:
+    renderer, joined = Renderer(), {}  # type: ignore[var-annotated]
+    first = many_targets_snapshot(40)
+    renderer.render(first).gzipped(openmetrics=False, joined=joined)
+    before = dict(joined)
+    idle = Snapshot(2, first.created + 60, first.instances, first.api)
+    rendered = renderer.render(idle)
+    body = rendered.gzipped(openmetrics=False, joined=joined)
+    assert gzip.decompress(body) == Renderer().render(idle).body(openmetrics=False)
+    reused = {key for key, value in joined.items() if before[key][1] is value[1]}
+    assert {family.name for family, _ in reused} >= {"idaas_sync_jobs", "idaas_sync_objects"}
+    # The exporter's own lines changed, so their families were joined again.
+    assert len(reused) < len(joined)
