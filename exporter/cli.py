@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exporter_commands(commands)
     _add_pull_config_command(commands)
     _add_simulate_command(commands)
+    _add_rules_command(commands)
     return parser
 
 
@@ -154,6 +155,19 @@ def _add_simulate_command(commands: argparse._SubParsersAction[argparse.Argument
     _add_logging_flags(sim)
 
 
+def _add_rules_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from exporter.rules.render import KINDS
+
+    rules = commands.add_parser(
+        "rules",
+        help="print the alerting or recording rules, tuned by a rules config",
+        description="Print the Prometheus rules generated for a deployment: job selector, labels kept "
+        "through aggregation, thresholds and runbook links come from --config (see docs/alerts.md).",
+    )
+    rules.add_argument("--kind", choices=KINDS, default="alerts", help="which file to print; default alerts")
+    rules.add_argument("--config", help="YAML rules config; default: the documented defaults")
+
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
@@ -177,6 +191,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _exporter_command(args)
         if args.command == "pull-config":
             return _pull_config(args)
+        if args.command == "rules":
+            return _rules(args)
     except UsageError as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -274,6 +290,20 @@ def _pull_config(args: argparse.Namespace) -> int:
             return await apply(client)
 
     return asyncio.run(run())
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exporter.rules.config import RulesConfigError, load
+    from exporter.rules.render import render
+
+    try:
+        config = load(Path(args.config) if args.config else None)
+    except RulesConfigError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(render(config, args.kind))
+    return EXIT_OK
 
 
 def _rate(name: str, value: float) -> float:

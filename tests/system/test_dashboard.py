@@ -15,19 +15,24 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.rules.config import RulesConfig
 from tests.e2e import demo_exporter, free_port, prometheus, query
+from tests.promql_lint import problems
 
 ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "deploy" / "prometheus" / "idaas-sync-alerts.yml"
+RULE_FILES = [ROOT / "deploy" / "prometheus" / name for name in ("idaas-sync-alerts.yml", "idaas-sync-recording.yml")]
 SUBSTITUTIONS = {
     "$__rate_interval": "1m",
     "$__interval": "15s",
     "$__range": "5m",
-    "$instance": ".*",
-    "$target_type": ".*",
-    "$target": ".*",
-    "$direction": ".*",
+    "$job": "idaas-sync-exporter",
+    "$instance_id": ".+",
+    "$target_type": ".+",
+    "$target": ".+",
+    "$direction": ".+",
 }
+# The dashboard's queries keep the rules' conventions, with the job variable as the job matcher.
+DASHBOARD_CONVENTIONS = RulesConfig(job_selector='job=~"$job"')
 
 
 def generator() -> ModuleType:
@@ -52,10 +57,29 @@ def test_committed_dashboard_is_what_the_code_generates() -> None:
 def test_dashboard_shape() -> None:
     board = dashboard()
     assert board["uid"] == "idaas-sync-exporter"
-    names = [v["name"] for v in board["templating"]["list"]]
-    assert names == ["datasource", "instance", "target_type", "target", "direction"]
-    titles = {p["title"] for p in board["panels"] if p["type"] != "row"}
-    assert len(titles) >= 11
+    assert board["editable"] is False
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert list(variables) == ["datasource", "job", "instance_id", "target_type", "target", "direction"]
+    assert variables["instance_id"]["label"] == "IDaaS instance ID"
+    for name in ("instance_id", "target_type", "target", "direction"):
+        assert variables[name]["allValue"] == ".+", name
+    assert 'instance_id=~"$instance_id"' in variables["direction"]["query"]
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len({p["title"] for p in panels}) >= 11
+    for panel in panels:
+        assert panel.get("description"), f"{panel['title']}: no description"
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{panel['title']}: no unit"
+
+
+def test_every_dashboard_query_keeps_the_conventions() -> None:
+    for title, expr in panel_queries() + variable_queries():
+        if title == "variable job":
+            continue  # the query that lists the jobs to choose from
+        # Grafana's interval variables stand where PromQL wants a duration.
+        parsable = expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
+        assert problems(parsable, DASHBOARD_CONVENTIONS) == [], title
+        # Grafana picks the window from the scrape interval and zoom; fixed windows live in recording rules.
+        assert not re.search(r"\[\d+[smhdwy]\]", expr), f"{title}: fixed range window in {expr}"
 
 
 def substitute(expr: str) -> str:
@@ -81,20 +105,21 @@ def variable_queries() -> list[tuple[str, str]]:
 
 
 def rule_queries() -> list[tuple[str, str]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
+    groups = [group for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]]
     return [(rule.get("alert") or rule["record"], rule["expr"]) for group in groups for rule in group["rules"]]
 
 
 @pytest.mark.slow
 def test_every_expression_runs_and_every_panel_has_data(tmp_path: Path) -> None:
     exporter_port, prometheus_port = free_port(), free_port()
-    shutil.copy(RULES, tmp_path / "rules.yml")
+    for path in RULE_FILES:
+        shutil.copy(path, tmp_path / path.name)
     with demo_exporter(exporter_port) as target:
         config = f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-rule_files: ["{tmp_path / "rules.yml"}"]
+rule_files: ["{tmp_path}/idaas-sync-*.yml"]
 scrape_configs:
-  - job_name: idaas
+  - job_name: idaas-sync-exporter
     static_configs: [{{targets: ["{target}"]}}]
 """
         with prometheus(tmp_path, config, prometheus_port) as base:

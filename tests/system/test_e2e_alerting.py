@@ -121,7 +121,7 @@ rule_files: ["{tmp_path / "rules.yml"}"]
 alerting:
   alertmanagers: [{{static_configs: [{{targets: ["127.0.0.1:{am_port}"]}}]}}]
 scrape_configs:
-  - job_name: idaas
+  - job_name: idaas-sync-exporter
     static_configs: [{{targets: ["127.0.0.1:{exporter_port}"]}}]
 """
             with prometheus(tmp_path, config, prometheus_port):

@@ -23,7 +23,7 @@ global:
   scrape_interval: 1s
   evaluation_interval: 1s
 scrape_configs:
-  - job_name: idaas
+  - job_name: idaas-sync-exporter
     static_configs:
       - targets: ["{target}"]
 """
@@ -41,7 +41,7 @@ scrape_configs:
                 time.sleep(1)
             assert first is not None, "Prometheus never scraped the exporter"
             assert latest > first, f"job counters did not rise within 90s (stayed at {first})"
-            assert query(base, 'up{job="idaas"} == 1')
+            assert query(base, 'up{job="idaas-sync-exporter"} == 1')
             assert query(base, "idaas_up == 1")
             names = query(base, "count by (target_name) (idaas_sync_target_info)")
             assert {r["metric"]["target_name"] for r in names} >= {"DingTalk", "WeCom", "HR Portal"}
@@ -55,6 +55,6 @@ scrape_configs:
             assert single.decompress(body) == gzip.decompress(body)
             assert single.eof and single.unused_data == b""
             assert b"idaas_exporter_build_info{" in gzip.decompress(body)
-            assert query(base, 'idaas_exporter_build_info{job="idaas"} == 1')
-            scraped = float(query(base, 'scrape_samples_scraped{job="idaas"}')[0]["value"][1])
+            assert query(base, 'idaas_exporter_build_info{job="idaas-sync-exporter"} == 1')
+            scraped = float(query(base, 'scrape_samples_scraped{job="idaas-sync-exporter"}')[0]["value"][1])
             assert scraped >= gzip.decompress(body).count(b"\nidaas_") * 0.9
