@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from exporter.settings import DEFAULT_PORT
@@ -14,7 +18,9 @@ from tests.e2e import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
-BUILTIN_KINDS = ("statefulset.yaml", "service.yaml", "serviceaccount.yaml", "secret.example.yaml")
+CRDS = ROOT / "tests" / "data" / "crd"
+# The CRD patterns are Go (RE2) regular expressions; Python's dialect is the closest (see strict()).
+CHECK_JSONSCHEMA = [str(Path(sys.executable).parent / "check-jsonschema"), "--regex-variant", "python"]
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -35,12 +41,96 @@ def test_dockerfile_passes_hadolint_and_matches_the_exporter() -> None:
     assert text.count("FROM ") == 2  # multi-stage
 
 
-def test_builtin_manifests_validate_against_the_kubernetes_schema() -> None:
+def kustomizations() -> list[Path]:
+    return sorted(path.parent for path in K8S.rglob("kustomization.yaml"))
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize` builds from ``directory`` (skips where kubectl is missing)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the kustomizations are not built here (CI machines have it)")
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {obj["kind"]: obj for obj in objects}
+
+
+@pytest.mark.parametrize("directory", kustomizations(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_kustomization_builds_and_validates(directory: Path, tmp_path: Path) -> None:
+    objects = kustomize(directory)
+    core = [obj for obj in objects if not obj["apiVersion"].startswith("monitoring.coreos.com/")]
+    files = []
+    for number, obj in enumerate(core):
+        files.append(tmp_path / f"core-{number}.yaml")
+        files[-1].write_text(yaml.safe_dump(obj))
     tool = Path(sys.executable).parent / "kubernetes-validate"
-    files = [str(K8S / name) for name in BUILTIN_KINDS]
-    result = subprocess.run([str(tool), "--strict", *files], capture_output=True, text=True, check=False)
+    result = subprocess.run([str(tool), "--strict", *map(str, files)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(" passed for resource ") == len(files), result.stdout
+    for kind, schema_name in (
+        ("ServiceMonitor", "servicemonitor_v1.json"),
+        ("PrometheusRule", "prometheusrule_v1.json"),
+    ):
+        found = [obj for obj in objects if obj["kind"] == kind]
+        assert found, f"{directory}: no {kind}"
+        schema = tmp_path / schema_name
+        schema.write_text(json.dumps(strict(json.loads((CRDS / schema_name).read_text()))))
+        for number, obj in enumerate(found):
+            instance = tmp_path / f"{kind}-{number}.json"
+            instance.write_text(json.dumps(obj))
+            checked = subprocess.run(
+                [*CHECK_JSONSCHEMA, "--schemafile", str(schema), str(instance)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def strict(schema: Any) -> Any:
+    """The CRD schema, with unknown fields rejected as `kubectl apply --validate=strict` rejects them.
+
+    Go puts inline flags anywhere (``^(?i)abort``); Python wants them first (``(?i)^abort``).
+    """
+    if isinstance(schema, dict):
+        schema = {key: strict(value) for key, value in schema.items()}
+        pattern = schema.get("pattern")
+        if isinstance(pattern, str) and pattern.startswith("^(?i)"):
+            schema["pattern"] = "(?i)^" + pattern.removeprefix("^(?i)")
+        open_ended = "additionalProperties" in schema or schema.get("x-kubernetes-preserve-unknown-fields")
+        if "properties" in schema and not open_ended:
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+def test_the_example_secret_validates() -> None:
+    tool = Path(sys.executable).parent / "kubernetes-validate"
+    path = K8S / "secret.example.yaml"
+    result = subprocess.run([str(tool), "--strict", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_rejects_an_unknown_field(tmp_path: Path) -> None:
+    monitor = load(K8S / "servicemonitor.yaml")
+    monitor["spec"]["jobLabels"] = "app.kubernetes.io/name"  # a typo of jobLabel
+    instance = tmp_path / "monitor.json"
+    instance.write_text(json.dumps(monitor))
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(strict(json.loads((CRDS / "servicemonitor_v1.json").read_text()))))
+    checked = subprocess.run(
+        [*CHECK_JSONSCHEMA, "--schemafile", str(schema), str(instance)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 1 and "jobLabels" in checked.stdout + checked.stderr
 
 
 def test_prometheusrule_holds_the_alerts_and_recording_rules_and_is_valid(tmp_path: Path) -> None:
@@ -62,28 +152,52 @@ def test_prometheusrule_holds_the_alerts_and_recording_rules_and_is_valid(tmp_pa
 
 
 def test_manifests_agree_with_each_other() -> None:
-    kustomization = load(K8S / "kustomization.yaml")
-    for resource in kustomization["resources"]:
-        assert (K8S / resource).exists(), resource
-    statefulset = load(K8S / "statefulset.yaml")
-    service = load(K8S / "service.yaml")
-    monitor = load(K8S / "servicemonitor.yaml")
-    account = load(K8S / "serviceaccount.yaml")
+    objects = by_kind(kustomize(K8S))
+    statefulset, service, monitor = objects["StatefulSet"], objects["Service"], objects["ServiceMonitor"]
+    account, policy, rule = objects["ServiceAccount"], objects["NetworkPolicy"], objects["PrometheusRule"]
     pod = statefulset["spec"]["template"]
     container = pod["spec"]["containers"][0]
     assert container["ports"][0]["containerPort"] == DEFAULT_PORT
     port_name = container["ports"][0]["name"]
     assert service["spec"]["ports"][0]["targetPort"] == port_name
-    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
     assert set(monitor["spec"]["selector"]["matchLabels"].items()) <= set(service["metadata"]["labels"].items())
     assert set(service["spec"]["selector"].items()) <= set(pod["metadata"]["labels"].items())
+    # The job label the rules select on comes from the Service label the ServiceMonitor names.
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "idaas-sync-exporter"
+    assert duration(endpoint["scrapeTimeout"]) < duration(endpoint["interval"])
+    for obj in (monitor, rule):
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"  # kube-prometheus-stack's selector
+    for obj in objects.values():
+        labels = obj["metadata"]["labels"]
+        for key in ("name", "instance", "version", "part-of", "managed-by"):
+            assert f"app.kubernetes.io/{key}" in labels, (obj["kind"], key)
     assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
     assert "pod-identity.alibabacloud.com/role-name" in account["metadata"]["annotations"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     state_path = next(e["value"] for e in container["env"] if e["name"] == "IDAAS_EXPORTER_STATE_PATH")
     assert str(Path(state_path).parent) in mounts
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # An IDaaS outage must show as idaas_up 0, not as a target that left the Service.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and security["runAsNonRoot"]
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
+    assert security["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["spec"]["securityContext"]["runAsUser"] != 0
+    assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"]
+    assert set(policy["spec"]["podSelector"]["matchLabels"].items()) <= set(pod["metadata"]["labels"].items())
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": port_name, "protocol": "TCP"}]
+    egress_ports = {(p["port"], p["protocol"]) for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+
+
+def duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)", text).groups()  # type: ignore[union-attr]
+    return int(number) * units[unit]
 
 
 def test_compose_stack_configuration() -> None:
