@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t idaas-sync-exporter .
+# Build: docker build --build-arg REVISION="$(git rev-parse HEAD)" -t idaas-sync-exporter .
 # Run:   docker run -p 10129:10129 idaas-sync-exporter serve --demo
 
 FROM python:3.11-slim-bookworm AS build
@@ -15,9 +15,14 @@ COPY exporter ./exporter
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
+# The source revision, shown in idaas_exporter_build_info{revision}.
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="idaas-sync-exporter" \
+      org.opencontainers.image.revision="${REVISION}"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
     IDAAS_EXPORTER_STATE_PATH=/var/lib/idaas-sync-exporter/state.sqlite3 \
-    IDAAS_EXPORTER_LOG_FORMAT=json
+    IDAAS_EXPORTER_LOG_FORMAT=json \
+    IDAAS_EXPORTER_REVISION=${REVISION}
 # The only index is /wheels, built above from this source tree, so versions are fixed by construction.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

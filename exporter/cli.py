@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from exporter.settings import Settings, SettingsError
+from exporter.settings import Settings, SettingsError, flag_name
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -34,8 +34,16 @@ class UsageError(Exception):
 
 # Settings that only mean something to a running daemon; `once` does not offer them.
 SERVE_ONLY_SETTINGS = frozenset(
-    {"listen_address", "poll_interval_seconds", "target_refresh_seconds", "web_config_file"}
+    {"listen_address", "telemetry_path", "poll_interval_seconds", "target_refresh_seconds", "web_config_file"}
 )
+# The flag names Prometheus exporters share (exporter-toolkit), as aliases of our own.
+TOOLKIT_ALIASES = {
+    "--web.listen-address": "listen_address",
+    "--web.telemetry-path": "telemetry_path",
+    "--web.config.file": "web_config_file",
+    "--log.level": "log_level",
+    "--log.format": "log_format",
+}
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, *, serve: bool) -> None:
@@ -95,13 +103,15 @@ def _add_exporter_commands(commands: argparse._SubParsersAction[argparse.Argumen
             "--demo-seed", type=int, default=1, help="seed of the simulated tenant in demo mode; default 1"
         )
         _add_setting_flags(command, serve=name == "serve")
-        if name == "serve":
+        for alias, setting in TOOLKIT_ALIASES.items():
+            if setting in SERVE_ONLY_SETTINGS and name != "serve":
+                continue
             command.add_argument(
-                "--web.config.file",
-                dest="setting_web_config_file",
+                alias,
+                dest=f"alias_{setting}",
                 default=None,
-                metavar="FILE",
-                help="the same as --web-config-file (the name Prometheus exporters use)",
+                metavar="VALUE",
+                help=f"the same as {flag_name(setting)} (the name Prometheus exporters use)",
             )
 
 
@@ -249,12 +259,22 @@ def settings_from(args: argparse.Namespace, *, defaults: dict[str, Any]) -> Sett
     """
     from exporter.settings import load_settings
 
+    given = vars(args)
     flags = {
         key.removeprefix("setting_"): value
-        for key, value in vars(args).items()
+        for key, value in given.items()
         if key.startswith("setting_") and value is not None
     }
-    return load_settings(args.config, {**defaults, **flags})
+    flag_names = {}
+    for alias, setting in TOOLKIT_ALIASES.items():
+        value = given.get(f"alias_{setting}")
+        if value is None:
+            continue
+        if setting in flags:
+            raise UsageError(f"{alias} and {flag_name(setting)} are the same setting; give one of them")
+        flags[setting] = value
+        flag_names[setting] = alias
+    return load_settings(args.config, {**defaults, **flags}, flag_names=flag_names)
 
 
 def _pull_config(args: argparse.Namespace) -> int:

@@ -155,7 +155,11 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
         watcher = WebConfigWatcher(settings.web_config_file)
         connections = ConnectionGuard(limit=settings.web_max_connections)
         app = build_app(
-            exporter, poll_interval=settings.poll_interval_seconds, web_config=watcher, connections=connections
+            exporter,
+            poll_interval=settings.poll_interval_seconds,
+            web_config=watcher,
+            connections=connections,
+            telemetry_path=settings.telemetry_path,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -201,6 +205,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
 async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[bytes, list[str]]:
     """One full poll of every instance; returns the exposition and the errors (empty when all succeeded)."""
     from exporter.metrics.exposition import render
+    from exporter.metrics.selfmetrics import SelfMetrics
 
     async with AsyncExitStack() as stack:
         settings, exporter = await open_exporter(stack, settings, demo)
@@ -212,4 +217,4 @@ async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[byt
             for instance_id, view in exporter.snapshot.instances.items()
             if not view.up
         ]
-        return render(exporter.snapshot), errors
+        return render(exporter.snapshot, self_metrics=SelfMetrics()), errors

@@ -7,6 +7,7 @@ what is allowed; the exporter refuses to start until all are fixed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ def default_state_path() -> str:
     if container.is_dir():
         return str(container / "state.sqlite3")
     return str(Path.home() / ".local" / "share" / "idaas-sync-exporter" / "state.sqlite3")
+
+
+# Served by the exporter itself besides the metrics (see exporter/web/server.py).
+RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -68,6 +73,7 @@ class Settings(BaseSettings):
     region_id: str = Field("cn-hangzhou", description="region of the instances")
     endpoint: str | None = Field(None, description="API endpoint override (host or URL)")
     listen_address: str = Field(f":{DEFAULT_PORT}", description="HOST:PORT of the metrics server")
+    telemetry_path: str = Field("/metrics", description="path the metrics are served under")
     poll_interval_seconds: float = Field(60.0, ge=1, le=86400, description="seconds between polls of an instance")
     lookback_seconds: float = Field(86400.0, ge=60, description="cold-start window and in-progress tracking limit")
     overlap_seconds: float = Field(30.0, ge=0, description="re-read window for late-appearing jobs")
@@ -163,6 +169,15 @@ class Settings(BaseSettings):
         parse_listen_address(value)
         return value
 
+    @field_validator("telemetry_path")
+    @classmethod
+    def _telemetry_path(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError("must be a path such as /metrics: segments of letters, digits, '.', '_', '~' or '-'")
+        if value in RESERVED_PATHS:
+            raise ValueError(f"{value} is the exporter's own endpoint; choose another path")
+        return value
+
     @model_validator(mode="after")
     def _pairs(self) -> Settings:
         has_secret = self.access_key_secret is not None and bool(self.access_key_secret.get_secret_value())
@@ -226,11 +241,17 @@ def flag_name(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    flag_names: dict[str, str] | None = None,
+) -> Settings:
     """Merge YAML < environment < flags (``overrides``) and validate; raises :class:`SettingsError`.
 
-    Each problem is reported under the name the user gave the value by: the flag, the
-    environment variable, or the key in the YAML file.
+    Each problem is reported under the name the user gave the value by: the flag (as named
+    in ``flag_names`` when it was given under an alias), the environment variable, or the
+    key in the YAML file.
     """
     merged: dict[str, Any] = {}
     given_as: dict[str, str] = {}
@@ -244,7 +265,7 @@ def load_settings(config_file: str | None = None, overrides: dict[str, Any] | No
     for name, value in (overrides or {}).items():
         if value is not None:
             merged[name] = value
-            given_as[name] = flag_name(name)
+            given_as[name] = (flag_names or {}).get(name) or flag_name(name)
     try:
         return Settings(**merged)
     except ValidationError as exc:

@@ -31,6 +31,7 @@ BINARY_PACKAGES = {
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "amtool": "prometheus-alertmanager",
+    "chromium": "chromium",
 }
 
 
@@ -43,10 +44,15 @@ def require_binary(name: str) -> str:
     path = next(filter(None, map(shutil.which, BINARY_ALTERNATIVES.get(name, (name,)))), None)
     if path is None:
         package = BINARY_PACKAGES.get(name, name)
+        elsewhere = (
+            "or put a Chromium binary on PATH as `chromium`"
+            if package == "chromium"
+            else "or put the binary from prometheus.io/download on PATH"
+        )
         pytest.fail(
             f"{name} is not installed: run `sudo apt-get install {package}` on Debian/Ubuntu "
             f"(`bash .ci/run` does it as root), `brew install {package.removeprefix('prometheus-')}` on macOS, "
-            "or put the binary from prometheus.io/download on PATH",
+            + elsewhere,
             pytrace=False,
         )
     return path

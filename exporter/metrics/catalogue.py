@@ -8,6 +8,7 @@ docs/metrics.md against this catalogue, so code and documentation cannot drift a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from exporter.api.models import ACTIONS, COUNT_RESULTS, OBJECT_TYPES
@@ -60,17 +61,32 @@ class Family:
         cumulative = 0
         for bound, in_bucket in zip((*self.buckets, math.inf), buckets, strict=True):
             cumulative += in_bucket
-            lines.append(self.line(f'{labels},le="{_le(bound)}"', cumulative, "_bucket"))
+            lines.append(self.line(f'{labels},le="{le_label(bound)}"', cumulative, "_bucket"))
         lines.append(self.line(labels, count, "_count"))
         lines.append(self.line(labels, total, "_sum"))
         return lines
+
+
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def escape(value: str) -> str:
+    """A label value as the exposition formats require, whatever the API sent.
+
+    Backslash, double quote and line feed are escaped; other control characters
+    become U+FFFD and unpaired surrogates '?', so the output is always valid UTF-8
+    that Prometheus parses back to the same value.
+    """
+    if not value.isascii() or _CONTROL.search(value):
+        value = _CONTROL.sub("\ufffd", value).encode("utf-8", "replace").decode("utf-8")
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _le(bound: float) -> str:
+def le_label(bound: float) -> str:
     return "+Inf" if bound == math.inf else repr(float(bound))
 
 
@@ -220,9 +236,14 @@ API_REQUEST_DURATION = Family(
     ("action",),
     API_DURATION_BUCKETS,
 )
-BUILD_INFO = Family("idaas_exporter_build_info", "gauge", "Exporter version; always 1.", ("version",))
+BUILD_INFO = Family(
+    "idaas_exporter_build_info",
+    "gauge",
+    "Version, source revision and Python version of the running exporter; always 1.",
+    ("version", "revision", "python_version"),
+)
 
-# The order of the exposition.
+# The order of the exposition: the sync families, rendered by exposition.py ...
 FAMILIES = (
     PULL_DELETION_THRESHOLD,
     PULL_FEATURE_ENABLED,
@@ -241,6 +262,10 @@ FAMILIES = (
     OLDEST_IN_PROGRESS_START,
     TARGET_INFO,
     UP,
+)
+# ... then the exporter's own, rendered through prometheus-client by selfmetrics.py (with the
+# process_* families of its ProcessCollector, which are prometheus-client's to declare).
+SELF_FAMILIES = (
     LAST_POLL_SUCCESS,
     POLL_DURATION,
     POLL_FAILURES,
@@ -249,3 +274,4 @@ FAMILIES = (
     API_REQUEST_DURATION,
     BUILD_INFO,
 )
+ALL_FAMILIES = FAMILIES + SELF_FAMILIES

@@ -6,7 +6,8 @@ other targets of its block into one piece of raw deflate per family. Both format
 share them (they differ only in the ``# TYPE``/``# HELP`` headers and the closing
 ``# EOF``). A text scrape streams the plain pieces; a gzip scrape gets the cached
 deflate joined into one gzip member. A poll that changed nothing renders and
-compresses only the instance's own few lines.
+compresses only the instances' ``idaas_up`` lines and the exporter's own metrics,
+which prometheus-client renders (selfmetrics.py) and which follow the sync families.
 
 Exposition (abridged)::
 
@@ -21,19 +22,18 @@ Exposition (abridged)::
 from __future__ import annotations
 
 import asyncio
-import re
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from exporter import __version__
 from exporter.api.models import FINAL_STATUSES, IN_PROGRESS_STATUSES, TRIGGER_TYPES
 from exporter.collect.counting import TargetKey
 from exporter.memory import release_free_memory
 from exporter.metrics import catalogue
-from exporter.metrics.catalogue import FAMILIES, STANDARD_OBJECT_KEYS, Family
+from exporter.metrics.catalogue import FAMILIES, STANDARD_OBJECT_KEYS, Family, escape
+from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.snapshot import InstanceView, Snapshot, TargetView
 
 # Targets rendered between returns to the event loop (about a millisecond of work).
@@ -46,19 +46,6 @@ BLOCK_TARGETS = 8
 GZIP_LEVEL = 1  # ten to forty times smaller than the text, at a fraction of level 6's cost
 # Giving freed heap back to the OS walks the heap: worth it after a large re-render only.
 TRIM_AFTER_BLOCKS = 32
-_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")
-
-
-def escape(value: str) -> str:
-    """A label value as the exposition formats require, whatever the API sent.
-
-    Backslash, double quote and line feed are escaped; other control characters
-    become U+FFFD and unpaired surrogates '?', so the output is always valid UTF-8
-    that Prometheus parses back to the same value.
-    """
-    if not value.isascii() or _CONTROL.search(value):
-        value = _CONTROL.sub("\ufffd", value).encode("utf-8", "replace").decode("utf-8")
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class _Lines:
@@ -153,29 +140,9 @@ def catalogue_lines(view: InstanceView) -> dict[Family, bytes]:
 
 
 def health_lines(view: InstanceView) -> dict[Family, bytes]:
-    """The instance's own few lines, which change every poll."""
-    instance = f'instance_id="{escape(view.instance_id)}"'
+    """The instance's own line, which changes with each poll's outcome (the rest: selfmetrics.py)."""
     out = _Lines()
-    out.add(catalogue.UP, instance, 1 if view.up else 0)
-    if view.last_success is not None:
-        out.add(catalogue.LAST_POLL_SUCCESS, instance, view.last_success)
-    if view.poll_duration is not None:
-        out.add(catalogue.POLL_DURATION, instance, view.poll_duration)
-    out.add(catalogue.POLL_FAILURES, instance, view.poll_failures)
-    for reason, count in sorted(view.anomalies.items()):
-        out.add(catalogue.JOBS_ANOMALOUS, f'{instance},reason="{escape(reason)}"', count)
-    return out.encoded()
-
-
-def global_lines(snapshot: Snapshot) -> dict[Family, bytes]:
-    out = _Lines()
-    for (instance_id, action, code), count in sorted(snapshot.api.counts.items()):
-        labels = f'instance_id="{escape(instance_id)}",action="{escape(action)}",code="{escape(code)}"'
-        out.add(catalogue.API_REQUESTS, labels, count)
-    duration = catalogue.API_REQUEST_DURATION
-    for action, (counts, total, count) in sorted(snapshot.api.durations.items()):
-        out.extend(duration, duration.histogram(f'action="{escape(action)}"', counts, total, count))
-    out.add(catalogue.BUILD_INFO, f'version="{escape(__version__)}"', 1)
+    out.add(catalogue.UP, f'instance_id="{escape(view.instance_id)}"', 1 if view.up else 0)
     return out.encoded()
 
 
@@ -322,16 +289,23 @@ FamilyJoins = dict[tuple[Family, bool], tuple[tuple[Deflated, ...], Deflated]]
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """One snapshot's exposition: segments in order, every family's samples in that order."""
+    """One snapshot's exposition: segments in order, every family's samples in that order.
+
+    ``tails`` follow the families: the exporter's own metrics (selfmetrics.py), per format.
+    """
 
     version: int
     segments: tuple[Segment, ...]
+    tails: Mapping[bool, Tail] = field(default_factory=dict)
 
     def chunks(self, *, openmetrics: bool) -> Iterator[bytes]:
         for family in FAMILIES:
             yield family.header(openmetrics)
             for segment in self.segments:
                 yield from segment.text.get(family, ())
+        tail = self.tails.get(openmetrics)
+        if tail is not None:
+            yield tail.text
         if openmetrics:
             yield _EOF
 
@@ -341,7 +315,8 @@ class Rendered:
     def length(self, *, openmetrics: bool) -> int:
         """Bytes :meth:`chunks` yields, so a scrape can send a Content-Length instead of chunks."""
         headers = sum(len(family.header(openmetrics)) for family in FAMILIES) + (len(_EOF) if openmetrics else 0)
-        return headers + sum(segment.size for segment in self.segments)
+        tail = self.tails.get(openmetrics)
+        return headers + sum(segment.size for segment in self.segments) + (len(tail.text) if tail else 0)
 
     def gzipped(self, *, openmetrics: bool, joined: FamilyJoins | None = None) -> bytes:
         """The gzip body: cached deflate joined, nothing compressed here.
@@ -366,9 +341,24 @@ class Rendered:
                 known = (parts, Deflated.join(parts))
                 joined[family, openmetrics] = known
             families.append(known[1])
+        tail = self.tails.get(openmetrics)
+        if tail is not None:
+            families.append(tail.gzipped)
         if openmetrics:
             families.append(_EOF_PIECE)
         return gzip_body(families)
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """Lines rendered elsewhere (prometheus-client), with their deflate."""
+
+    text: bytes
+    gzipped: Deflated
+
+    @classmethod
+    def of(cls, text: bytes) -> Tail:
+        return cls(text, Deflated.of([text]))
 
 
 class _Block:
@@ -411,7 +401,10 @@ class Renderer:
     last time) costs nothing; otherwise each target costs one identity check.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, self_metrics: SelfMetrics | None = None) -> None:
+        # The exporter's own metrics, rendered after the sync families; None renders the sync
+        # families alone (tests and tools that compare them).
+        self._self_metrics = self_metrics
         self._instances: dict[str, _InstanceRender] = {}
         self.target_renders = 0
         self.block_compressions = 0
@@ -439,8 +432,10 @@ class Renderer:
             segments.append(cached.combined)
         for gone in set(self._instances) - set(snapshot.instances):
             del self._instances[gone]
-        segments.append(Segment.of([global_lines(snapshot)]))
-        self._result = Rendered(snapshot.version, tuple(segments))
+        tails = {}
+        if self._self_metrics is not None:
+            tails = {openmetrics: Tail.of(text) for openmetrics, text in self._self_metrics.render(snapshot).items()}
+        self._result = Rendered(snapshot.version, tuple(segments), MappingProxyType(tails))
 
     def _update_targets(
         self, instance_id: str, cached: _InstanceRender, targets: Mapping[TargetKey, TargetView]
@@ -538,6 +533,6 @@ class ExpositionCache:
         return self._served
 
 
-def render(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:
+def render(snapshot: Snapshot, *, openmetrics: bool = False, self_metrics: SelfMetrics | None = None) -> bytes:
     """The whole exposition at once (for `once`, tests and tools)."""
-    return Renderer().render(snapshot).body(openmetrics=openmetrics)
+    return Renderer(self_metrics).render(snapshot).body(openmetrics=openmetrics)

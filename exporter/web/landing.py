@@ -5,8 +5,24 @@ from __future__ import annotations
 import html
 from datetime import UTC, datetime
 
-from exporter import __version__
+from exporter import PROJECT_URL, __version__
 from exporter.metrics.snapshot import Snapshot
+
+DOCS_URL = f"{PROJECT_URL}/blob/main/README.md"
+# Seconds between reloads: the page shows state that changes once per poll, and a reload costs one
+# render of this page (no API call). A <meta> refresh needs no script, so the page stays usable
+# under a Content-Security-Policy that forbids scripts.
+REFRESH_SECONDS = 30
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin-bottom:1.5em}
+td,th{padding:.25em .8em;text-align:left;border-bottom:1px solid #ddd}
+th{background:#f4f4f4}
+.id{color:#666;font-family:monospace;font-size:.9em}
+.up{color:#1a7f37}.down{color:#cf222e}.starting{color:#9a6700}
+footer,.note{color:#666;font-size:.9em}
+"""
 
 
 def _when(ts: float | None) -> str:
@@ -15,49 +31,66 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def landing_page(snapshot: Snapshot) -> str:
+def _cells(*cells: str) -> str:
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def _instance_rows(snapshot: Snapshot) -> list[str]:
     rows = []
     for instance_id, view in snapshot.instances.items():
         status = "up" if view.up else ("down" if view.polled else "starting")
         rows.append(
-            f"<tr><td>{html.escape(instance_id)}</td><td>{status}</td><td>{_when(view.last_success)}</td>"
-            f"<td>{html.escape(view.last_error or '')}</td></tr>"
+            _cells(
+                f'<span class="id">{html.escape(instance_id)}</span>',
+                f'<span class="{status}">{status}</span>',
+                _when(view.last_success),
+                html.escape(view.last_error or ""),
+            )
         )
-    targets = []
+    return rows
+
+
+def _target_rows(snapshot: Snapshot) -> list[str]:
+    rows = []
     for instance_id, view in snapshot.instances.items():
         for key, target in sorted(view.targets.items()):
             info = view.target_info.get((key.target_type, key.target_id))
-            name = info.name if info else key.target_id
-            last = target.last_job.status if target.last_job else "-"
-            running = sum(target.in_progress.values())
-            targets.append(
-                "<tr>"
-                + "".join(
-                    f"<td>{html.escape(str(cell))}</td>"
-                    for cell in (
-                        instance_id,
-                        key.target_type,
-                        name,
-                        key.direction,
-                        last,
-                        _when(target.last_success_end),
-                        running,
-                    )
+            name = html.escape(info.name) if info else ""
+            rows.append(
+                _cells(
+                    f'<span class="id">{html.escape(instance_id)}</span>',
+                    html.escape(key.target_type),
+                    f'{name} <span class="id">{html.escape(key.target_id)}</span>',
+                    html.escape(key.direction),
+                    html.escape(target.last_job.status if target.last_job else "-"),
+                    _when(target.last_success_end),
+                    str(sum(target.in_progress.values())),
                 )
-                + "</tr>"
             )
+    return rows
+
+
+def landing_page(snapshot: Snapshot, *, telemetry_path: str = "/metrics") -> str:
+    metrics = html.escape(telemetry_path)
+    targets = _target_rows(snapshot)
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>IDaaS sync exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style></head>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>IDaaS sync exporter</title>
+<style>{_STYLE}</style></head>
 <body><h1>IDaaS sync exporter</h1>
-<p>Version {html.escape(__version__)} &middot; <a href="/metrics">/metrics</a> &middot;
-<a href="/healthz">/healthz</a> &middot; <a href="/readyz">/readyz</a></p>
+<nav><a href="{metrics}">Metrics</a> &middot; <a href="/healthz">/healthz</a> &middot;
+<a href="/readyz">/readyz</a> &middot; <a href="{DOCS_URL}">Documentation</a></nav>
 <h2>Instances</h2>
-<table><tr><th>Instance</th><th>Poll status</th><th>Last successful poll</th><th>Last error</th></tr>
-{"".join(rows)}</table>
-<h2>Targets</h2>
-<table><tr><th>Instance</th><th>Type</th><th>Target</th><th>Direction</th><th>Last job</th>
-<th>Last success</th><th>In progress</th></tr>
+<table id="instances"><tr><th>Instance ID</th><th>Poll status</th><th>Last successful poll</th><th>Last error</th></tr>
+{"".join(_instance_rows(snapshot))}</table>
+<h2>Targets ({len(targets)})</h2>
+<table id="targets"><tr><th>Instance ID</th><th>Type</th><th>Target (name and ID)</th><th>Direction</th>
+<th>Last job</th><th>Last success</th><th>In progress</th></tr>
 {"".join(targets)}</table>
+<footer>Version {html.escape(__version__)} &middot; refreshes every {REFRESH_SECONDS} s &middot;
+shown {_when(snapshot.created)}</footer>
 </body></html>
 """

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.metrics.exposition import ExpositionCache, Prepared, Renderer
+from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.snapshot import Snapshot
 from exporter.service import Exporter
 from exporter.web.access import AccessControl
@@ -55,14 +56,22 @@ def build_app(
     clock: Callable[[], float] = time.time,
     web_config: WebConfigWatcher | None = None,
     connections: ConnectionGuard | None = None,
+    telemetry_path: str = "/metrics",
+    self_metrics: SelfMetrics | None = None,
 ) -> web.Application:
     app = web.Application()
     AccessControl(web_config or WebConfigWatcher(None), connections).install(app)
     app[EXPORTER_KEY] = exporter
-    endpoints = Endpoints(exporter, poll_interval=poll_interval, clock=clock)
+    endpoints = Endpoints(
+        exporter,
+        poll_interval=poll_interval,
+        clock=clock,
+        telemetry_path=telemetry_path,
+        self_metrics=self_metrics or SelfMetrics(),
+    )
     app[ENDPOINTS_KEY] = endpoints
     exporter.listeners.append(endpoints.on_publish)
-    app.router.add_get("/metrics", endpoints.metrics)
+    app.router.add_get(telemetry_path, endpoints.metrics)
     app.router.add_get("/healthz", endpoints.healthz)
     app.router.add_get("/readyz", endpoints.readyz)
     app.router.add_get("/", endpoints.landing)
@@ -70,11 +79,20 @@ def build_app(
 
 
 class Endpoints:
-    def __init__(self, exporter: Exporter, *, poll_interval: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        exporter: Exporter,
+        *,
+        poll_interval: float,
+        clock: Callable[[], float],
+        telemetry_path: str,
+        self_metrics: SelfMetrics,
+    ) -> None:
         self._exporter = exporter
+        self._telemetry_path = telemetry_path
         self._poll_interval = poll_interval
         self._clock = clock
-        self.renderer = Renderer()
+        self.renderer = Renderer(self_metrics)
         self._cache = ExpositionCache(self.renderer)
         self._preparing: set[asyncio.Task[Prepared]] = set()
 
@@ -118,7 +136,9 @@ class Endpoints:
         return web.Response(text="ready\n")
 
     async def landing(self, request: web.Request) -> web.Response:
-        return web.Response(text=landing_page(self._exporter.snapshot), content_type="text/html")
+        return web.Response(
+            text=landing_page(self._exporter.snapshot, telemetry_path=self._telemetry_path), content_type="text/html"
+        )
 
 
 async def _stream(

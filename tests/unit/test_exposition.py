@@ -8,17 +8,29 @@ import os
 import zlib
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.models import parse_job
 from exporter.collect.counting import TargetKey, TargetTally
 from exporter.collect.targets import TargetInfo
-from exporter.metrics.exposition import ExpositionCache, Renderer, render
+from exporter.metrics.exposition import ExpositionCache, Renderer
+from exporter.metrics.exposition import render as render_sync
+from exporter.metrics.selfmetrics import BuildInfo, SelfMetrics
 from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
 from tests.unit.test_models import document_example
 
 GOLDEN = Path(__file__).parent / "golden" / "seed_example.prom"
+# The exporter's own metrics as prometheus-client renders them, with fixed build labels and
+# without the process_* families (their values are the test process's).
+FIXED_BUILD = BuildInfo("0.1.0", "0123456789abcdef0123456789abcdef01234567", "3.11.0")
+
+
+def render(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:
+    return render_sync(snapshot, openmetrics=openmetrics, self_metrics=SelfMetrics(FIXED_BUILD, process=False))
+
+
 INSTANCE = "idaas_ue2jvisn35ea5lmthk267xxxxx"
 
 
@@ -157,9 +169,9 @@ async def test_rendering_happens_once_per_snapshot_and_only_for_changed_targets(
 
 
 def test_every_sample_carries_exactly_the_labels_its_family_declares() -> None:
-    from exporter.metrics.catalogue import FAMILIES
+    from exporter.metrics.catalogue import ALL_FAMILIES
 
-    declared = {family.name: family for family in FAMILIES}
+    declared = {family.name: family for family in ALL_FAMILIES}
     text = render(seed_snapshot()).decode()
     seen = set()
     for parsed in text_string_to_metric_families(text):
@@ -276,3 +288,42 @@ def test_an_idle_gzip_body_reuses_every_target_familys_join() -> None:
     assert {family.name for family, _ in reused} >= {"idaas_sync_jobs", "idaas_sync_objects"}
     # The exporter's own lines changed, so their families were joined again.
     assert len(reused) < len(joined)
+
+
+def test_the_self_metrics_say_what_prometheus_clients_own_writers_say() -> None:
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    from exporter.metrics.selfmetrics import write
+
+    self_metrics = SelfMetrics(BuildInfo("0.1.0", 'rev"with\\odd\nchars', "3.11.0"))
+    snapshot = seed_snapshot()
+    ours = self_metrics.render(snapshot)
+    self_metrics._snapshot_collector.snapshot = snapshot
+    families = list(self_metrics.registry.collect())
+    theirs_text = generate_latest(self_metrics.registry).decode()
+    theirs_openmetrics = generate_openmetrics(self_metrics.registry).decode()
+
+    def parsed(text: str, parse: Any) -> dict[str, tuple[str, str, list[tuple[str, tuple[Any, ...], float]]]]:
+        return {
+            f.name: (
+                f.type,
+                f.documentation,
+                sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f.samples),
+            )
+            for f in parse(text)
+            if not f.name.startswith("process_")  # read twice, a moment apart
+        }
+
+    assert parsed(ours[False].decode(), text_string_to_metric_families) == parsed(
+        theirs_text, text_string_to_metric_families
+    )
+    assert parsed(ours[True].decode() + "# EOF\n", parse_openmetrics) == parsed(theirs_openmetrics, parse_openmetrics)
+    assert write(families, openmetrics=False).count(b"# TYPE") == len(families)
+    assert {f.name for f in parse_openmetrics(ours[True].decode() + "# EOF\n")} >= {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "idaas_exporter_build_info",
+        "idaas_exporter_api_requests",
+    }

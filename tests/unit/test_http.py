@@ -113,8 +113,30 @@ async def test_landing_page_lists_instances_and_targets(
     await exporter.refresh_targets(instance)
     await exporter.poll(instance)
     page = await (await http.get("/")).text()
-    assert instance in page and "/metrics" in page
+    assert instance in page and 'href="/metrics"' in page
     assert "DingTalk" in page and "HR Portal" in page
+    # Names and ids side by side; a link to the docs; a refresh without script.
+    some_target = next(iter(exporter.snapshot.instances[instance].targets))
+    assert some_target.target_id in page
+    assert 'href="https://' in page and "Documentation" in page
+    assert '<meta http-equiv="refresh"' in page and "<script" not in page
+
+
+async def test_metrics_are_served_under_the_configured_telemetry_path(
+    exporter: Exporter, world: World, clock: ManualClock
+) -> None:
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(build_app(exporter, poll_interval=60, clock=clock, telemetry_path="/probe/idaas"))
+    )
+    await client.start_server()
+    try:
+        await exporter.poll(instance_id_of(world))
+        answer = await client.get("/probe/idaas")
+        assert answer.status == 200 and "idaas_up" in await answer.text()
+        assert (await client.get("/metrics")).status == 404
+        assert 'href="/probe/idaas"' in await (await client.get("/")).text()
+    finally:
+        await client.close()
 
 
 def test_gzip_negotiation() -> None:
@@ -247,3 +269,40 @@ async def test_a_poll_that_finds_nothing_new_keeps_every_view_and_renders_nothin
     assert response.headers["Content-Encoding"] == "gzip"
     text = (await response.read()).decode()  # aiohttp decodes the multi-member body
     assert f'idaas_up{{instance_id="{instance}"}} 1' in text
+
+
+async def test_process_and_self_metrics_come_from_prometheus_client_in_both_formats(
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World
+) -> None:
+    import platform
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+    await exporter.poll(instance_id_of(world))
+    await endpoints_of(http).prepare_current()
+    text = await (await http.get("/metrics")).text()
+    families = {f.name: f for f in parse_text(text)}
+    for name in (
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ):
+        assert name in families, name
+    build = families["idaas_exporter_build_info"].samples[0].labels
+    assert build["python_version"] == platform.python_version() and build["revision"]
+    assert families["idaas_exporter_api_requests"].samples  # the poll's requests
+    # The sync families come first, the exporter's own after them.
+    assert text.index("# TYPE idaas_up gauge") < text.index("# TYPE idaas_exporter_build_info gauge")
+    openmetrics = await (await http.get("/metrics", headers={"Accept": "application/openmetrics-text"})).text()
+    assert openmetrics.count("# EOF") == 1 and openmetrics.endswith("# EOF\n")
+    parsed = {f.name for f in parse_openmetrics(openmetrics)}
+    assert {"process_cpu_seconds", "idaas_exporter_build_info", "idaas_sync_jobs"} <= parsed
+
+
+def test_the_revision_comes_from_the_image_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter.metrics.selfmetrics import REVISION_VARIABLE, BuildInfo
+
+    monkeypatch.setenv(REVISION_VARIABLE, "0123abcd")
+    assert BuildInfo.current().revision == "0123abcd"

@@ -89,8 +89,68 @@ def test_once_help_offers_only_what_once_uses_and_every_flag_is_explained() -> N
     commands: dict[str, argparse.ArgumentParser] = choices
     once_flags = {flag for action in commands["once"]._actions for flag in action.option_strings}
     serve_flags = {flag for action in commands["serve"]._actions for flag in action.option_strings}
-    for serve_only in ("--listen-address", "--poll-interval-seconds", "--web.config.file", "--web-config-file"):
+    serve_only_flags = (
+        "--listen-address",
+        "--poll-interval-seconds",
+        "--web.config.file",
+        "--web-config-file",
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--telemetry-path",
+    )
+    for serve_only in serve_only_flags:
         assert serve_only in serve_flags and serve_only not in once_flags
     for command in ("serve", "once"):
         for action in commands[command]._actions:
             assert action.help, f"{command} {action.option_strings} has no help text"
+
+
+@pytest.mark.parametrize(
+    ("path", "accepted"),
+    [
+        ("/metrics", True),
+        ("/probe/idaas-sync", True),
+        ("/", False),
+        ("metrics", False),
+        ("/healthz", False),
+        ("/a b", False),
+        ("/x?y=1", False),
+        ("/metrics/", False),
+    ],
+)
+def test_the_telemetry_path_is_a_plain_path_that_is_not_ours(path: str, accepted: bool) -> None:
+    if accepted:
+        assert load_settings(None, {"telemetry_path": path}).telemetry_path == path
+    else:
+        with pytest.raises(SettingsError) as error:
+            load_settings(None, {"telemetry_path": path})
+        assert error.value.problems[0].startswith("--telemetry-path")
+
+
+def test_exporter_toolkit_flag_names_are_aliases_and_errors_name_the_alias_used(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from exporter.cli import build_parser, main, settings_from
+
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--web.listen-address",
+            "127.0.0.1:9999",
+            "--web.telemetry-path",
+            "/m",
+            "--log.level",
+            "debug",
+            "--log.format",
+            "json",
+            "--instance-ids",
+            "idaas_x",
+        ]
+    )
+    settings = settings_from(args, defaults={})
+    assert (settings.listen_address, settings.telemetry_path) == ("127.0.0.1:9999", "/m")
+    assert (settings.log_level, settings.log_format) == ("debug", "json")
+    assert main(["once", "--log.level", "loud", "--instance-ids", "idaas_x"]) == 2
+    assert "--log.level (got 'loud')" in capsys.readouterr().err
+    assert main(["serve", "--web.listen-address", ":1", "--listen-address", ":2", "--instance-ids", "x"]) == 2
+    assert "--web.listen-address and --listen-address are the same setting" in capsys.readouterr().err
