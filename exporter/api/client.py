@@ -16,7 +16,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -301,9 +301,18 @@ class EiamClient:
     # -- ListSynchronizationJobs --------------------------------------------
 
     async def list_synchronization_job_pages(
-        self, instance_id: str, job_filter: JobFilter | None = None, *, max_results: int = MAX_PAGE_SIZE
+        self,
+        instance_id: str,
+        job_filter: JobFilter | None = None,
+        *,
+        max_results: int = MAX_PAGE_SIZE,
+        counted: Container[str] = (),
     ) -> AsyncGenerator[JobPage, None]:
-        """Pages newest first, following NextToken until the API stops sending one."""
+        """Pages newest first, following NextToken until the API stops sending one.
+
+        Jobs whose ids are in ``counted`` come without statistics: the caller counted them
+        before, and an idle poll re-reads a whole overlap of them.
+        """
         if not 1 <= max_results <= MAX_PAGE_SIZE:
             raise ValueError(f"max_results must be 1..{MAX_PAGE_SIZE}, got {max_results}")
         action = "ListSynchronizationJobs"
@@ -314,7 +323,7 @@ class EiamClient:
             params = dict(base)
             if token is not None:
                 params["NextToken"] = token
-            page = await self._job_page(action, await self.call(action, params))
+            page = await self._job_page(action, await self.call(action, params), counted)
             yield page
             if not page.next_token:
                 return
@@ -326,7 +335,7 @@ class EiamClient:
             seen_tokens.add(page.next_token)
             token = page.next_token
 
-    async def _job_page(self, action: str, body: dict[str, Any]) -> JobPage:
+    async def _job_page(self, action: str, body: dict[str, Any], counted: Container[str] = ()) -> JobPage:
         request_id = str(body.get("RequestId") or "")
         total = body.get("TotalCount")
         if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
@@ -352,7 +361,9 @@ class EiamClient:
         anomalies: list[Anomaly] = []
         for index, raw in enumerate(raw_jobs):
             # One odd job never stops the others: it is quarantined or repaired, and reported.
-            examined = examine_job(raw, f"SynchronizationJobs[{index}]")
+            job_id = raw.get("SynchronizationJobId") if isinstance(raw, Mapping) else None
+            known = isinstance(job_id, str) and job_id in counted
+            examined = examine_job(raw, f"SynchronizationJobs[{index}]", statistics=not known)
             anomalies.extend(examined.anomalies)
             if examined.job is not None:
                 parsed.append(examined.job)

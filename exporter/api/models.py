@@ -258,12 +258,14 @@ def _counts(raw: Any) -> ActionCounts | str:
     return ActionCounts(*values)
 
 
-def examine_job(raw: Any, where: str) -> Examined:
+def examine_job(raw: Any, where: str, *, statistics: bool = True) -> Examined:
     """Validate one job object from ListSynchronizationJobs/GetSynchronizationJob.
 
     A job without a usable id, target, direction, status or start time is quarantined
     (``job`` is None). Anything else wrong is repaired: a bad statistic, EndTime, error
-    code or trigger type is left out or replaced, and recorded as an anomaly.
+    code or trigger type is left out or replaced, and recorded as an anomaly. Without
+    ``statistics`` the per-object counts are neither read nor checked (the job has
+    empty statistics): for a job already counted, whose counts were read then.
     """
     if not isinstance(raw, Mapping):
         return Examined(None, (Anomaly(None, "malformed", f"{where} must be an object, got {_kind(raw)}"),))
@@ -275,7 +277,7 @@ def examine_job(raw: Any, where: str) -> Examined:
         if not isinstance(result, Mapping):
             examiner.note("bad_statistic", f"{examiner.where}.Result must be an object, got {_kind(result)}; left out")
             result = {}
-        statistics, extra = examiner.statistics(result)
+        counts, extra = examiner.statistics(result) if statistics else ({}, {})
         job = SynchronizationJob(
             job_id=examiner.job_id,
             target_type=examiner.required("TargetType", _WORD_SHAPE),
@@ -288,7 +290,7 @@ def examine_job(raw: Any, where: str) -> Examined:
             description=examiner.text(raw, "Description", examiner.where),
             error_code=examiner.error_code(result),
             error_message=examiner.text(result, "ErrorMessage", f"{examiner.where}.Result"),
-            statistics=statistics,
+            statistics=counts,
             result_extra=extra,
         )
     except _QuarantineError as problem:

@@ -248,8 +248,9 @@ class PollRun:
         await self.check_late()
 
     def _pages(self, job_filter: JobFilter, max_results: int = MAX_PAGE_SIZE) -> AsyncGenerator[JobPage, None]:
+        # Counted jobs need no statistics read again (most of an idle poll's listing).
         return self.poller.client.list_synchronization_job_pages(
-            self.poller.instance_id, job_filter, max_results=max_results
+            self.poller.instance_id, job_filter, max_results=max_results, counted=self.work.counted
         )
 
     async def read_window(self) -> None:

@@ -172,3 +172,19 @@ def test_a_bad_end_time_or_trigger_type_is_repaired() -> None:
     assert examined.job is not None
     assert examined.job.end_ms is None and examined.job.trigger_type == "unknown"
     assert sorted(a.reason for a in examined.anomalies) == ["bad_end_time", "bad_trigger_type"]
+
+
+def test_a_counted_job_is_examined_without_reading_its_statistics_again() -> None:
+    raw = dict(document_example()["SynchronizationJobs"][0])
+    raw["Result"] = {**raw["Result"], "UserStatistics": {"Exported": {"Total": "many"}}}
+    fresh = examine_job(raw, "job")
+    assert [a.reason for a in fresh.anomalies] == ["bad_statistic"]
+    known = examine_job(raw, "job", statistics=False)
+    assert known.job is not None and known.anomalies == ()
+    assert known.job.statistics == {}
+    assert fresh.job is not None
+    assert (known.job.job_id, known.job.status, known.job.start_ms) == (
+        fresh.job.job_id,
+        fresh.job.status,
+        fresh.job.start_ms,
+    )
