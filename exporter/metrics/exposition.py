@@ -219,13 +219,13 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, 
 _FINAL_BLOCK = b"\x03\x00"  # an empty final fixed-Huffman block
 
 
-def gzip_body(parts: Iterable[Deflated]) -> bytes:
-    """One gzip member from deflate pieces: their data, an end, and the combined CRC and length."""
+def gzip_body(chains: Iterable[Chain]) -> bytes:
+    """One gzip member from chains of deflate pieces: their data, an end, and the combined CRC and length."""
     data, crc, length = [_GZIP_HEADER], 0, 0
-    for part in parts:
-        data.append(part.data)
-        crc = _multiply(part.shift, crc) ^ part.crc
-        length += part.length
+    for chain in chains:
+        data.extend(part.data for part in chain.parts)
+        crc = _multiply(chain.shift, crc) ^ chain.crc
+        length += chain.length
     data.append(_FINAL_BLOCK)
     data.append(struct.pack("<II", crc, length & 0xFFFFFFFF))
     return b"".join(data)
@@ -283,8 +283,27 @@ class Segment:
         )
 
 
-# Per family and format: the pieces last joined, and their join (see Rendered.gzipped).
-FamilyJoins = dict[tuple[Family, bool], tuple[tuple[Deflated, ...], Deflated]]
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """Deflate pieces in order with their combined CRC-32, length and shift; the data is not copied."""
+
+    parts: tuple[Deflated, ...]
+    crc: int
+    length: int
+    shift: int
+
+    @classmethod
+    def of(cls, parts: tuple[Deflated, ...]) -> Chain:
+        crc, length, shift = 0, 0, _X0
+        for part in parts:
+            crc = _multiply(part.shift, crc) ^ part.crc
+            length += part.length
+            shift = _multiply(shift, part.shift)
+        return cls(parts, crc, length, shift)
+
+
+# Per family and format: the chain of pieces last assembled (see Rendered.gzipped).
+FamilyJoins = dict[tuple[Family, bool], Chain]
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,12 +340,13 @@ class Rendered:
     def gzipped(self, *, openmetrics: bool, joined: FamilyJoins | None = None) -> bytes:
         """The gzip body: cached deflate joined, nothing compressed here.
 
-        ``joined`` keeps each family's pieces joined from the last call: a family whose
+        ``joined`` keeps each family's chain of pieces from the last call: a family whose
         pieces are the same objects (every target family when only the exporter's own
-        lines changed) is reused, so an idle poll combines a few dozen CRCs, not hundreds.
+        lines changed) reuses its combined CRC, so an idle poll combines a few dozen CRCs,
+        not hundreds; the data is copied once, into the body.
         """
         joined = {} if joined is None else joined
-        families = []
+        chains = []
         for family in FAMILIES:
             parts = (
                 _HEADER_PIECES[family, openmetrics],
@@ -335,18 +355,16 @@ class Rendered:
             known = joined.get((family, openmetrics))
             if (
                 known is None
-                or len(known[0]) != len(parts)
-                or any(a is not b for a, b in zip(known[0], parts, strict=True))
+                or len(known.parts) != len(parts)
+                or any(a is not b for a, b in zip(known.parts, parts, strict=True))
             ):
-                known = (parts, Deflated.join(parts))
+                known = Chain.of(parts)
                 joined[family, openmetrics] = known
-            families.append(known[1])
+            chains.append(known)
         tail = self.tails.get(openmetrics)
-        if tail is not None:
-            families.append(tail.gzipped)
-        if openmetrics:
-            families.append(_EOF_PIECE)
-        return gzip_body(families)
+        ending = ((tail.gzipped,) if tail is not None else ()) + ((_EOF_PIECE,) if openmetrics else ())
+        chains.append(Chain.of(ending))
+        return gzip_body(chains)
 
 
 @dataclass(frozen=True, slots=True)

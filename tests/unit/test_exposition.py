@@ -261,7 +261,7 @@ def test_the_gzip_body_is_one_member_that_every_reader_takes_whole() -> None:
 def test_deflate_pieces_join_with_the_crc_zlib_computes() -> None:
     import random
 
-    from exporter.metrics.exposition import Deflated, gzip_body
+    from exporter.metrics.exposition import Chain, Deflated, gzip_body
 
     rng = random.Random(7)
     pieces = [rng.randbytes(rng.choice((0, 1, 5, 300, 70_000))) for _ in range(40)]
@@ -271,7 +271,8 @@ def test_deflate_pieces_join_with_the_crc_zlib_computes() -> None:
     assert (joined.crc, joined.length) == (zlib.crc32(whole), len(whole))
     nested = Deflated.join([Deflated.join(parts[:13]), Deflated.join(parts[13:])])
     assert nested.crc == zlib.crc32(whole)
-    assert gzip.decompress(gzip_body(parts)) == whole
+    assert gzip.decompress(gzip_body([Chain.of(tuple(parts))])) == whole
+    assert gzip.decompress(gzip_body([Chain.of(tuple(parts[:13])), Chain.of(tuple(parts[13:]))])) == whole
     assert gzip.decompress(gzip_body([])) == b""
 
 
@@ -284,9 +285,9 @@ def test_an_idle_gzip_body_reuses_every_target_familys_join() -> None:
     rendered = renderer.render(idle)
     body = rendered.gzipped(openmetrics=False, joined=joined)
     assert gzip.decompress(body) == Renderer().render(idle).body(openmetrics=False)
-    reused = {key for key, value in joined.items() if before[key][1] is value[1]}
+    reused = {key for key, value in joined.items() if before[key] is value}
     assert {family.name for family, _ in reused} >= {"idaas_sync_jobs", "idaas_sync_objects"}
-    # The exporter's own lines changed, so their families were joined again.
+    # The instance's idaas_up line is rendered again each poll, so its family is chained again.
     assert len(reused) < len(joined)
 
 
