@@ -24,6 +24,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -481,6 +482,8 @@ def main() -> int:
             stop(baseline)
         stop(process)
         sim.stop()
+        # The run's state file, bodies and scrape log; the figures are in the report (and --json).
+        shutil.rmtree(workdir, ignore_errors=True)
     if args.json:  # first, so that the figures survive whatever the report does
         args.json.write_text(json.dumps(results))
     return report(results, args, speed)
