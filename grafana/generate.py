@@ -17,8 +17,10 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from exporter.rules.definitions import DASHBOARD_UID, PANEL_IDS
+
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / "idaas-sync.json"
-UID = "idaas-sync-exporter"
+UID = DASHBOARD_UID
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 # The dashboard follows the rules' conventions (tests/promql_lint.py checks both): every selector
 # is narrowed to the chosen job, every aggregation keeps the routing labels, and replicas of the
@@ -294,6 +296,23 @@ def build() -> dict[str, Any]:
     for add in (target_panels, object_panels, running_panels, exporter_panels):
         board = add(board)
     built: dict[str, Any] = json.loads(JSONEncoder(sort_keys=True, indent=2).encode(board.build()))
+    # Stable panel ids: the Grafana alert rules link to their panels by id (__panelId__).
+    for panel in built["panels"]:
+        panel["id"] = PANEL_IDS[panel["title"]]
+    # Alert state (of the rules linked to a panel) and annotations, as Grafana's own dashboards have.
+    built["annotations"] = {
+        "list": [
+            {
+                "builtIn": 1,
+                "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                "enable": True,
+                "hide": True,
+                "iconColor": "rgba(0, 211, 255, 1)",
+                "name": "Annotations & Alerts",
+                "type": "dashboard",
+            }
+        ]
+    }
     return built
 
 

@@ -56,6 +56,11 @@ class RulesConfig(BaseModel):
     schedule_grace_seconds: Seconds = Field(3600, description="IDaaSSyncScheduledRunMissed: grace period")
     exporter_stale_seconds: Seconds = Field(600, description="IDaaSExporterDown: last successful poll age")
     throttled_per_second: float = Field(0.01, gt=0, description="IDaaSExporterThrottled: throttled requests/s")
+    grafana_datasource_uid: str = Field(
+        "prometheus", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Grafana rules: uid of the Prometheus data source"
+    )
+    grafana_folder: str = Field("IDaaS sync", min_length=1, max_length=100, description="Grafana rules: folder")
+    grafana_interval: str = Field("1m", pattern=r"^[1-9][0-9]*[smh]$", description="Grafana rules: evaluation interval")
 
     @field_validator("job_selector")
     @classmethod

@@ -8,12 +8,40 @@ value nor fire twice), and the thresholds by name. Annotations use Prometheus' t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from string import Template
 
 from exporter.rules.config import RulesConfig
 
 TARGET = "instance_id, target_type, target_id, direction"
+# The dashboard (grafana/generate.py) and the Grafana rules that link to its panels share these.
+DASHBOARD_UID = "idaas-sync-exporter"
+PANEL_IDS = {
+    title: number
+    for number, title in enumerate(
+        (
+            "Targets",
+            "Latest job per target",
+            "Time since last success",
+            "Jobs by status",
+            "Objects",
+            "Object outcomes per hour by type and action",
+            "Deletions in the latest job",
+            "Latest deletions / protection threshold",
+            "Failures by error code",
+            "Running jobs",
+            "Jobs in progress",
+            "Age of the oldest job in progress",
+            "Job duration (p50, p90)",
+            "Exporter",
+            "Instances up",
+            "API requests by code",
+            "Poll duration",
+        ),
+        start=1,
+    )
+}
 
 
 def _target_name(config: RulesConfig) -> str:
@@ -35,6 +63,11 @@ class Alert:
     description: str
     for_: str | None = None
     comment: str = ""
+    # The dashboard panel that shows the alert's series (Grafana rules link to it).
+    panel: str = ""
+    # Grafana's templates cannot query; where a Prometheus annotation looks something up,
+    # the Grafana one says it without (None: derived, see grafana.py).
+    grafana_description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +250,10 @@ and on ($keep, instance_id, target_id)
             f"`idaas_sync_pull_deletion_threshold{{{config.job_selector},instance_id=%q,target_id=%q,"
             "object_type=%q}` $labels.instance_id $labels.target_id $labels.object_type | query }}"
             '{{ . | first | value | printf "%.0f" }}{{ end }}. The next such sync may be stopped.',
+            grafana_description="The latest job of identity provider {{ $labels.target_id }} in instance "
+            '{{ $labels.instance_id }} deleted {{ $values.B.Value | printf "%.0f" }} {{ $labels.object_type }} '
+            f"objects, at least {config.deletion_near_fraction:.0%} of its deletion protection threshold "
+            "(idaas_sync_pull_deletion_threshold). The next such sync may be stopped.",
         ),
         Alert(
             "IDaaSSyncDeletionThresholdExceeded",
@@ -260,18 +297,23 @@ and on ($keep, instance_id, target_id)
         ),
     ]
     return [
-        Alert(
-            a.name,
-            a.group,
-            substitute(a.expr, config).strip() + "\n",
-            a.severity,
-            a.summary,
-            a.description,
-            a.for_,
-            a.comment,
-        )
+        dataclasses.replace(a, expr=substitute(a.expr, config).strip() + "\n", panel=PANEL_OF_ALERT[a.name])
         for a in declared
     ]
+
+
+PANEL_OF_ALERT = {
+    "IDaaSSyncJobFailed": "Jobs by status",
+    "IDaaSSyncPartialSuccess": "Object outcomes per hour by type and action",
+    "IDaaSSyncStale": "Time since last success",
+    "IDaaSSyncJobStuck": "Age of the oldest job in progress",
+    "IDaaSSyncMassDeletion": "Deletions in the latest job",
+    "IDaaSExporterDown": "Instances up",
+    "IDaaSExporterThrottled": "API requests by code",
+    "IDaaSSyncDeletionNearThreshold": "Latest deletions / protection threshold",
+    "IDaaSSyncDeletionThresholdExceeded": "Failures by error code",
+    "IDaaSSyncScheduledRunMissed": "Time since last success",
+}
 
 
 def recordings(config: RulesConfig) -> list[Recording]:

@@ -109,6 +109,18 @@ def rule_queries() -> list[tuple[str, str]]:
     return [(rule.get("alert") or rule["record"], rule["expr"]) for group in groups for rule in group["rules"]]
 
 
+def grafana_queries() -> list[tuple[str, str]]:
+    path = ROOT / "grafana" / "provisioning" / "alerting" / "idaas-sync-rules.yaml"
+    groups = yaml.safe_load(path.read_text())["groups"]
+    return [
+        (rule["title"], data["model"]["expr"])
+        for group in groups
+        for rule in group["rules"]
+        for data in rule["data"]
+        if data["datasourceUid"] != "__expr__"
+    ]
+
+
 @pytest.mark.slow
 def test_every_expression_runs_and_every_panel_has_data(tmp_path: Path) -> None:
     exporter_port, prometheus_port = free_port(), free_port()
@@ -132,7 +144,7 @@ scrape_configs:
                     break
                 time.sleep(2)
             assert not missing, "panels without data:\n" + "\n".join(missing)
-            for _name, expr in rule_queries():
+            for _name, expr in rule_queries() + grafana_queries():
                 query(base, expr)  # raises unless Prometheus parses and evaluates it
             rules = json.loads(__import__("urllib.request").request.urlopen(f"{base}/api/v1/rules").read())
             health = {r["name"]: r["health"] for g in rules["data"]["groups"] for r in g["rules"]}

@@ -203,7 +203,10 @@ def duration(text: str) -> float:
 def test_compose_stack_configuration() -> None:
     compose = load(ROOT / "deploy" / "docker-compose.yml")
     services = compose["services"]
-    assert set(services) == {"exporter", "prometheus", "alertmanager", "grafana"}
+    assert set(services) == {"exporter", "prometheus", "alertmanager", "grafana", "grafana-alerting"}
+    assert services["grafana-alerting"]["profiles"] == ["grafana-alerting"]  # optional
+    alerting_env = services["grafana-alerting"]["environment"]
+    assert {"IDAAS_ALERT_WEBHOOK_URL", "IDAAS_CRITICAL_WEBHOOK_URL"} <= set(alerting_env)
     assert services["exporter"]["command"] == ["serve", "${EXPORTER_ARGS---demo}"]
     assert f"{DEFAULT_PORT}:{DEFAULT_PORT}" in services["exporter"]["ports"]
     for service in services.values():

@@ -19,6 +19,7 @@ GENERATED = {
     "alerts": ROOT / "deploy" / "prometheus" / "idaas-sync-alerts.yml",
     "recording": ROOT / "deploy" / "prometheus" / "idaas-sync-recording.yml",
     "prometheusrule": ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml",
+    "grafana": ROOT / "grafana" / "provisioning" / "alerting" / "idaas-sync-rules.yaml",
 }
 CUSTOM = RulesConfig(
     job_selector='job="idaas", namespace=~"identity|iam"',
