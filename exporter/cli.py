@@ -232,6 +232,7 @@ def _exporter_command(args: argparse.Namespace) -> int:
     demo = DemoOptions(speed=args.demo_speed, seed=args.demo_seed) if args.demo else None
     from exporter.api.endpoint import EndpointError
     from exporter.collect.store import StateError
+    from exporter.shards import ShardError
     from exporter.web.config import WebConfigError
 
     try:
@@ -239,7 +240,7 @@ def _exporter_command(args: argparse.Namespace) -> int:
             asyncio.run(serve(settings, demo))
             return EXIT_OK
         body, errors = asyncio.run(once(settings, demo))
-    except (EndpointError, StateError, WebConfigError) as exc:
+    except (EndpointError, StateError, WebConfigError, ShardError) as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:

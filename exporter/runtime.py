@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import signal
+import socket
 import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from exporter.collect.poller import InstancePoller, PollOptions
 from exporter.collect.store import StateStore
 from exporter.memory import limit_malloc_arenas
 from exporter.metrics.api_requests import ApiStats
+from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.service import Exporter
 from exporter.settings import Settings
+from exporter.shards import Shard, resolve
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
 from exporter.simulator.world import SCENARIOS, World
@@ -35,6 +38,7 @@ from exporter.web.connections import ConnectionGuard, quiet_accept_errors
 from exporter.web.server import ENDPOINTS_KEY, build_app
 
 log = logging.getLogger(__name__)
+WHOLE = Shard(0, 1)  # one replica polls every configured instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +97,12 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
 
 
 async def open_exporter(
-    stack: AsyncExitStack, settings: Settings, demo: DemoOptions | None
+    stack: AsyncExitStack, settings: Settings, demo: DemoOptions | None, shard: Shard = WHOLE
 ) -> tuple[Settings, Exporter]:
     """The exporter for ``settings``, or for an in-process simulator in demo mode; closed by ``stack``.
 
-    Returns the settings in force (demo mode points them at the simulator and its instances).
+    Returns the settings in force (demo mode points them at the simulator and its instances;
+    with shards, the instances are this shard's).
     """
     credentials: CredentialsProvider
     if demo is not None:
@@ -110,6 +115,19 @@ async def open_exporter(
         log.info("demo mode: simulated IDaaS API", extra={"endpoint": simulator.endpoint, "speed": demo.speed})
     else:
         credentials = credentials_from(settings)
+    if shard.count > 1:
+        owned = shard.owned(settings.instance_ids)
+        log.log(
+            logging.INFO if owned else logging.WARNING,
+            "shard owns these instances" if owned else "shard owns none of the configured instances",
+            extra={
+                "shard_index": shard.index,
+                "shard_count": shard.count,
+                "instances": ",".join(owned),
+                "configured": len(settings.instance_ids),
+            },
+        )
+        settings = settings.model_copy(update={"instance_ids": owned})
     exporter = build_exporter(settings, credentials)
     stack.push_async_callback(exporter.client.aclose)
     stack.callback(exporter.store.close)
@@ -151,7 +169,9 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
     # hands it back to the event loop sooner, so scrapes do not wait behind them.
     sys.setswitchinterval(0.0005)
     async with AsyncExitStack() as stack:
-        settings, exporter = await open_exporter(stack, settings, demo)
+        # Before anything starts: a replica that cannot tell its shard must not poll another's.
+        shard = resolve(settings.shard_count, settings.shard_index, socket.gethostname())
+        settings, exporter = await open_exporter(stack, settings, demo, shard)
         watcher = WebConfigWatcher(settings.web_config_file)
         connections = ConnectionGuard(limit=settings.web_max_connections)
         app = build_app(
@@ -160,6 +180,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
             web_config=watcher,
             connections=connections,
             telemetry_path=settings.telemetry_path,
+            self_metrics=SelfMetrics(shard=shard),
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -205,10 +226,10 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
 async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[bytes, list[str]]:
     """One full poll of every instance; returns the exposition and the errors (empty when all succeeded)."""
     from exporter.metrics.exposition import render
-    from exporter.metrics.selfmetrics import SelfMetrics
 
     async with AsyncExitStack() as stack:
-        settings, exporter = await open_exporter(stack, settings, demo)
+        shard = resolve(settings.shard_count, settings.shard_index, socket.gethostname())
+        settings, exporter = await open_exporter(stack, settings, demo, shard)
         for instance_id in settings.instance_ids:
             await exporter.refresh_targets(instance_id)
             await exporter.poll(instance_id)
@@ -217,4 +238,4 @@ async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[byt
             for instance_id, view in exporter.snapshot.instances.items()
             if not view.up
         ]
-        return render(exporter.snapshot, self_metrics=SelfMetrics()), errors
+        return render(exporter.snapshot, self_metrics=SelfMetrics(shard=shard)), errors

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.api.endpoint import REGION_PATTERN, parse_endpoint
@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     web_config_file: str | None = Field(
         None, description="exporter-toolkit web config (TLS, client certificates, basic auth, headers)"
     )
+    shard_count: int = Field(1, ge=1, le=1000, description="replicas that split the instances between them")
+    shard_index: int | None = Field(
+        None, ge=0, lt=1000, description="this replica's shard, 0-based (default: the StatefulSet pod ordinal)"
+    )
     log_level: str = Field("info", description=f"one of {', '.join(LOG_LEVELS)}")
     log_format: str = Field("logfmt", description=f"one of {', '.join(LOG_FORMATS)}")
 
@@ -167,6 +171,14 @@ class Settings(BaseSettings):
     @classmethod
     def _listen(cls, value: str) -> str:
         parse_listen_address(value)
+        return value
+
+    @field_validator("shard_index")
+    @classmethod
+    def _shard_index(cls, value: int | None, info: ValidationInfo) -> int | None:
+        count = info.data.get("shard_count")
+        if value is not None and isinstance(count, int) and value >= count:
+            raise ValueError(f"must be below shard_count ({count}): 0 to {count - 1}")
         return value
 
     @field_validator("telemetry_path")

@@ -236,6 +236,13 @@ API_REQUEST_DURATION = Family(
     ("action",),
     API_DURATION_BUCKETS,
 )
+SHARD_INFO = Family(
+    "idaas_exporter_shard_info",
+    "gauge",
+    "This replica's shard when --shard-count splits the instances between replicas; always 1. "
+    "The instances it polls are those with idaas_up series.",
+    ("shard_index", "shard_count"),
+)
 BUILD_INFO = Family(
     "idaas_exporter_build_info",
     "gauge",
@@ -272,6 +279,7 @@ SELF_FAMILIES = (
     JOBS_ANOMALOUS,
     API_REQUESTS,
     API_REQUEST_DURATION,
+    SHARD_INFO,
     BUILD_INFO,
 )
 ALL_FAMILIES = FAMILIES + SELF_FAMILIES

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.metrics import catalogue
 from exporter.metrics.snapshot import Snapshot
+from exporter.shards import Shard
 
 REVISION_VARIABLE = "IDAAS_EXPORTER_REVISION"
 
@@ -70,8 +71,9 @@ def _counter(family: catalogue.Family) -> CounterMetricFamily:
 class _SnapshotCollector(Collector):
     """Yields the self families of the snapshot being rendered."""
 
-    def __init__(self, build: BuildInfo) -> None:
+    def __init__(self, build: BuildInfo, shard: Shard | None) -> None:
         self.build = build
+        self.shard = shard
         self.snapshot: Snapshot | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -102,17 +104,22 @@ class _SnapshotCollector(Collector):
                 cumulative += in_bucket
                 buckets.append((catalogue.le_label(bound), cumulative))
             request_duration.add_metric([action], buckets, sum_value=total)
+        yield from (last_success, duration, failures, anomalous, requests, request_duration)
+        if self.shard is not None and self.shard.count > 1:  # one replica has no shard to name
+            shard = _gauge(catalogue.SHARD_INFO)
+            shard.add_metric([str(self.shard.index), str(self.shard.count)], 1)
+            yield shard
         build = _gauge(catalogue.BUILD_INFO)
         build.add_metric([self.build.version, self.build.revision, self.build.python_version], 1)
-        yield from (last_success, duration, failures, anomalous, requests, request_duration, build)
+        yield build
 
 
 class SelfMetrics:
     """A prometheus-client registry of the exporter's own metrics, rendered for one snapshot at a time."""
 
-    def __init__(self, build: BuildInfo | None = None, *, process: bool = True) -> None:
+    def __init__(self, build: BuildInfo | None = None, *, process: bool = True, shard: Shard | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._snapshot_collector = _SnapshotCollector(build or BuildInfo.current())
+        self._snapshot_collector = _SnapshotCollector(build or BuildInfo.current(), shard)
         self.registry.register(self._snapshot_collector)
         if process:
             ProcessCollector(registry=self.registry)

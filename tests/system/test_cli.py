@@ -196,3 +196,27 @@ def test_a_transaction_left_by_a_killed_exporter_is_rolled_back_not_moved_aside(
     assert state.cursor_ms == 1000 and set(state.targets) == {TargetKey("application", "app_1", "egress")}
     assert state.targets[TargetKey("application", "app_1", "egress")].jobs[("auto", "success")] == 3
     store.close()
+
+
+def test_shards_of_one_configuration_poll_every_instance_once() -> None:
+    import re
+
+    configured = [f"idaas_shard{n:02d}" for n in range(9)]
+    polled: list[str] = []
+    for index in range(3):
+        result = _cli(
+            "once",
+            "--demo",
+            "--instance-ids",
+            ",".join(configured),
+            "--shard-count",
+            "3",
+            "--shard-index",
+            str(index),
+        )
+        # The demo tenant has none of these instances: each poll fails, each is still exported.
+        assert result.returncode == 1, result.stderr
+        mine = re.findall(r'^idaas_up\{instance_id="([^"]+)"\} 0$', result.stdout, re.M)
+        assert f'idaas_exporter_shard_info{{shard_index="{index}",shard_count="3"}} 1' in result.stdout
+        polled.extend(mine)
+    assert sorted(polled) == configured

@@ -112,13 +112,13 @@ def strict(schema: Any) -> Any:
 
 def test_the_example_secret_validates() -> None:
     tool = Path(sys.executable).parent / "kubernetes-validate"
-    path = K8S / "secret.example.yaml"
+    path = K8S / "base" / "secret.example.yaml"
     result = subprocess.run([str(tool), "--strict", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_schema_check_rejects_an_unknown_field(tmp_path: Path) -> None:
-    monitor = load(K8S / "servicemonitor.yaml")
+    monitor = load(K8S / "base" / "servicemonitor.yaml")
     monitor["spec"]["jobLabels"] = "app.kubernetes.io/name"  # a typo of jobLabel
     instance = tmp_path / "monitor.json"
     instance.write_text(json.dumps(monitor))
@@ -135,7 +135,7 @@ def test_the_schema_check_rejects_an_unknown_field(tmp_path: Path) -> None:
 
 def test_prometheusrule_holds_the_alerts_and_recording_rules_and_is_valid(tmp_path: Path) -> None:
     # That it is the generated file is tests/unit/test_rules_source.py's check.
-    resource = load(K8S / "prometheusrule.yaml")
+    resource = load(K8S / "base" / "prometheusrule.yaml")
     assert resource["kind"] == "PrometheusRule" and resource["apiVersion"] == "monitoring.coreos.com/v1"
     plain = [
         group

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GENERATED = {
     "alerts": ROOT / "deploy" / "prometheus" / "idaas-sync-alerts.yml",
     "recording": ROOT / "deploy" / "prometheus" / "idaas-sync-recording.yml",
-    "prometheusrule": ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml",
+    "prometheusrule": ROOT / "deploy" / "kubernetes" / "base" / "prometheusrule.yaml",
     "grafana": ROOT / "grafana" / "provisioning" / "alerting" / "idaas-sync-rules.yaml",
 }
 CUSTOM = RulesConfig(
