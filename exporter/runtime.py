@@ -181,6 +181,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
             connections=connections,
             telemetry_path=settings.telemetry_path,
             self_metrics=SelfMetrics(shard=shard),
+            shard=shard,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from exporter import PROJECT_URL, __version__
 from exporter.metrics.snapshot import Snapshot
+from exporter.shards import Shard
 
 DOCS_URL = f"{PROJECT_URL}/blob/main/README.md"
 # Seconds between reloads: the page shows state that changes once per poll, and a reload costs one
@@ -70,9 +71,15 @@ def _target_rows(snapshot: Snapshot) -> list[str]:
     return rows
 
 
-def landing_page(snapshot: Snapshot, *, telemetry_path: str = "/metrics") -> str:
+def landing_page(snapshot: Snapshot, *, telemetry_path: str = "/metrics", shard: Shard | None = None) -> str:
     metrics = html.escape(telemetry_path)
     targets = _target_rows(snapshot)
+    sharding = ""
+    if shard is not None and shard.count > 1:
+        sharding = (
+            f'<p class="note" id="shard">Shard {shard.index} of {shard.count} (0-based): this replica polls the '
+            f"{len(snapshot.instances)} instance(s) below; the other shards poll the rest.</p>\n"
+        )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
@@ -84,7 +91,8 @@ def landing_page(snapshot: Snapshot, *, telemetry_path: str = "/metrics") -> str
 <nav><a href="{metrics}">Metrics</a> &middot; <a href="/healthz">/healthz</a> &middot;
 <a href="/readyz">/readyz</a> &middot; <a href="{DOCS_URL}">Documentation</a></nav>
 <h2>Instances</h2>
-<table id="instances"><tr><th>Instance ID</th><th>Poll status</th><th>Last successful poll</th><th>Last error</th></tr>
+{sharding}<table id="instances">
+<tr><th>Instance ID</th><th>Poll status</th><th>Last successful poll</th><th>Last error</th></tr>
 {"".join(_instance_rows(snapshot))}</table>
 <h2>Targets ({len(targets)})</h2>
 <table id="targets"><tr><th>Instance ID</th><th>Type</th><th>Target (name and ID)</th><th>Direction</th>

@@ -17,6 +17,7 @@ from exporter.metrics.exposition import ExpositionCache, Prepared, Renderer
 from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.snapshot import Snapshot
 from exporter.service import Exporter
+from exporter.shards import Shard
 from exporter.web.access import AccessControl
 from exporter.web.config import WebConfigWatcher
 from exporter.web.connections import ConnectionGuard
@@ -58,6 +59,7 @@ def build_app(
     connections: ConnectionGuard | None = None,
     telemetry_path: str = "/metrics",
     self_metrics: SelfMetrics | None = None,
+    shard: Shard | None = None,
 ) -> web.Application:
     app = web.Application()
     AccessControl(web_config or WebConfigWatcher(None), connections).install(app)
@@ -67,7 +69,8 @@ def build_app(
         poll_interval=poll_interval,
         clock=clock,
         telemetry_path=telemetry_path,
-        self_metrics=self_metrics or SelfMetrics(),
+        self_metrics=self_metrics or SelfMetrics(shard=shard),
+        shard=shard,
     )
     app[ENDPOINTS_KEY] = endpoints
     exporter.listeners.append(endpoints.on_publish)
@@ -87,9 +90,11 @@ class Endpoints:
         clock: Callable[[], float],
         telemetry_path: str,
         self_metrics: SelfMetrics,
+        shard: Shard | None = None,
     ) -> None:
         self._exporter = exporter
         self._telemetry_path = telemetry_path
+        self._shard = shard
         self._poll_interval = poll_interval
         self._clock = clock
         self.renderer = Renderer(self_metrics)
@@ -137,7 +142,8 @@ class Endpoints:
 
     async def landing(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=landing_page(self._exporter.snapshot, telemetry_path=self._telemetry_path), content_type="text/html"
+            text=landing_page(self._exporter.snapshot, telemetry_path=self._telemetry_path, shard=self._shard),
+            content_type="text/html",
         )
 
 

@@ -306,3 +306,21 @@ def test_the_revision_comes_from_the_image_build(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setenv(REVISION_VARIABLE, "0123abcd")
     assert BuildInfo.current().revision == "0123abcd"
+
+
+async def test_the_landing_page_names_the_shard(exporter: Exporter, clock: ManualClock) -> None:
+    from exporter.shards import Shard
+
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(build_app(exporter, poll_interval=60, clock=clock, shard=Shard(1, 3)))
+    )
+    await client.start_server()
+    try:
+        page = await (await client.get("/")).text()
+        assert "Shard 1 of 3" in page
+        assert (
+            'idaas_exporter_shard_info{shard_index="1",shard_count="3"} 1'
+            in await (await client.get("/metrics")).text()
+        )
+    finally:
+        await client.close()
