@@ -49,7 +49,8 @@ class Family:
 
     def header(self, openmetrics: bool) -> bytes:
         exposed = self.name if openmetrics else self.sample_name
-        return f"# HELP {exposed} {_escape_help(self.help)}\n# TYPE {exposed} {self.kind}\n".encode()
+        help_text = escape_help(self.help, openmetrics=openmetrics)
+        return f"# HELP {exposed} {help_text}\n# TYPE {exposed} {self.kind}\n".encode()
 
     def line(self, labels: str, value: int | float, suffix: str = "") -> str:
         """One sample line; ``labels`` is the rendered label list, in the order of ``self.labels``."""
@@ -82,8 +83,10 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+def escape_help(text: str, *, openmetrics: bool) -> str:
+    """HELP text: backslash and line feed escaped in both formats, double quotes in OpenMetrics too."""
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text.replace('"', '\\"') if openmetrics else text
 
 
 def le_label(bound: float) -> str:

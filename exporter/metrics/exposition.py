@@ -206,13 +206,8 @@ class Deflated:
 
     @classmethod
     def join(cls, parts: Iterable[Deflated]) -> Deflated:
-        data, crc, length, shift = [], 0, 0, _X0
-        for part in parts:
-            data.append(part.data)
-            crc = _multiply(part.shift, crc) ^ part.crc
-            length += part.length
-            shift = _multiply(shift, part.shift)
-        return cls(b"".join(data), crc, length, shift)
+        chain = Chain.of(tuple(parts))
+        return cls(b"".join(part.data for part in chain.parts), chain.crc, chain.length, chain.shift)
 
 
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no time, unknown OS

@@ -139,9 +139,7 @@ def write(families: list[Metric], *, openmetrics: bool) -> bytes:
     lines = []
     for family in families:
         exposed = family.name + "_total" if family.type == "counter" and not openmetrics else family.name
-        help_text = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
-        if openmetrics:
-            help_text = help_text.replace('"', '\\"')
+        help_text = catalogue.escape_help(family.documentation, openmetrics=openmetrics)
         lines.append(f"# HELP {exposed} {help_text}\n# TYPE {exposed} {family.type}\n")
         if openmetrics and family.unit:
             lines.append(f"# UNIT {exposed} {family.unit}\n")
