@@ -38,7 +38,6 @@ from exporter.web.connections import ConnectionGuard, quiet_accept_errors
 from exporter.web.server import ENDPOINTS_KEY, build_app
 
 log = logging.getLogger(__name__)
-WHOLE = Shard(0, 1)  # one replica polls every configured instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +96,7 @@ def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Expo
 
 
 async def open_exporter(
-    stack: AsyncExitStack, settings: Settings, demo: DemoOptions | None, shard: Shard = WHOLE
+    stack: AsyncExitStack, settings: Settings, demo: DemoOptions | None, shard: Shard
 ) -> tuple[Settings, Exporter]:
     """The exporter for ``settings``, or for an in-process simulator in demo mode; closed by ``stack``.
 
@@ -155,6 +154,11 @@ async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter) -> None:
     scheduler.shutdown(wait=False)
 
 
+def replica_shard(settings: Settings) -> Shard:
+    """This replica's shard; resolved before anything starts, so one that cannot tell never polls another's."""
+    return resolve(settings.shard_count, settings.shard_index, socket.gethostname())
+
+
 async def _reload_web_config(watcher: WebConfigWatcher) -> None:
     # A coroutine, so the scheduler runs it on the event loop: the check is one stat() (every
     # request makes it too), and handing a plain function to a worker thread every 5 s cost
@@ -169,8 +173,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
     # hands it back to the event loop sooner, so scrapes do not wait behind them.
     sys.setswitchinterval(0.0005)
     async with AsyncExitStack() as stack:
-        # Before anything starts: a replica that cannot tell its shard must not poll another's.
-        shard = resolve(settings.shard_count, settings.shard_index, socket.gethostname())
+        shard = replica_shard(settings)
         settings, exporter = await open_exporter(stack, settings, demo, shard)
         watcher = WebConfigWatcher(settings.web_config_file)
         connections = ConnectionGuard(limit=settings.web_max_connections)
@@ -180,7 +183,6 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
             web_config=watcher,
             connections=connections,
             telemetry_path=settings.telemetry_path,
-            self_metrics=SelfMetrics(shard=shard),
             shard=shard,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -229,7 +231,7 @@ async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[byt
     from exporter.metrics.exposition import render
 
     async with AsyncExitStack() as stack:
-        shard = resolve(settings.shard_count, settings.shard_index, socket.gethostname())
+        shard = replica_shard(settings)
         settings, exporter = await open_exporter(stack, settings, demo, shard)
         for instance_id in settings.instance_ids:
             await exporter.refresh_targets(instance_id)
