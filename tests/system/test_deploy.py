@@ -67,8 +67,7 @@ def test_every_kustomization_builds_and_validates(directory: Path, tmp_path: Pat
     for number, obj in enumerate(core):
         files.append(tmp_path / f"core-{number}.yaml")
         files[-1].write_text(yaml.safe_dump(obj))
-    tool = Path(sys.executable).parent / "kubernetes-validate"
-    result = subprocess.run([str(tool), "--strict", *map(str, files)], capture_output=True, text=True, check=False)
+    result = kubernetes_validate(*files)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(" passed for resource ") == len(files), result.stdout
     for kind, schema_name in (
@@ -77,18 +76,25 @@ def test_every_kustomization_builds_and_validates(directory: Path, tmp_path: Pat
     ):
         found = [obj for obj in objects if obj["kind"] == kind]
         assert found, f"{directory}: no {kind}"
-        schema = tmp_path / schema_name
-        schema.write_text(json.dumps(strict(json.loads((CRDS / schema_name).read_text()))))
         for number, obj in enumerate(found):
-            instance = tmp_path / f"{kind}-{number}.json"
-            instance.write_text(json.dumps(obj))
-            checked = subprocess.run(
-                [*CHECK_JSONSCHEMA, "--schemafile", str(schema), str(instance)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            checked = check_against_crd(obj, schema_name, tmp_path / f"{kind}-{number}")
             assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def kubernetes_validate(*paths: Path) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).parent / "kubernetes-validate"
+    return subprocess.run([str(tool), "--strict", *map(str, paths)], capture_output=True, text=True, check=False)
+
+
+def check_against_crd(obj: dict[str, Any], schema_name: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema on ``obj`` against the strict form of a CRD schema in tests/data/crd."""
+    workdir.mkdir()
+    schema, instance = workdir / schema_name, workdir / "instance.json"
+    schema.write_text(json.dumps(strict(json.loads((CRDS / schema_name).read_text()))))
+    instance.write_text(json.dumps(obj))
+    return subprocess.run(
+        [*CHECK_JSONSCHEMA, "--schemafile", str(schema), str(instance)], capture_output=True, text=True, check=False
+    )
 
 
 def strict(schema: Any) -> Any:
@@ -111,25 +117,14 @@ def strict(schema: Any) -> Any:
 
 
 def test_the_example_secret_validates() -> None:
-    tool = Path(sys.executable).parent / "kubernetes-validate"
-    path = K8S / "base" / "secret.example.yaml"
-    result = subprocess.run([str(tool), "--strict", str(path)], capture_output=True, text=True, check=False)
+    result = kubernetes_validate(K8S / "base" / "secret.example.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_schema_check_rejects_an_unknown_field(tmp_path: Path) -> None:
     monitor = load(K8S / "base" / "servicemonitor.yaml")
     monitor["spec"]["jobLabels"] = "app.kubernetes.io/name"  # a typo of jobLabel
-    instance = tmp_path / "monitor.json"
-    instance.write_text(json.dumps(monitor))
-    schema = tmp_path / "schema.json"
-    schema.write_text(json.dumps(strict(json.loads((CRDS / "servicemonitor_v1.json").read_text()))))
-    checked = subprocess.run(
-        [*CHECK_JSONSCHEMA, "--schemafile", str(schema), str(instance)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    checked = check_against_crd(monitor, "servicemonitor_v1.json", tmp_path / "monitor")
     assert checked.returncode == 1 and "jobLabels" in checked.stdout + checked.stderr
 
 
