@@ -161,8 +161,7 @@ def replica_shard(settings: Settings) -> Shard:
 
 async def _reload_web_config(watcher: WebConfigWatcher) -> None:
     # A coroutine, so the scheduler runs it on the event loop: the check is one stat() (every
-    # request makes it too), and handing a plain function to a worker thread every 5 s cost
-    # an otherwise idle exporter about 8 ms of CPU each time.
+    # request makes it too), not worth waking a worker thread for every 5 s.
     watcher.maybe_reload()
 
 

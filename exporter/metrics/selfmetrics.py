@@ -3,9 +3,9 @@
 The registry holds prometheus-client's ProcessCollector (``process_*``) and a collector of the
 snapshot's own families; its families are written out here in the same line format as the sync
 families (``exposition.py``) and follow them, once per published snapshot, never per scrape.
-prometheus-client's own writers take about 1.6 ms for these hundred lines, a quarter of an idle
-poll; writing them here takes a fraction of that. A test checks that both give the same
-families and samples.
+With prometheus-client's own writers an idle poll cost 1/45 of a full re-render in
+``python bench/idle.py``; written here, 1/51. A test checks that both give the same families
+and samples.
 """
 
 from __future__ import annotations
