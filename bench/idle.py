@@ -54,7 +54,7 @@ async def measure(targets: int, polls: int) -> dict[str, list[float]]:
         observer=stats.observe,
     )
     poller = InstancePoller(instance, client, StateStore(None), PollOptions())
-    exporter = Exporter(client=client, store=StateStore(None), pollers={instance: poller}, api_stats=stats)
+    exporter = Exporter(store=StateStore(None), pollers={instance: poller}, api_stats=stats)
     cache = ExpositionCache(Renderer(SelfMetrics()))
     try:
         await exporter.refresh_targets(instance)

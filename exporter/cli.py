@@ -92,7 +92,9 @@ def _add_exporter_commands(commands: argparse._SubParsersAction[argparse.Argumen
         ("once", "poll every instance once and print the exposition"),
     ):
         command = commands.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("--config", help="YAML file of settings (keys as in docs/configuration.md)")
+        command.add_argument(
+            "--config", help="YAML file of settings, accounts and instances (see docs/configuration.md)"
+        )
         command.add_argument(
             "--demo", action="store_true", help="start the built-in simulator in-process and export it"
         )
@@ -218,11 +220,15 @@ def _exporter_command(args: argparse.Namespace) -> int:
     from exporter.runtime import DemoOptions, once, serve
 
     # A demo starts fresh unless told where to keep state.
+    from exporter.tenancy import load_tenancy
+
     settings = settings_from(args, defaults={"state_path": ""} if args.demo else {})
-    if not settings.instance_ids and not args.demo:
+    tenancy = load_tenancy(settings, args.config)
+    if not tenancy.instances and not args.demo:
         print(
             "idaas-sync-exporter: invalid setting: IDAAS_EXPORTER_INSTANCE_IDS is required "
-            "(comma-separated instance ids, or --instance-ids); use --demo to try the exporter without one",
+            "(comma-separated instance ids, or --instance-ids, or instances in --config); "
+            "use --demo to try the exporter without one",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -237,9 +243,9 @@ def _exporter_command(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "serve":
-            asyncio.run(serve(settings, demo))
+            asyncio.run(serve(settings, demo, tenancy=tenancy))
             return EXIT_OK
-        body, errors = asyncio.run(once(settings, demo))
+        body, errors = asyncio.run(once(settings, demo, tenancy=tenancy))
     except (EndpointError, StateError, WebConfigError, ShardError) as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,6 +8,7 @@ import secrets
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
+from exporter.accounts import credentials_for
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import (
     CredentialsProvider,
@@ -22,17 +24,19 @@ from exporter.api.credentials import (
     StaticCredentialsProvider,
 )
 from exporter.api.endpoint import resolve_endpoint
+from exporter.api.ratelimit import TokenBucket
 from exporter.collect.poller import InstancePoller, PollOptions
 from exporter.collect.store import StateStore
 from exporter.memory import limit_malloc_arenas
 from exporter.metrics.api_requests import ApiStats
-from exporter.metrics.selfmetrics import SelfMetrics
+from exporter.metrics.selfmetrics import InstanceLabels, SelfMetrics
 from exporter.service import Exporter
 from exporter.settings import Settings
 from exporter.shards import Shard, resolve
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
 from exporter.simulator.world import SCENARIOS, World
+from exporter.tenancy import Tenancy, plan_tenancy
 from exporter.web.config import WebConfigWatcher
 from exporter.web.connections import ConnectionGuard, quiet_accept_errors
 from exporter.web.server import ENDPOINTS_KEY, build_app
@@ -63,59 +67,93 @@ def credentials_from(settings: Settings) -> CredentialsProvider:
     return DefaultChainCredentialsProvider()
 
 
-def build_exporter(settings: Settings, credentials: CredentialsProvider) -> Exporter:
-    api_stats = ApiStats()
-    client = EiamClient(
-        endpoint=resolve_endpoint(settings.region_id, settings.endpoint),
-        credentials=credentials,
-        options=ClientOptions(
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            read_timeout_seconds=settings.read_timeout_seconds,
-            attempt_timeout_seconds=settings.api_timeout_seconds,
-            requests_per_second=settings.requests_per_second,
-            burst=max(1, int(settings.requests_per_second * 2)),
-        ),
-        observer=api_stats.observe,
-    )
-    store = StateStore(settings.state_path or None)
-    options = PollOptions(
-        lookback_seconds=settings.lookback_seconds,
-        overlap_seconds=settings.overlap_seconds,
-        stuck_after_seconds=settings.stuck_after_seconds,
-        recheck_max_seconds=settings.recheck_max_seconds,
-        deadline_seconds=settings.poll_timeout_seconds,
-        late_horizon_seconds=settings.late_horizon_seconds,
-        target_types=tuple(settings.target_types),
-        directions=tuple(settings.directions),
-        target_ids=tuple(settings.target_ids),
-    )
-    pollers = {
-        instance_id: InstancePoller(instance_id, client, store, options) for instance_id in settings.instance_ids
+def account_credentials(settings: Settings, tenancy: Tenancy) -> dict[str, CredentialsProvider]:
+    """Each account's credentials; the settings' own AccessKey (or the default chain) for ``default``."""
+    named = {name: account for name, account in tenancy.accounts.items() if account is not None}
+    return {
+        name: credentials_for(account, named) if account is not None else credentials_from(settings)
+        for name, account in tenancy.accounts.items()
     }
-    return Exporter(client=client, store=store, pollers=pollers, api_stats=api_stats)
+
+
+def build_exporter(
+    settings: Settings, tenancy: Tenancy, credentials: Mapping[str, CredentialsProvider]
+) -> tuple[Exporter, list[EiamClient]]:
+    """The exporter of ``tenancy``'s instances, and its API clients (one per account and endpoint)."""
+    api_stats = ApiStats()
+    client_options = ClientOptions(
+        connect_timeout_seconds=settings.connect_timeout_seconds,
+        read_timeout_seconds=settings.read_timeout_seconds,
+        attempt_timeout_seconds=settings.api_timeout_seconds,
+        requests_per_second=settings.requests_per_second,
+        burst=max(1, int(settings.requests_per_second * 2)),
+    )
+    # The API's flow control counts per account: one bucket per account, shared by its
+    # instances in every region, and no bucket shared between accounts.
+    buckets: dict[str, TokenBucket] = {}
+    clients: dict[tuple[str, str], EiamClient] = {}
+    store = StateStore(settings.state_path or None)
+    pollers: dict[str, InstancePoller] = {}
+    for instance in tenancy.instances:
+        account = tenancy.accounts[instance.account]
+        rate = account.requests_per_second if account and account.requests_per_second else settings.requests_per_second
+        bucket = buckets.get(instance.account) or TokenBucket(rate, max(1, int(rate * 2)))
+        buckets[instance.account] = bucket
+        endpoint = resolve_endpoint(instance.region, instance.endpoint)
+        client = clients.get((instance.account, endpoint.base_url))
+        if client is None:
+            client = EiamClient(
+                endpoint=endpoint,
+                credentials=credentials[instance.account],
+                options=client_options,
+                observer=api_stats.observe,
+                rate_limit=bucket,
+            )
+            clients[(instance.account, endpoint.base_url)] = client
+        options = PollOptions(
+            lookback_seconds=settings.lookback_seconds,
+            overlap_seconds=settings.overlap_seconds,
+            stuck_after_seconds=settings.stuck_after_seconds,
+            recheck_max_seconds=settings.recheck_max_seconds,
+            deadline_seconds=settings.poll_timeout_seconds,
+            late_horizon_seconds=settings.late_horizon_seconds,
+            target_types=instance.target_types,
+            directions=instance.directions,
+            target_ids=instance.target_ids,
+        )
+        pollers[instance.instance_id] = InstancePoller(instance.instance_id, client, store, options)
+    exporter = Exporter(
+        store=store,
+        pollers=pollers,
+        api_stats=api_stats,
+        poll_intervals={instance.instance_id: instance.poll_interval_seconds for instance in tenancy.instances},
+    )
+    return exporter, list(clients.values())
 
 
 async def open_exporter(
-    stack: AsyncExitStack, settings: Settings, demo: DemoOptions | None, shard: Shard
-) -> tuple[Settings, Exporter]:
-    """The exporter for ``settings``, or for an in-process simulator in demo mode; closed by ``stack``.
+    stack: AsyncExitStack, settings: Settings, tenancy: Tenancy, demo: DemoOptions | None, shard: Shard
+) -> tuple[Settings, Tenancy, Exporter]:
+    """The exporter for ``tenancy``, or for an in-process simulator in demo mode; closed by ``stack``.
 
-    Returns the settings in force (demo mode points them at the simulator and its instances;
-    with shards, the instances are this shard's).
+    Returns the settings and tenancy in force (demo mode points them at the simulator and
+    its instances; with shards, the instances are this shard's).
     """
-    credentials: CredentialsProvider
     if demo is not None:
         simulator, key_id, secret, instance_ids = await start_demo_simulator(demo)
         stack.push_async_callback(simulator.stop)
         settings = settings.model_copy(
-            update={"endpoint": simulator.endpoint, "instance_ids": settings.instance_ids or instance_ids}
+            update={
+                "endpoint": simulator.endpoint,
+                "instance_ids": tenancy.instance_ids or instance_ids,
+                "access_key_id": key_id,
+                "access_key_secret": secret,
+            }
         )
-        credentials = StaticCredentialsProvider(key_id, secret)
+        tenancy = plan_tenancy(settings)
         log.info("demo mode: simulated IDaaS API", extra={"endpoint": simulator.endpoint, "speed": demo.speed})
-    else:
-        credentials = credentials_from(settings)
     if shard.count > 1:
-        owned = shard.owned(settings.instance_ids)
+        owned = shard.owned(tenancy.instance_ids)
         log.log(
             logging.INFO if owned else logging.WARNING,
             "shard owns these instances" if owned else "shard owns none of the configured instances",
@@ -123,14 +161,19 @@ async def open_exporter(
                 "shard_index": shard.index,
                 "shard_count": shard.count,
                 "instances": ",".join(owned),
-                "configured": len(settings.instance_ids),
+                "configured": len(tenancy.instances),
             },
         )
-        settings = settings.model_copy(update={"instance_ids": owned})
-    exporter = build_exporter(settings, credentials)
-    stack.push_async_callback(exporter.client.aclose)
+        tenancy = tenancy.only(owned)
+    for name, account in tenancy.accounts.items():
+        instances = [i.instance_id for i in tenancy.instances if i.account == name]
+        if instances and account is not None:
+            log.info("account", extra={"account": name, "source": account.describe(), "instances": ",".join(instances)})
+    exporter, clients = build_exporter(settings, tenancy, account_credentials(settings, tenancy))
+    for client in clients:
+        stack.push_async_callback(client.aclose)
     stack.callback(exporter.store.close)
-    return settings, exporter
+    return settings, tenancy, exporter
 
 
 def landing_url(host: str, port: int, *, tls: bool) -> str:
@@ -165,7 +208,12 @@ async def _reload_web_config(watcher: WebConfigWatcher) -> None:
     watcher.maybe_reload()
 
 
-async def serve(settings: Settings, demo: DemoOptions | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    demo: DemoOptions | None = None,
+    stop: asyncio.Event | None = None,
+    tenancy: Tenancy | None = None,
+) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``); polls in flight finish and commit first."""
     limit_malloc_arenas()
     # Worker threads (state commits) hold the GIL in bursts; a shorter switch interval
@@ -173,7 +221,9 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
     sys.setswitchinterval(0.0005)
     async with AsyncExitStack() as stack:
         shard = replica_shard(settings)
-        settings, exporter = await open_exporter(stack, settings, demo, shard)
+        settings, tenancy, exporter = await open_exporter(
+            stack, settings, tenancy or plan_tenancy(settings), demo, shard
+        )
         watcher = WebConfigWatcher(settings.web_config_file)
         connections = ConnectionGuard(limit=settings.web_max_connections)
         app = build_app(
@@ -182,6 +232,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
             web_config=watcher,
             connections=connections,
             telemetry_path=settings.telemetry_path,
+            self_metrics=SelfMetrics(shard=shard, instances=instance_labels(tenancy)),
             shard=shard,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -202,7 +253,7 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
             "listening",
             extra={
                 "url": landing_url(host, int(server.sockets[0].getsockname()[1]), tls=watcher.context is not None),
-                "instances": ",".join(settings.instance_ids),
+                "instances": ",".join(tenancy.instance_ids),
             },
         )
 
@@ -225,14 +276,22 @@ async def serve(settings: Settings, demo: DemoOptions | None = None, stop: async
     log.info("stopped")
 
 
-async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[bytes, list[str]]:
+def instance_labels(tenancy: Tenancy) -> list[InstanceLabels]:
+    return [InstanceLabels(i.instance_id, i.region, i.account) for i in tenancy.instances]
+
+
+async def once(
+    settings: Settings, demo: DemoOptions | None = None, tenancy: Tenancy | None = None
+) -> tuple[bytes, list[str]]:
     """One full poll of every instance; returns the exposition and the errors (empty when all succeeded)."""
     from exporter.metrics.exposition import render
 
     async with AsyncExitStack() as stack:
         shard = replica_shard(settings)
-        settings, exporter = await open_exporter(stack, settings, demo, shard)
-        for instance_id in settings.instance_ids:
+        settings, tenancy, exporter = await open_exporter(
+            stack, settings, tenancy or plan_tenancy(settings), demo, shard
+        )
+        for instance_id in tenancy.instance_ids:
             await exporter.refresh_targets(instance_id)
             await exporter.poll(instance_id)
         errors = [
@@ -240,4 +299,5 @@ async def once(settings: Settings, demo: DemoOptions | None = None) -> tuple[byt
             for instance_id, view in exporter.snapshot.instances.items()
             if not view.up
         ]
-        return render(exporter.snapshot, self_metrics=SelfMetrics(shard=shard)), errors
+        self_metrics = SelfMetrics(shard=shard, instances=instance_labels(tenancy))
+        return render(exporter.snapshot, self_metrics=self_metrics), errors

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.api.client import EiamClient
 from exporter.api.errors import EiamError
 from exporter.collect.health import InstanceHealth
 from exporter.collect.poller import InstancePoller, PollResult
@@ -30,21 +29,25 @@ class Exporter:
     def __init__(
         self,
         *,
-        client: EiamClient,
         store: StateStore,
         pollers: dict[str, InstancePoller],
         api_stats: ApiStats,
+        poll_intervals: Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client = client
         self.store = store
         self.pollers = pollers
+        # Seconds between polls of an instance that has its own; the others take schedule()'s.
+        self.poll_intervals = dict(poll_intervals or {})
         self.api_stats = api_stats
         self._clock = clock
         self._monotonic = monotonic
         self.health = {instance_id: InstanceHealth() for instance_id in pollers}
-        self.targets = {instance_id: TargetCatalogue(instance_id, client, clock=clock) for instance_id in pollers}
+        self.targets = {
+            instance_id: TargetCatalogue(instance_id, poller.client, clock=clock)
+            for instance_id, poller in pollers.items()
+        }
         self._builder = SnapshotBuilder()
         self.snapshot = self._build()
         # Called with each new snapshot (the HTTP layer prepares its exposition).
@@ -132,10 +135,13 @@ class Exporter:
         }
         return self._builder.build(sources, self.api_stats.view(), now=self._clock())
 
+    def interval_of(self, instance_id: str, default: float) -> float:
+        return self.poll_intervals.get(instance_id, default)
+
     def schedule(self, scheduler: AsyncIOScheduler, poll_interval: float, target_refresh: float) -> None:
         for instance_id in self.pollers:
             for job, seconds, prefix in (
-                (self.poll, poll_interval, "poll"),
+                (self.poll, self.interval_of(instance_id, poll_interval), "poll"),
                 (self.refresh_targets, target_refresh, "targets"),
             ):
                 scheduler.add_job(

@@ -33,6 +33,9 @@ def default_state_path() -> str:
     return str(Path.home() / ".local" / "share" / "idaas-sync-exporter" / "state.sqlite3")
 
 
+# Keys of the config file that are not settings: the accounts and instances (exporter/tenancy.py).
+TENANCY_KEYS = frozenset({"accounts", "instances", "allow_inline_secrets"})
+
 # Served by the exporter itself besides the metrics (see exporter/web/server.py).
 RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -96,7 +99,9 @@ class Settings(BaseSettings):
     access_key_id: str | None = Field(None, description="AccessKey id (else the default credential chain)")
     access_key_secret: SecretStr | None = Field(None, description="AccessKey secret")
     security_token: SecretStr | None = Field(None, description="STS token for the AccessKey")
-    requests_per_second: float = Field(5.0, gt=0, le=100, description="API request rate limit per instance")
+    requests_per_second: float = Field(
+        5.0, gt=0, le=100, description="API request rate limit per account, shared by its instances"
+    )
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300, description="seconds to connect to the API")
     read_timeout_seconds: float = Field(10.0, gt=0, le=300, description="seconds to wait for API response data")
     api_timeout_seconds: float = Field(
@@ -232,15 +237,22 @@ def _env_values() -> dict[str, Any]:
     return values
 
 
-def _yaml_values(path: str) -> dict[str, Any]:
+def read_config_document(path: str) -> dict[str, Any]:
+    """The config file as a mapping; :class:`SettingsError` if it cannot be read or is not one."""
     try:
         data = read_yaml(path) or {}
     except YamlFileError as exc:
         raise SettingsError([f"config: {exc}"]) from None
     if not isinstance(data, dict):
         raise SettingsError([f"config: {path} must be a mapping of setting names to values"])
+    return data
+
+
+def _yaml_values(path: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for key, value in data.items():
+    for key, value in read_config_document(path).items():
+        if key in TENANCY_KEYS:
+            continue
         name = str(key).lower().replace("-", "_")
         if name.startswith(ENV_PREFIX.lower()):
             name = name[len(ENV_PREFIX) :]

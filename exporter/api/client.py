@@ -64,7 +64,7 @@ MAX_PAGE_SIZE = 100
 # A page of 100 jobs is well under 1 MiB; anything far larger is not an answer to keep in memory.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 PARSE_SLICE = 10
-# Requests that carry no InstanceId (ListInstances) share this rate-limit bucket.
+# Requests that carry no InstanceId (ListInstances) are counted under this instance.
 _NO_INSTANCE = ""
 
 
@@ -132,7 +132,12 @@ class JobFilter:
 
 
 class EiamClient:
-    """One client per endpoint; safe to share between concurrent polls of several instances."""
+    """One client per endpoint and account; safe to share between concurrent polls of several instances.
+
+    Requests wait for ``rate_limit``: the API's flow control counts per account, so the
+    clients of one account (one per region) are given the same bucket, and clients of
+    different accounts different ones.
+    """
 
     def __init__(
         self,
@@ -145,6 +150,7 @@ class EiamClient:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        rate_limit: TokenBucket | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._credentials = credentials
@@ -153,7 +159,12 @@ class EiamClient:
         self._sleep = sleep
         self._clock = clock
         self._wall_clock = wall_clock
-        self._buckets: dict[str, TokenBucket] = {}
+        self._rate_limit = rate_limit or TokenBucket(
+            self._options.requests_per_second,
+            self._options.burst,
+            clock=clock,
+            sleep=sleep or asyncio.sleep,
+        )
         # API clock minus ours, from the Date header of the latest answer (None until one came).
         self._api_clock_offset: float | None = None
         opts = self._options
@@ -169,6 +180,10 @@ class EiamClient:
     @property
     def endpoint(self) -> Endpoint:
         return self._endpoint
+
+    @property
+    def rate_limit(self) -> TokenBucket:
+        return self._rate_limit
 
     def api_now_ms(self) -> int | None:
         """The API's current time as its latest answer's ``Date`` header told it, or None if none did."""
@@ -222,18 +237,8 @@ class EiamClient:
                 result = await self._attempt(action, flat, instance_id)
         return result
 
-    def _bucket(self, instance_id: str) -> TokenBucket:
-        bucket = self._buckets.get(instance_id)
-        if bucket is None:
-            kwargs: dict[str, Any] = {"clock": self._clock}
-            if self._sleep is not None:
-                kwargs["sleep"] = self._sleep
-            bucket = TokenBucket(self._options.requests_per_second, self._options.burst, **kwargs)
-            self._buckets[instance_id] = bucket
-        return bucket
-
     async def _attempt(self, action: str, query: dict[str, str], instance_id: str) -> dict[str, Any]:
-        await self._bucket(instance_id).acquire()
+        await self._rate_limit.acquire()
         creds = await self._credentials.get()
         headers = {
             "host": self._endpoint.host,

@@ -7,8 +7,9 @@ a stray ``repr`` or log line shows ``**********`` instead of the value.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import SecretStr
 
@@ -140,3 +141,47 @@ class DefaultChainCredentialsProvider:
 
     def __repr__(self) -> str:
         return "DefaultChainCredentialsProvider()"
+
+
+# An error text of a credentials library is shown in logs and on the landing page; bound it.
+_MAX_ERROR_CHARS = 300
+
+
+class LibraryCredentialsProvider:
+    """Any alibabacloud-credentials provider (AssumeRole, OIDC, ECS RAM role, CLI profile, ...).
+
+    ``factory`` builds the provider on first use and again after it failed to build, so a
+    source that is not there yet (an OIDC token file still being mounted) is retried on the
+    next poll. ``secrets`` lists values an error text must never show.
+    """
+
+    def __init__(self, factory: Callable[[], Any], *, label: str, secrets: Callable[[], list[str]] = list) -> None:
+        self._factory = factory
+        self._provider: Any = None
+        self._label = label
+        self._secrets = secrets
+
+    async def get(self) -> Credentials:
+        try:
+            if self._provider is None:
+                self._provider = self._factory()
+            model = await self._provider.get_credentials_async()
+        except Exception as exc:  # the library raises ValueError, CredentialException and bare Exceptions
+            raise CredentialsError(f"{self._label}: {self._scrub(exc)}") from None
+        key_id, secret = model.get_access_key_id(), model.get_access_key_secret()
+        if not key_id or not secret:
+            raise CredentialsError(f"{self._label}: the credential source returned an empty AccessKey")
+        token = model.get_security_token() or None
+        return Credentials(
+            key_id, SecretStr(secret), SecretStr(token) if token else None, model.get_provider_name() or "library"
+        )
+
+    def _scrub(self, exc: Exception) -> str:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        for secret in self._secrets():
+            if secret:
+                text = text.replace(secret, "**********")
+        return text[:_MAX_ERROR_CHARS]
+
+    def __repr__(self) -> str:
+        return f"LibraryCredentialsProvider({self._label!r})"

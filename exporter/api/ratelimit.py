@@ -34,6 +34,10 @@ class TokenBucket:
         self._updated = clock()
         self._lock = asyncio.Lock()
 
+    @property
+    def rate(self) -> float:
+        return self._rate
+
     async def acquire(self) -> float:
         """Take one token, waiting if needed; returns the seconds waited."""
         waited = 0.0

@@ -239,6 +239,13 @@ API_REQUEST_DURATION = Family(
     ("action",),
     API_DURATION_BUCKETS,
 )
+INSTANCE_INFO = Family(
+    "idaas_instance_info",
+    "gauge",
+    "An IDaaS instance this exporter polls, with its region and the configured account whose "
+    "credentials it is polled with; always 1. Join on instance_id to group other series by region or account.",
+    ("instance_id", "region", "account"),
+)
 SHARD_INFO = Family(
     "idaas_exporter_shard_info",
     "gauge",
@@ -282,6 +289,7 @@ SELF_FAMILIES = (
     JOBS_ANOMALOUS,
     API_REQUESTS,
     API_REQUEST_DURATION,
+    INSTANCE_INFO,
     SHARD_INFO,
     BUILD_INFO,
 )

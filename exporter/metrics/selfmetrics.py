@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,15 @@ def _revision() -> str:
     return "unknown"
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceLabels:
+    """What ``idaas_instance_info`` says of one polled instance."""
+
+    instance_id: str
+    region: str
+    account: str
+
+
 def _gauge(family: catalogue.Family) -> GaugeMetricFamily:
     return GaugeMetricFamily(family.name, family.help, labels=list(family.labels))
 
@@ -71,9 +80,10 @@ def _counter(family: catalogue.Family) -> CounterMetricFamily:
 class _SnapshotCollector(Collector):
     """Yields the self families of the snapshot being rendered."""
 
-    def __init__(self, build: BuildInfo, shard: Shard | None) -> None:
+    def __init__(self, build: BuildInfo, shard: Shard | None, instances: Sequence[InstanceLabels]) -> None:
         self.build = build
         self.shard = shard
+        self.instances = instances
         self.snapshot: Snapshot | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -105,6 +115,11 @@ class _SnapshotCollector(Collector):
                 buckets.append((catalogue.le_label(bound), cumulative))
             request_duration.add_metric([action], buckets, sum_value=total)
         yield from (last_success, duration, failures, anomalous, requests, request_duration)
+        if self.instances:
+            info = _gauge(catalogue.INSTANCE_INFO)
+            for instance in self.instances:
+                info.add_metric([instance.instance_id, instance.region, instance.account], 1)
+            yield info
         if self.shard is not None and self.shard.count > 1:  # one replica has no shard to name
             shard = _gauge(catalogue.SHARD_INFO)
             shard.add_metric([str(self.shard.index), str(self.shard.count)], 1)
@@ -117,9 +132,16 @@ class _SnapshotCollector(Collector):
 class SelfMetrics:
     """A prometheus-client registry of the exporter's own metrics, rendered for one snapshot at a time."""
 
-    def __init__(self, build: BuildInfo | None = None, *, process: bool = True, shard: Shard | None = None) -> None:
+    def __init__(
+        self,
+        build: BuildInfo | None = None,
+        *,
+        process: bool = True,
+        shard: Shard | None = None,
+        instances: Sequence[InstanceLabels] = (),
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._snapshot_collector = _SnapshotCollector(build or BuildInfo.current(), shard)
+        self._snapshot_collector = _SnapshotCollector(build or BuildInfo.current(), shard, tuple(instances))
         self.registry.register(self._snapshot_collector)
         if process:
             ProcessCollector(registry=self.registry)

@@ -53,6 +53,9 @@ class AccessKey:
     access_key_id: str
     access_key_secret: SecretStr = field(repr=False)
     security_token: SecretStr | None = field(default=None, repr=False)
+    # The instances this key's account owns (None: every instance); another account's
+    # instance is answered as the API answers it, as one that does not exist.
+    instances: frozenset[str] | None = None
 
 
 @dataclass(slots=True)
@@ -72,10 +75,13 @@ class Faults:
     regress_rate: float = 0.0  # a final job is shown as running again
     trickle_byte_seconds: float = 0.0  # send each byte of an answer this long after the previous one
     oversized_bytes: float = 0.0  # answer 200 with a JSON body padded to this many bytes
+    # Every request signed with one of these AccessKey ids is throttled (its account is over quota).
+    throttled_keys: frozenset[str] = frozenset()
 
     def off(self) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, None if name == "retry_after_ms" else 0.0)
+        self.throttled_keys = frozenset()
 
 
 @dataclass(slots=True)
@@ -85,9 +91,16 @@ class RequestLog:
     actions: list[str] = field(default_factory=list)
     params: list[dict[str, str]] = field(default_factory=list)
     nonces: list[str] = field(default_factory=list)
+    # The AccessKey id each request was signed with, and when (wall clock) it arrived.
+    keys: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
 
     def count(self, action: str) -> int:
         return sum(1 for a in self.actions if a == action)
+
+    def by_key(self, access_key_id: str, since: float = 0.0) -> int:
+        """Requests signed with ``access_key_id`` that arrived at or after ``since``."""
+        return sum(1 for key, at in zip(self.keys, self.times, strict=True) if key == access_key_id and at >= since)
 
 
 class SimulatorApp:
@@ -124,11 +137,14 @@ class SimulatorApp:
         try:
             body = await request.read()
             query = dict(parse_qsl(request.query_string, keep_blank_values=True))
-            action = self._verify(request, query, body)
+            action, key = self._verify(request, query, body)
             self.requests.actions.append(action)
             self.requests.params.append(query)
+            self.requests.keys.append(key.access_key_id)
+            self.requests.times.append(self._wall_clock())
             await self._inject_latency()
-            self._inject_faults()
+            self._inject_faults(key)
+            self._check_scope(key, query.get("InstanceId"))
             if self._roll(self.faults.drop_rate):
                 if request.transport is not None:
                     request.transport.close()
@@ -193,7 +209,7 @@ class SimulatorApp:
 
     # -- signature ------------------------------------------------------------
 
-    def _verify(self, request: web.Request, query: dict[str, str], body: bytes) -> str:
+    def _verify(self, request: web.Request, query: dict[str, str], body: bytes) -> tuple[str, AccessKey]:
         if request.method != "POST" or request.path != "/":
             raise ActionError(404, "InvalidAction.NotFound", "Only POST / is served (RPC style).")
         headers = {name.lower(): value for name, value in request.headers.items()}
@@ -250,7 +266,7 @@ class SimulatorApp:
                 f"Specified api is not found, please check your url and method: {action}.",
             )
         self.requests.nonces.append(headers["x-acs-signature-nonce"])
-        return action
+        return action, key
 
     def _check_date_and_nonce(self, date: str, nonce: str) -> None:
         try:
@@ -274,7 +290,14 @@ class SimulatorApp:
         if self.faults.latency_seconds > 0:
             await asyncio.sleep(self.faults.latency_seconds)
 
-    def _inject_faults(self) -> None:
+    @staticmethod
+    def _check_scope(key: AccessKey, instance_id: str | None) -> None:
+        if key.instances is not None and instance_id is not None and instance_id not in key.instances:
+            raise ActionError(404, "EntityNotExists.Instance", f"The instance {instance_id} does not exist.")
+
+    def _inject_faults(self, key: AccessKey) -> None:
+        if key.access_key_id in self.faults.throttled_keys:
+            raise ActionError(400, "Throttling.User", "Request was denied due to user flow control.")
         if self.faults.throttle_rate and self._rng.random() < self.faults.throttle_rate:
             raise ActionError(400, "Throttling.User", "Request was denied due to user flow control.")
         if self.faults.server_error_rate and self._rng.random() < self.faults.server_error_rate:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
@@ -135,7 +135,12 @@ class Endpoints:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        problems = readiness_problems(self._exporter.snapshot, poll_interval=self._poll_interval, now=self._clock())
+        problems = readiness_problems(
+            self._exporter.snapshot,
+            poll_interval=self._poll_interval,
+            now=self._clock(),
+            own_intervals=self._exporter.poll_intervals,
+        )
         if problems:
             return web.Response(status=503, text="not ready\n" + "\n".join(problems) + "\n")
         return web.Response(text="ready\n")
@@ -171,11 +176,13 @@ async def _stream(
     return response
 
 
-def readiness_problems(snapshot: Snapshot, *, poll_interval: float, now: float) -> list[str]:
+def readiness_problems(
+    snapshot: Snapshot, *, poll_interval: float, now: float, own_intervals: Mapping[str, float] | None = None
+) -> list[str]:
     """Ready once every instance has been polled successfully, and while that stays recent."""
     problems = []
-    stale_after = max(3 * poll_interval, 30.0)
     for instance_id, view in snapshot.instances.items():
+        stale_after = max(3 * (own_intervals or {}).get(instance_id, poll_interval), 30.0)
         if view.last_success is None:
             problems.append(
                 f"{instance_id}: no successful poll yet" + (f" ({view.last_error})" if view.last_error else "")

@@ -39,7 +39,7 @@ async def exporter(simulator: RunningSimulator, world: World, clock: ManualClock
     instance = instance_id_of(world)
     store = StateStore(None)
     poller = InstancePoller(instance, client, store, PollOptions(), clock=clock)
-    exporter = Exporter(client=client, store=store, pollers={instance: poller}, api_stats=ApiStats(), clock=clock)
+    exporter = Exporter(store=store, pollers={instance: poller}, api_stats=ApiStats(), clock=clock)
     await exporter.poll(instance)
     yield exporter
     await client.aclose()

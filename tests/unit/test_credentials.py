@@ -45,7 +45,7 @@ async def exporter(simulator: RunningSimulator, clock: ManualClock) -> AsyncIter
     )
     store = StateStore(None)
     poller = InstancePoller("idaas_x", client, store, PollOptions(), clock=clock)
-    yield Exporter(client=client, store=store, pollers={"idaas_x": poller}, api_stats=stats, clock=clock)
+    yield Exporter(store=store, pollers={"idaas_x": poller}, api_stats=stats, clock=clock)
     await client.aclose()
 
 

@@ -49,7 +49,7 @@ async def test_a_trickling_answer_fails_the_call_at_its_deadline_and_the_poll_is
     instance = instance_id_of(world)
     store = StateStore(None)
     poller = InstancePoller(instance, client, store, PollOptions(), clock=clock)
-    exporter = Exporter(client=client, store=store, pollers={instance: poller}, api_stats=ApiStats(), clock=clock)
+    exporter = Exporter(store=store, pollers={instance: poller}, api_stats=ApiStats(), clock=clock)
     started = time.monotonic()
     assert await exporter.poll(instance) is None
     assert time.monotonic() - started < 3
@@ -66,7 +66,7 @@ async def test_a_poll_past_its_deadline_fails_and_saves_nothing(
     instance = instance_id_of(world)
     store = StateStore(None)
     poller = InstancePoller(instance, client, store, PollOptions(deadline_seconds=0.3), clock=clock)
-    exporter = Exporter(client=client, store=store, pollers={instance: poller}, api_stats=ApiStats(), clock=clock)
+    exporter = Exporter(store=store, pollers={instance: poller}, api_stats=ApiStats(), clock=clock)
     assert await exporter.poll(instance) is None
     view = exporter.snapshot.instances[instance]
     assert not view.up and view.poll_failures == 1

@@ -39,7 +39,7 @@ async def exporter(simulator: RunningSimulator, world: World, clock: ManualClock
     instance = instance_id_of(world)
     store = StateStore(None)
     poller = InstancePoller(instance, client, store, PollOptions(), clock=clock)
-    yield Exporter(client=client, store=store, pollers={instance: poller}, api_stats=stats, clock=clock)
+    yield Exporter(store=store, pollers={instance: poller}, api_stats=stats, clock=clock)
     await client.aclose()
 
 

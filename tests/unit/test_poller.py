@@ -371,7 +371,7 @@ async def test_an_undocumented_status_is_exported_under_its_own_name(
     clock.advance(5)
     await poller.poll()
     assert poller.state.tracked[plan.job_id].status == "init"
-    exporter = Exporter(client=client, store=store, pollers={instance: poller}, api_stats=ApiStats())
+    exporter = Exporter(store=store, pollers={instance: poller}, api_stats=ApiStats())
     text = render(exporter.snapshot).decode()
     labels = f'instance_id="{instance}",target_type="identity_provider",target_id="{idp}",direction="ingress"'
     assert f'idaas_sync_jobs_in_progress{{{labels},status="init"}} 1' in text
