@@ -8,10 +8,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def demo_exporter(port: int, *extra: str, poll_interval: float = 2, speed: float
 
 
 @contextmanager
-def prometheus(tmp: Path, config: str, port: int) -> Iterator[str]:
+def prometheus(tmp: Path, config: str, port: int, *flags: str) -> Iterator[str]:
     binary = require_binary("prometheus")
     (tmp / "prometheus.yml").write_text(config, encoding="utf-8")
     log = (tmp / "prometheus.log").open("w")
@@ -118,6 +119,7 @@ def prometheus(tmp: Path, config: str, port: int) -> Iterator[str]:
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -138,3 +140,61 @@ def query(base: str, promql: str) -> list[dict[str, Any]]:
     assert body["status"] == "success", body
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+class LogReader:
+    """Collects the exporter's JSON log events from its stderr."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._process = process
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            self.lines.append(line)
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                continue
+
+    def close(self) -> None:
+        """After the process ended: the rest of its output, then the pipe closed."""
+        self._thread.join(timeout=10)
+        if self._process.stderr is not None:
+            self._process.stderr.close()
+
+    def polls_total(self) -> int:
+        return sum(1 for e in list(self.events) if e.get("msg") == "poll finished")
+
+    def polls(self, instance_id: str, message: str = "poll finished") -> int:
+        return sum(1 for e in list(self.events) if e.get("msg") == message and e.get("instance_id") == instance_id)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+def metrics(port: int) -> str:
+    """The text exposition of the exporter on ``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def job_counts(body: str) -> dict[str, float]:
+    """target_id -> jobs counted, from the text exposition."""
+    counts: dict[str, float] = {}
+    for line in body.splitlines():
+        if line.startswith("idaas_sync_jobs_total{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(","))
+            target = labels["target_id"].strip('"')
+            counts[target] = counts.get(target, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts

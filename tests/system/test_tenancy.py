@@ -9,17 +9,13 @@ as they were.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -27,7 +23,7 @@ from pydantic import SecretStr
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
 from exporter.simulator.world import ScenarioSpec, World
-from tests.e2e import free_port, wait_http
+from tests.e2e import LogReader, free_port, job_counts, metrics, wait_for, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -46,60 +42,6 @@ SPEC = ScenarioSpec(
 )
 TEAM_SECRET = "team-secret-value"
 CUSTOMER_SECRET = "customer-secret-value"
-
-
-class LogReader:
-    """Collects the exporter's JSON log events from its stderr."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lines: list[str] = []
-        self._process = process
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self._process.stderr is not None
-        for line in self._process.stderr:
-            self.lines.append(line)
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                continue
-
-    def close(self) -> None:
-        """After the process ended: the rest of its output, then the pipe closed."""
-        self._thread.join(timeout=10)
-        if self._process.stderr is not None:
-            self._process.stderr.close()
-
-    def polls(self, instance_id: str, message: str = "poll finished") -> int:
-        return sum(1 for e in list(self.events) if e.get("msg") == message and e.get("instance_id") == instance_id)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-
-
-def metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        return str(response.read().decode())
-
-
-def job_counts(body: str) -> dict[str, float]:
-    """target_id -> jobs counted, from the text exposition."""
-    counts: dict[str, float] = {}
-    for line in body.splitlines():
-        if line.startswith("idaas_sync_jobs_total{"):
-            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(","))
-            target = labels["target_id"].strip('"')
-            counts[target] = counts.get(target, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
 
 
 @contextmanager
