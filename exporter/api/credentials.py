@@ -6,6 +6,7 @@ a stray ``repr`` or log line shows ``**********`` instead of the value.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ class DefaultChainCredentialsProvider:
             from alibabacloud_credentials.client import Client as ChainClient
 
             self._client = ChainClient()
+            silence_library_log()
         return self._client
 
     async def get(self) -> Credentials:
@@ -147,6 +149,22 @@ class DefaultChainCredentialsProvider:
 _MAX_ERROR_CHARS = 300
 
 
+def silence_library_log() -> None:
+    """Keep alibabacloud-credentials' own log off stderr.
+
+    Its provider modules attach a plain StreamHandler to the ``credentials`` logger when they are
+    imported and log each failed refresh with a traceback, several times per failure, which breaks
+    the one-line logfmt/JSON log. The failure still reaches the log once, from the poll that it
+    failed, as a one-line error naming the account.
+    """
+    library_log = logging.getLogger("credentials")
+    for handler in list(library_log.handlers):
+        library_log.removeHandler(handler)
+    library_log.propagate = False
+    # Modules imported later add handlers again; a level above CRITICAL drops records before any handler.
+    library_log.setLevel(logging.CRITICAL + 1)
+
+
 class LibraryCredentialsProvider:
     """Any alibabacloud-credentials provider (AssumeRole, OIDC, ECS RAM role, CLI profile, ...).
 
@@ -165,6 +183,7 @@ class LibraryCredentialsProvider:
         try:
             if self._provider is None:
                 self._provider = self._factory()
+                silence_library_log()
             model = await self._provider.get_credentials_async()
         except Exception as exc:  # the library raises ValueError, CredentialException and bare Exceptions
             raise CredentialsError(f"{self._label}: {self._scrub(exc)}") from None

@@ -295,3 +295,18 @@ def test_the_config_file_keys_for_accounts_are_not_settings(tmp_path: Path) -> N
     # Settings refuse unknown keys; these are the tenancy's, so the settings load without them.
     loaded = load_settings(str(config), {"state_path": ""})
     assert loaded.poll_interval_seconds == 30 and loaded.instance_ids == []
+
+
+async def test_the_credentials_librarys_own_log_stays_off_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """Its modules print each failed refresh with a traceback; the poll's one-line error is enough."""
+    document = TWO_ACCOUNTS.replace(
+        "session_name: sync-exporter", "session_name: sync-exporter\n      sts_endpoint: '127.0.0.1:1'"
+    )
+    tenancy = plan(document, TEAM_ENV)
+    named = {name: a for name, a in tenancy.accounts.items() if a is not None}
+    provider = credentials_for(named["customer-a"], named, environ=TEAM_ENV)
+    for _ in range(2):
+        with pytest.raises(CredentialsError, match=r"Cannot connect to host 127\.0\.0\.1:1"):
+            await provider.get()
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and "Refresh credentials failed" not in captured.err, captured.err[:500]
