@@ -310,3 +310,24 @@ async def test_the_credentials_librarys_own_log_stays_off_stderr(capfd: pytest.C
             await provider.get()
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err and "Refresh credentials failed" not in captured.err, captured.err[:500]
+
+
+async def test_each_instance_is_scheduled_at_its_own_interval() -> None:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    tenancy = plan(TWO_ACCOUNTS, TEAM_ENV, poll_interval_seconds=30)
+    exporter, clients = build_exporter(settings(), tenancy, account_credentials(settings(), tenancy))
+    scheduler = AsyncIOScheduler()
+    try:
+        exporter.schedule(scheduler, poll_interval=30, target_refresh=900)
+        intervals = {job.id: job.trigger.interval.total_seconds() for job in scheduler.get_jobs()}
+        assert intervals == {
+            "poll:idaas_hz": 30,
+            "poll:idaas_sg": 120,
+            "targets:idaas_hz": 900,
+            "targets:idaas_sg": 900,
+        }
+    finally:
+        exporter.store.close()
+        for client in clients:
+            await client.aclose()
