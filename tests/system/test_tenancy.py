@@ -202,6 +202,10 @@ def check_throttling_isolation(
     assert any(line.startswith(throttled_answers) and 'code="Throttling.User"' in line for line in body.splitlines()), (
         "throttling the team account had no effect"
     )
+    print(
+        f"customer account over {window:.0f} s: {calm_rate:.1f} requests/s and {calm_polls} polls calm, "
+        f"{throttled_rate:.1f} requests/s and {throttled_polls} polls with the team account throttled"
+    )
     assert calm_polls >= 2 * (window - 1), calm_polls
     assert throttled_polls >= calm_polls - 2, (calm_polls, throttled_polls)
     assert 0.75 <= throttled_rate / calm_rate <= 1.33, (calm_rate, throttled_rate)
