@@ -34,7 +34,14 @@ class UsageError(Exception):
 
 # Settings that only mean something to a running daemon; `once` does not offer them.
 SERVE_ONLY_SETTINGS = frozenset(
-    {"listen_address", "telemetry_path", "poll_interval_seconds", "target_refresh_seconds", "web_config_file"}
+    {
+        "listen_address",
+        "telemetry_path",
+        "poll_interval_seconds",
+        "target_refresh_seconds",
+        "web_config_file",
+        "console_job_url",
+    }
 )
 # The flag names Prometheus exporters share (exporter-toolkit), as aliases of our own.
 TOOLKIT_ALIASES = {

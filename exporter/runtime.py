@@ -117,6 +117,7 @@ def build_exporter(
             recheck_max_seconds=settings.recheck_max_seconds,
             deadline_seconds=settings.poll_timeout_seconds,
             late_horizon_seconds=settings.late_horizon_seconds,
+            recent_jobs=settings.recent_jobs,
             target_types=instance.target_types,
             directions=instance.directions,
             target_ids=instance.target_ids,
@@ -234,6 +235,7 @@ async def serve(
             telemetry_path=settings.telemetry_path,
             self_metrics=SelfMetrics(shard=shard, instances=instance_labels(tenancy)),
             shard=shard,
+            console_url=settings.console_job_url,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

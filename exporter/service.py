@@ -12,6 +12,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.api.errors import EiamError
+from exporter.collect.finished import write_events
 from exporter.collect.health import InstanceHealth
 from exporter.collect.poller import InstancePoller, PollResult
 from exporter.collect.store import StateError, StateStore
@@ -99,6 +100,9 @@ class Exporter:
             self.publish()
             return None
         health.succeeded(at=self._clock(), duration=self._monotonic() - started, anomalies=dict(result.anomalies))
+        # After the commit (poll() returned): a restart never repeats an event; a crash between
+        # the commit and these lines loses this poll's events (docs/counting.md).
+        write_events(instance_id, result.finished, self.targets[instance_id].names)
         log.info(
             "poll finished",
             extra={

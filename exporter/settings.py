@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.api.endpoint import REGION_PATTERN, parse_endpoint
+from exporter.collect.finished import DEFAULT_CONSOLE_URL, check_console_url
 from exporter.logs import LOG_FORMATS, LOG_LEVELS
 from exporter.yamlfile import YamlFileError, read_yaml
 
@@ -37,7 +38,7 @@ def default_state_path() -> str:
 TENANCY_KEYS = frozenset({"accounts", "instances", "allow_inline_secrets"})
 
 # Served by the exporter itself besides the metrics (see exporter/web/server.py).
-RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
+RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/jobs", "/api/v1/jobs"})
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -120,6 +121,13 @@ class Settings(BaseSettings):
     shard_index: int | None = Field(
         None, ge=0, lt=1000, description="this replica's shard, 0-based (default: the StatefulSet pod ordinal)"
     )
+    recent_jobs: int = Field(
+        100, ge=0, le=5000, description="finished jobs per instance kept for /jobs and /api/v1/jobs (in the state file)"
+    )
+    console_job_url: str = Field(
+        DEFAULT_CONSOLE_URL,
+        description="link of each job on /jobs, with {instance_id} {job_id} {target_type} {target_id} {direction}",
+    )
     log_level: str = Field("info", description=f"one of {', '.join(LOG_LEVELS)}")
     log_format: str = Field("logfmt", description=f"one of {', '.join(LOG_FORMATS)}")
 
@@ -185,6 +193,11 @@ class Settings(BaseSettings):
         if value is not None and isinstance(count, int) and value >= count:
             raise ValueError(f"must be below shard_count ({count}): 0 to {count - 1}")
         return value
+
+    @field_validator("console_job_url")
+    @classmethod
+    def _console_url(cls, value: str) -> str:
+        return check_console_url(value)
 
     @field_validator("telemetry_path")
     @classmethod

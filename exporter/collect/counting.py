@@ -43,6 +43,105 @@ class LastJob:
         return cls(raw["job_id"], raw["status"], start_ms, _millis_of(raw, "end"), objects)
 
 
+# Statuses of a job the on-call person is paged for: the latest such job of a target is exported by id.
+FAILURE_STATUSES = ("failed", "partial_success")
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """One finished job as the recent-jobs page, the job event and the latest-failure series show it."""
+
+    target: TargetKey
+    job_id: str
+    trigger_type: str
+    status: str
+    start_ms: int
+    end_ms: int | None
+    error_code: str | None
+    objects: tuple[tuple[tuple[str, str, str], int], ...]
+
+    @property
+    def sort_ms(self) -> int:
+        """When it finished (its start when the API gave no usable end), for newest-first order."""
+        return self.end_ms if self.end_ms is not None else self.start_ms
+
+    @property
+    def order(self) -> tuple[int, int, str]:
+        return (self.sort_ms, self.start_ms, self.job_id)
+
+    @classmethod
+    def of(cls, job: SynchronizationJob, target: TargetKey, error_code: str | None) -> FinishedJob:
+        return cls(
+            target,
+            job.job_id,
+            job.trigger_type,
+            job.status,
+            job.start_ms,
+            job.end_ms,
+            error_code,
+            tuple(sorted(job_objects(job).items())),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": list(self.target),
+            "job_id": self.job_id,
+            "trigger_type": self.trigger_type,
+            "status": self.status,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "error_code": self.error_code,
+            "objects": [[*key, value] for key, value in self.objects],
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> FinishedJob:
+        target_type, target_id, direction = raw["target"]
+        texts = (target_type, target_id, direction, raw["job_id"], raw["trigger_type"], raw["status"])
+        if not all(isinstance(value, str) for value in texts):
+            raise TypeError("a recent job has a field that is not text")
+        start_ms, end_ms, code = raw["start_ms"], raw["end_ms"], raw["error_code"]
+        if type(start_ms) is not int or (end_ms is not None and type(end_ms) is not int):
+            raise TypeError("a recent job's times are not integers")
+        if code is not None and not isinstance(code, str):
+            raise TypeError("a recent job's error code is not text")
+        objects = tuple(((str(o), str(a), str(r)), int(v)) for o, a, r, v in raw["objects"])
+        return cls(
+            TargetKey(target_type, target_id, direction),
+            raw["job_id"],
+            raw["trigger_type"],
+            raw["status"],
+            start_ms,
+            end_ms,
+            code,
+            objects,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Exemplar:
+    """The latest job that moved one counter series: its id, and its end time for the exemplar's timestamp."""
+
+    job_id: str
+    end_ms: int | None
+
+    def newer_than(self, other: Exemplar | None) -> bool:
+        if other is None:
+            return True
+        return (self.end_ms or 0, self.job_id) >= (other.end_ms or 0, other.job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    """A target's latest failed or partially successful job, for ``idaas_sync_last_failed_job_info``."""
+
+    job_id: str
+    status: str
+    error_code: str
+    start_ms: int
+    end_ms: int | None
+
+
 def _millis_of(raw: dict[str, Any], name: str) -> int | None:
     """``name_ms`` of a stored document, or ``name`` in seconds as schema 3 stored it."""
     if f"{name}_ms" in raw:
@@ -81,20 +180,32 @@ class TargetTally:
     duration_count: int = 0
     last_job: LastJob | None = None
     last_success_end_ms: int | None = None
+    # The latest job behind each jobs series ((trigger_type, status)) and each error code.
+    job_exemplars: dict[tuple[str, str], Exemplar] = field(default_factory=dict)
+    error_exemplars: dict[str, Exemplar] = field(default_factory=dict)
+    last_failure: FailedJob | None = None
 
-    def count(self, job: SynchronizationJob) -> None:
+    def count(self, job: SynchronizationJob) -> str | None:
+        """Add ``job`` to the counters; returns the error code it was counted under, if any."""
         key = (job.trigger_type, job.status)
         self.jobs[key] = self.jobs.get(key, 0) + 1
+        exemplar = Exemplar(job.job_id, job.end_ms)
+        if exemplar.newer_than(self.job_exemplars.get(key)):
+            self.job_exemplars[key] = exemplar
         for object_key, value in job_objects(job).items():
             self.objects[object_key] = self.objects.get(object_key, 0) + value
+        code = None
         if job.error_code:
             code = bounded_code(job.error_code, self.errors)
             self.errors[code] = self.errors.get(code, 0) + 1
+            if exemplar.newer_than(self.error_exemplars.get(code)):
+                self.error_exemplars[code] = exemplar
         duration = job.duration_seconds
         if duration is not None:
             self.duration_buckets[bucket_index(JOB_DURATION_BUCKETS, duration)] += 1
             self.duration_sum += duration
             self.duration_count += 1
+        return code
 
     def observe_latest(self, job: SynchronizationJob) -> None:
         """Keep the newest finished job (by start, then end time) and the newest success."""
@@ -108,6 +219,11 @@ class TargetTally:
             and (self.last_success_end_ms is None or job.end_ms > self.last_success_end_ms)
         ):
             self.last_success_end_ms = job.end_ms
+        failure = self.last_failure
+        if job.status in FAILURE_STATUSES and (
+            failure is None or candidate >= (failure.start_ms, failure.end_ms or 0, failure.job_id)
+        ):
+            self.last_failure = FailedJob(job.job_id, job.status, job.error_code or "", job.start_ms, job.end_ms)
 
     def copy(self) -> TargetTally:
         return TargetTally(
@@ -119,6 +235,9 @@ class TargetTally:
             duration_count=self.duration_count,
             last_job=self.last_job,  # replaced, never mutated
             last_success_end_ms=self.last_success_end_ms,
+            job_exemplars=dict(self.job_exemplars),
+            error_exemplars=dict(self.error_exemplars),
+            last_failure=self.last_failure,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +250,9 @@ class TargetTally:
             "duration_count": self.duration_count,
             "last_job": self.last_job.to_json() if self.last_job else None,
             "last_success_end_ms": self.last_success_end_ms,
+            "job_exemplars": [[t, st, e.job_id, e.end_ms] for (t, st), e in self.job_exemplars.items()],
+            "error_exemplars": [[code, e.job_id, e.end_ms] for code, e in self.error_exemplars.items()],
+            "last_failure": _failure_json(self.last_failure),
         }
 
     @classmethod
@@ -144,4 +266,38 @@ class TargetTally:
             duration_count=int(raw["duration_count"]),
             last_job=LastJob.from_json(raw["last_job"]) if raw["last_job"] else None,
             last_success_end_ms=_millis_of(raw, "last_success_end"),
+            # Absent from files written before exemplars existed: those start without them.
+            job_exemplars={(t, st): _exemplar(j, e) for t, st, j, e in raw.get("job_exemplars", ())},
+            error_exemplars={code: _exemplar(j, e) for code, j, e in raw.get("error_exemplars", ())},
+            last_failure=_failure_of(raw.get("last_failure")),
         )
+
+
+def _exemplar(job_id: Any, end_ms: Any) -> Exemplar:
+    if not isinstance(job_id, str) or (end_ms is not None and type(end_ms) is not int):
+        raise TypeError("an exemplar is not a job id and an end time")
+    return Exemplar(job_id, end_ms)
+
+
+def _failure_json(failure: FailedJob | None) -> dict[str, Any] | None:
+    if failure is None:
+        return None
+    return {
+        "job_id": failure.job_id,
+        "status": failure.status,
+        "error_code": failure.error_code,
+        "start_ms": failure.start_ms,
+        "end_ms": failure.end_ms,
+    }
+
+
+def _failure_of(raw: Any) -> FailedJob | None:
+    if raw is None:
+        return None
+    texts = (raw["job_id"], raw["status"], raw["error_code"])
+    if not all(isinstance(value, str) for value in texts):
+        raise TypeError("the latest failed job has a field that is not text")
+    start_ms, end_ms = raw["start_ms"], raw["end_ms"]
+    if type(start_ms) is not int or (end_ms is not None and type(end_ms) is not int):
+        raise TypeError("the latest failed job's times are not integers")
+    return FailedJob(raw["job_id"], raw["status"], raw["error_code"], start_ms, end_ms)

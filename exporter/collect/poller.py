@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import heapq
 import logging
 import math
 import time
@@ -50,7 +51,7 @@ from urllib.parse import quote
 from exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
 from exporter.api.errors import ApiError, EiamError
 from exporter.api.models import IN_PROGRESS_STATUSES, REPAIR_REASONS, Anomaly, SynchronizationJob
-from exporter.collect.counting import TargetKey
+from exporter.collect.counting import FinishedJob, TargetKey
 from exporter.collect.state import InstanceState, PollWork, TrackedJob
 from exporter.collect.store import StateStore
 
@@ -105,6 +106,8 @@ class PollOptions:
     target_ids: tuple[str, ...] = ()
     # The longest one poll may spend reading; a poll past it fails (and is counted) like any other.
     deadline_seconds: float = 900.0
+    # Finished jobs kept for the recent-jobs page, per instance.
+    recent_jobs: int = 100
     # How far behind the cursor the late check looks for jobs that appeared after the overlap passed them.
     late_horizon_seconds: float = 1800.0
 
@@ -146,6 +149,8 @@ class PollResult:
     forced_rechecks: int = 0
     # Jobs newly found odd in this poll, by reason (quarantined, repaired, dated in the future, late).
     anomalies: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # Jobs this poll counted, each once: written as one event each once the poll is committed.
+    finished: tuple[FinishedJob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +181,10 @@ class InstancePoller:
         self.options = options
         self._store = store
         self._clock = clock
-        self._state = store.load(instance_id)
+        state = store.load(instance_id)
+        if len(state.recent) > options.recent_jobs:  # the limit was lowered since the file was written
+            state = dataclasses.replace(state, recent=state.recent[: options.recent_jobs])
+        self._state = state
         # When each followed job was last returned by the API (ms), in this process. Not
         # persisted: after a restart every followed job is due at once.
         self.last_seen_ms: dict[str, float] = {}
@@ -205,7 +213,8 @@ class InstancePoller:
         else:
             # The only commit point: a crash before it redoes the poll. Off the event loop,
             # because an fsync can take milliseconds that scrapes should not wait for.
-            await asyncio.to_thread(self._store.save, state, run.work.touched)
+            recent = run.work.new_recent(state)
+            await asyncio.to_thread(self._store.save, state, run.work.touched, recent, self.options.recent_jobs)
             self._state = state
         self.last_seen_ms = {
             job_id: run.now_ms if job_id in run.seen else self.last_seen_ms.get(job_id, -math.inf)
@@ -234,6 +243,9 @@ class PollRun:
         self.newest_start_ms: int | None = None
         self.seen: set[str] = set()
         self.stats = _PollStats()
+        # A cold poll reads a day of jobs and keeps the newest few for the recent-jobs page:
+        # a bounded heap of (order, tie-breaker, job, target), made into records at the end.
+        self._cold_newest: list[tuple[tuple[int, int, str], int, SynchronizationJob, TargetKey]] = []
 
     @property
     def api_now_ms(self) -> int:
@@ -484,9 +496,29 @@ class PollRun:
         work.counted[job.job_id] = job.start_ms
         tally.observe_latest(job)
         self.stats.changed += 1
-        if not cold:
-            tally.count(job)
-            self.stats.counted += 1
+        if cold:
+            self._keep_if_newest(job, key)
+            return
+        code = tally.count(job)
+        self.stats.counted += 1
+        finished = FinishedJob.of(job, key, code)
+        work.seen_final.append(finished)
+        work.counted_final.append(finished)
+
+    def _keep_if_newest(self, job: SynchronizationJob, key: TargetKey) -> None:
+        limit = self.opts.recent_jobs
+        if limit <= 0:
+            return
+        entry = (
+            (job.end_ms if job.end_ms is not None else job.start_ms, job.start_ms, job.job_id),
+            self.stats.read,
+            job,
+            key,
+        )
+        if len(self._cold_newest) < limit:
+            heapq.heappush(self._cold_newest, entry)
+        elif entry[0] > self._cold_newest[0][0]:
+            heapq.heapreplace(self._cold_newest, entry)
 
     def _follow(self, job: SynchronizationJob, key: TargetKey) -> None:
         # A status the documentation does not list (the console also shows "init") is
@@ -517,6 +549,8 @@ class PollRun:
     def finish(self) -> InstanceState:
         """Let go of jobs past the lookback window, move the cursor, forget ids no check asks for."""
         work = self.work
+        for _, _, job, key in self._cold_newest:
+            work.seen_final.append(FinishedJob.of(job, key, job.error_code))
         for job_id, tracked in list(work.tracked.items()):
             if tracked.start_ms < self.lookback_floor_ms:
                 log.warning(
@@ -537,7 +571,7 @@ class PollRun:
             # ids longer never counts a job twice).
             work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
             self.poller.pruned_before_ms = prune_before
-        return work.result()
+        return work.result(self.opts.recent_jobs)
 
     def result(self, state: InstanceState) -> PollResult:
         stats = self.stats
@@ -553,6 +587,7 @@ class PollRun:
             jobs_deferred=sum(1 for job_id in state.tracked if job_id not in self.seen),
             forced_rechecks=stats.forced,
             anomalies=dict(stats.anomalies),
+            finished=tuple(self.work.counted_final),
         )
 
 

@@ -7,11 +7,12 @@ the commit simply redoes the poll.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import orjson
 
-from exporter.collect.counting import TargetKey, TargetTally
+from exporter.collect.counting import FinishedJob, TargetKey, TargetTally
 
 
 @dataclass(slots=True)
@@ -34,6 +35,8 @@ class InstanceState:
     targets: dict[TargetKey, TargetTally] = field(default_factory=dict)
     counted: dict[str, int] = field(default_factory=dict)  # job id -> start ms
     tracked: dict[str, TrackedJob] = field(default_factory=dict)
+    # The latest finished jobs, newest first, for the recent-jobs page (bounded by the poller).
+    recent: tuple[FinishedJob, ...] = ()
 
     @property
     def is_cold(self) -> bool:
@@ -67,6 +70,9 @@ class PollWork:
         self.counted = dict(base.counted)
         self.tracked = dict(base.tracked)
         self.touched: set[TargetKey] = set()
+        # Jobs this poll saw finish: all of them (for the recent jobs), and those it counted (one event each).
+        self.seen_final: list[FinishedJob] = []
+        self.counted_final: list[FinishedJob] = []
 
     def tally(self, key: TargetKey) -> TargetTally:
         if key not in self.touched:
@@ -84,8 +90,18 @@ class PollWork:
             and self.tracked == base.tracked
         )
 
-    def result(self) -> InstanceState:
+    def result(self, recent_limit: int) -> InstanceState:
         # Untouched targets keep the very same dictionary, so whoever renders them can tell
         # in one comparison that nothing changed.
         targets = self.targets if self.touched else self.base.targets
-        return InstanceState(self.base.instance_id, self.cursor_ms, targets, self.counted, self.tracked)
+        recent = self.base.recent
+        if self.seen_final:
+            # A cold poll sees a day of jobs; only the newest few are kept.
+            newest = heapq.nlargest(recent_limit, self.seen_final, key=lambda job: job.order)
+            recent = tuple(heapq.nlargest(recent_limit, (*newest, *recent), key=lambda job: job.order))
+        return InstanceState(self.base.instance_id, self.cursor_ms, targets, self.counted, self.tracked, recent)
+
+    def new_recent(self, state: InstanceState) -> list[FinishedJob]:
+        """The jobs of ``state.recent`` this poll added (what the store inserts)."""
+        known = {job.job_id for job in self.base.recent}
+        return [job for job in state.recent if job.job_id not in known]

@@ -16,12 +16,12 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 
-from exporter.collect.counting import TargetKey, TargetTally
+from exporter.collect.counting import FinishedJob, TargetKey, TargetTally
 from exporter.collect.state import InstanceState, TrackedJob
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # 1: one JSON document per instance; 2: targets in their own rows, written only when changed;
 # 3: the same tables, marked with APPLICATION_ID; 4: times in the API's milliseconds (3 is read
 # and converted as each target is next written).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class StateError(Exception):
@@ -87,6 +87,21 @@ def _meta_from_json(text: str) -> tuple[int | None, dict[str, int], dict[str, Tr
             raise TypeError("a followed job's start time is not an integer")
         tracked[job_id] = TrackedJob(TargetKey(target_type, target_id, direction), status, start)
     return cursor, {str(k): v for k, v in counted.items()}, tracked
+
+
+def _read_every_document(db: sqlite3.Connection, version: int) -> None:
+    """Parse every stored document; ValueError/KeyError/TypeError when one is damaged."""
+    for (meta,) in db.execute("SELECT meta FROM instances"):
+        _meta_from_json(meta)
+    for (doc,) in db.execute("SELECT doc FROM targets"):
+        TargetTally.from_json(json.loads(doc))
+    if version >= 5:
+        for (doc,) in db.execute("SELECT doc FROM recent_jobs"):
+            FinishedJob.from_json(json.loads(doc))
+
+
+# Newest first, the order of InstanceState.recent.
+_RECENT_ORDER = "ORDER BY sort_ms DESC, start_ms DESC, job_id DESC"
 
 
 class StateStore:
@@ -205,10 +220,7 @@ class StateStore:
                     return "it failed SQLite's integrity check"
                 if version < 2:
                     return f"it has the older schema {version} (this exporter writes {SCHEMA_VERSION})"
-                for (meta,) in db.execute("SELECT meta FROM instances"):
-                    _meta_from_json(meta)
-                for (doc,) in db.execute("SELECT doc FROM targets"):
-                    TargetTally.from_json(json.loads(doc))
+                _read_every_document(db, version)
         except sqlite3.OperationalError as exc:
             if "unable to open" in str(exc):
                 return None  # unreadable: opening it for writing reports the real problem
@@ -254,6 +266,16 @@ class StateStore:
             )
             """
         )
+        # Schema 5: the latest finished jobs of each instance, for the recent-jobs page.
+        self._db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS recent_jobs (
+                instance_id TEXT NOT NULL, job_id TEXT NOT NULL, sort_ms INTEGER NOT NULL,
+                start_ms INTEGER NOT NULL, doc TEXT NOT NULL,
+                PRIMARY KEY (instance_id, job_id)
+            )
+            """
+        )
         self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._db.execute("COMMIT")
@@ -278,25 +300,46 @@ class StateStore:
                     "SELECT target_type, target_id, direction, doc FROM targets WHERE instance_id = ?", (instance_id,)
                 )
             }
+            recent = tuple(
+                FinishedJob.from_json(json.loads(doc))
+                for (doc,) in self._db.execute(
+                    f"SELECT doc FROM recent_jobs WHERE instance_id = ? {_RECENT_ORDER}",  # noqa: S608 - a constant
+                    (instance_id,),
+                )
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise StateError(
                 f"state for instance {instance_id} in {self.path} is corrupt ({type(exc).__name__}); "
                 "stop the exporter and move the file aside to start from a cold start"
             ) from None
-        return InstanceState(instance_id, cursor_ms, targets, counted, tracked)
+        return InstanceState(instance_id, cursor_ms, targets, counted, tracked, recent)
 
-    def save(self, state: InstanceState, changed: set[TargetKey] | None = None) -> None:
-        """Commit a poll atomically: the instance's metadata and the targets it changed.
+    def save(
+        self,
+        state: InstanceState,
+        changed: set[TargetKey] | None = None,
+        recent: Sequence[FinishedJob] | None = None,
+        recent_limit: int | None = None,
+    ) -> None:
+        """Commit a poll atomically: the instance's metadata, the targets it changed, the jobs it finished.
 
-        Safe to call from worker threads: one connection, one writer at a time.
+        ``recent`` are the finished jobs new to the recent list (None: all of ``state.recent``);
+        older ones beyond ``recent_limit`` are removed in the same commit. Safe to call from
+        worker threads: one connection, one writer at a time.
         """
         with self._lock:
-            self._save(state, changed)
+            self._save(state, changed, state.recent if recent is None else recent, recent_limit)
 
-    def _save(self, state: InstanceState, changed: set[TargetKey] | None) -> None:
+    def _save(
+        self,
+        state: InstanceState,
+        changed: set[TargetKey] | None,
+        recent: Sequence[FinishedJob],
+        recent_limit: int | None,
+    ) -> None:
         keys = state.targets.keys() if changed is None else changed
         meta = state.meta_json()
-        if not keys and self._written_meta.get(state.instance_id) == meta:
+        if not keys and not recent and self._written_meta.get(state.instance_id) == meta:
             return  # a poll that changed nothing writes nothing
         rows = [
             # orjson: this runs in a worker thread and holds the GIL while it encodes.
@@ -315,6 +358,20 @@ class StateStore:
                 "ON CONFLICT(instance_id, target_type, target_id, direction) DO UPDATE SET doc = excluded.doc",
                 rows,
             )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO recent_jobs (instance_id, job_id, sort_ms, start_ms, doc) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (state.instance_id, job.job_id, job.sort_ms, job.start_ms, orjson.dumps(job.to_json()).decode())
+                    for job in recent
+                ],
+            )
+            if recent:
+                self._db.execute(
+                    "DELETE FROM recent_jobs WHERE instance_id = ? AND job_id NOT IN "  # noqa: S608 - a constant
+                    f"(SELECT job_id FROM recent_jobs WHERE instance_id = ? {_RECENT_ORDER} LIMIT ?)",
+                    (state.instance_id, state.instance_id, len(state.recent) if recent_limit is None else recent_limit),
+                )
             self._db.execute("COMMIT")
             self._written_meta[state.instance_id] = meta
         except sqlite3.Error as exc:

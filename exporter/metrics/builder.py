@@ -71,6 +71,7 @@ class SnapshotBuilder:
             pull_configs=pull_configs,
             pull_config_failures=failures,
             anomalies=MappingProxyType(dict(health.anomalies)),
+            recent_jobs=sources.state.recent,
         )
 
     @staticmethod

@@ -41,6 +41,9 @@ class Family:
     help: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
+    # The family's lines as OpenMetrics writes them, with exemplars (see exposition.py); its
+    # header is the family's own.
+    openmetrics_only: bool = False
 
     @property
     def sample_name(self) -> str:
@@ -166,6 +169,13 @@ LAST_JOB_STATUS = Family(
     "1 for the status of the latest finished job, 0 for the others." + _REFRESHED,
     (*TARGET_LABELS, "status"),
 )
+LAST_FAILED_JOB_INFO = Family(
+    "idaas_sync_last_failed_job_info",
+    "gauge",
+    "The latest failed or partially successful job of a target, by id and error code (empty when it reported "
+    "none); always 1, one series per target, replaced when a newer one finishes." + _REFRESHED,
+    (*TARGET_LABELS, "job_id", "status", "error_code"),
+)
 LAST_JOB_START = Family(
     "idaas_sync_last_job_start_timestamp_seconds",
     "gauge",
@@ -275,6 +285,7 @@ FAMILIES = (
     LAST_JOB_START,
     LAST_JOB_END,
     LAST_SUCCESS,
+    LAST_FAILED_JOB_INFO,
     JOBS_IN_PROGRESS,
     OLDEST_IN_PROGRESS_START,
     TARGET_INFO,

@@ -22,6 +22,7 @@ Exposition (abridged)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from exporter.api.models import FINAL_STATUSES, IN_PROGRESS_STATUSES, TRIGGER_TYPES
-from exporter.collect.counting import TargetKey
+from exporter.collect.counting import Exemplar, TargetKey
 from exporter.memory import release_free_memory
 from exporter.metrics import catalogue
 from exporter.metrics.catalogue import FAMILIES, STANDARD_OBJECT_KEYS, Family, escape
@@ -48,6 +49,27 @@ GZIP_LEVEL = 1  # ten to forty times smaller than the text, at a fraction of lev
 TRIM_AFTER_BLOCKS = 32
 
 
+# OpenMetrics lines of the counters that carry exemplars (the latest job that moved each series).
+# A block whose targets have none serves the plain lines in both formats; the text format never
+# sees an exemplar.
+JOBS_OPENMETRICS = dataclasses.replace(catalogue.JOBS, openmetrics_only=True)
+JOB_ERRORS_OPENMETRICS = dataclasses.replace(catalogue.JOB_ERRORS, openmetrics_only=True)
+OPENMETRICS_VARIANTS: Mapping[Family, Family] = MappingProxyType(
+    {catalogue.JOBS: JOBS_OPENMETRICS, catalogue.JOB_ERRORS: JOB_ERRORS_OPENMETRICS}
+)
+_VARIANT_BASE = {variant: family for family, variant in OPENMETRICS_VARIANTS.items()}
+# OpenMetrics bounds an exemplar's label names and values to 128 characters together.
+_EXEMPLAR_LABEL_ROOM = 128 - len("job_id")
+
+
+def exemplar_suffix(exemplar: Exemplar | None) -> str:
+    """`` # {job_id="..."} 1 <end time>`` for one counter sample, or "" when there is none to give."""
+    if exemplar is None or len(exemplar.job_id) > _EXEMPLAR_LABEL_ROOM:
+        return ""
+    stamp = "" if exemplar.end_ms is None else " " + catalogue.number(exemplar.end_ms / 1000)
+    return f' # {{job_id="{escape(exemplar.job_id)}"}} 1{stamp}'
+
+
 class _Lines:
     """Sample lines grouped by family, in the order they are added."""
 
@@ -56,6 +78,17 @@ class _Lines:
 
     def add(self, family: Family, labels: str, value: int | float, suffix: str = "") -> None:
         self.by_family.setdefault(family, []).append(family.line(labels, value, suffix))
+
+    def add_counted(
+        self, family: Family, labels: str, value: int, exemplar: Exemplar | None, with_exemplars: bool
+    ) -> None:
+        """A counter sample, and when the target has exemplars its OpenMetrics line with this one's."""
+        line = family.line(labels, value)
+        self.by_family.setdefault(family, []).append(line)
+        if with_exemplars:
+            self.by_family.setdefault(OPENMETRICS_VARIANTS[family], []).append(
+                line[:-1] + exemplar_suffix(exemplar) + "\n"
+            )
 
     def extend(self, family: Family, lines: list[str]) -> None:
         self.by_family.setdefault(family, []).extend(lines)
@@ -71,13 +104,18 @@ def target_lines(instance_id: str, key: TargetKey, view: TargetView) -> dict[Fam
         f'target_id="{escape(key.target_id)}",direction="{escape(key.direction)}"'
     )
     out = _Lines()
+    job_exemplars = bool(view.job_exemplars)
     for trigger in sorted(set(TRIGGER_TYPES) | {t for t, _ in view.jobs}):
         for status in sorted(set(FINAL_STATUSES) | {s for t, s in view.jobs if t == trigger}):
             labels = f'{base},trigger_type="{escape(trigger)}",status="{escape(status)}"'
-            out.add(catalogue.JOBS, labels, view.jobs.get((trigger, status), 0))
+            series = (trigger, status)
+            count = view.jobs.get(series, 0)
+            out.add_counted(catalogue.JOBS, labels, count, view.job_exemplars.get(series), job_exemplars)
     _object_lines(out, base, view)
+    error_exemplars = bool(view.error_exemplars)
     for code, count in sorted(view.errors.items()):
-        out.add(catalogue.JOB_ERRORS, f'{base},error_code="{escape(code)}"', count)
+        labels = f'{base},error_code="{escape(code)}"'
+        out.add_counted(catalogue.JOB_ERRORS, labels, count, view.error_exemplars.get(code), error_exemplars)
     duration = catalogue.JOB_DURATION
     out.extend(duration, duration.histogram(base, view.duration_buckets, view.duration_sum, view.duration_count))
     _last_job_lines(out, base, view)
@@ -114,6 +152,13 @@ def _last_job_lines(out: _Lines, base: str, view: TargetView) -> None:
     ):
         if seconds is not None:
             out.add(family, base, seconds)
+    failure = view.last_failure
+    if failure is not None:
+        labels = (
+            f'{base},job_id="{escape(failure.job_id)}",status="{escape(failure.status)}",'
+            f'error_code="{escape(failure.error_code)}"'
+        )
+        out.add(catalogue.LAST_FAILED_JOB_INFO, labels, 1)
 
 
 def catalogue_lines(view: InstanceView) -> dict[Family, bytes]:
@@ -247,35 +292,77 @@ class Segment:
     text: Mapping[Family, tuple[bytes, ...]]
     gzipped: Mapping[Family, Deflated]
     size: int  # bytes of text
+    openmetrics_size: int  # bytes of OpenMetrics (the exemplars' lines instead of their plain ones)
+
+    def pick(self, family: Family, *, openmetrics: bool) -> Family:
+        """Which lines of ``family`` a format serves from this segment."""
+        if openmetrics:
+            variant = OPENMETRICS_VARIANTS.get(family)
+            if variant is not None and variant in self.text:
+                return variant
+        return family
 
     @classmethod
     def of(cls, parts: Iterable[Mapping[Family, bytes]]) -> Segment:
         text: dict[Family, list[bytes]] = {}
+        parts = tuple(parts)
         for part in parts:
             for family, data in part.items():
                 text.setdefault(family, []).append(data)
+        for variant in [family for family in text if family.openmetrics_only]:
+            # Every target's lines in the variant: its own OpenMetrics lines, or its plain ones.
+            base = _VARIANT_BASE[variant]
+            lines: list[bytes] = []
+            for part in parts:
+                own = part.get(variant)
+                if own is None:
+                    own = part.get(base)
+                if own is not None:
+                    lines.append(own)
+            text[variant] = lines
+        return cls.of_text({family: tuple(pieces) for family, pieces in text.items()})
+
+    @classmethod
+    def of_text(cls, text: Mapping[Family, tuple[bytes, ...]]) -> Segment:
         return cls(
-            MappingProxyType({family: tuple(pieces) for family, pieces in text.items()}),
+            MappingProxyType(dict(text)),
             MappingProxyType({family: Deflated.of(pieces) for family, pieces in text.items()}),
-            sum(len(piece) for pieces in text.values() for piece in pieces),
+            *_sizes(text),
         )
 
     @classmethod
     def combine(cls, segments: Iterable[Segment]) -> Segment:
         """Several segments as one, deflate joined: what a scrape assembles stays a few dozen pieces."""
+        segments = tuple(segments)
         text: dict[Family, list[bytes]] = {}
         members: dict[Family, list[Deflated]] = {}
-        size = 0
+        variants = {family for segment in segments for family in segment.text if family.openmetrics_only}
         for segment in segments:
-            size += segment.size
             for family, pieces in segment.text.items():
                 text.setdefault(family, []).extend(pieces)
                 members.setdefault(family, []).append(segment.gzipped[family])
+            for variant in variants:
+                if variant not in segment.text and (base := _VARIANT_BASE[variant]) in segment.text:
+                    text.setdefault(variant, []).extend(segment.text[base])
+                    members.setdefault(variant, []).append(segment.gzipped[base])
+        joined = {family: tuple(pieces) for family, pieces in text.items()}
         return cls(
-            MappingProxyType({family: tuple(pieces) for family, pieces in text.items()}),
+            MappingProxyType(joined),
             MappingProxyType({family: Deflated.join(parts) for family, parts in members.items()}),
-            size,
+            *_sizes(joined),
         )
+
+
+def _sizes(text: Mapping[Family, tuple[bytes, ...]]) -> tuple[int, int]:
+    """Bytes of the text and of the OpenMetrics lines, each format with its own lines of each family."""
+    size = sum(len(piece) for family, pieces in text.items() if not family.openmetrics_only for piece in pieces)
+    openmetrics = size
+    for family, pieces in text.items():
+        if family.openmetrics_only:
+            openmetrics += sum(len(piece) for piece in pieces) - sum(
+                len(piece) for piece in text.get(_VARIANT_BASE[family], ())
+            )
+    return size, openmetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +403,7 @@ class Rendered:
         for family in FAMILIES:
             yield family.header(openmetrics)
             for segment in self.segments:
-                yield from segment.text.get(family, ())
+                yield from segment.text.get(segment.pick(family, openmetrics=openmetrics), ())
         tail = self.tails.get(openmetrics)
         if tail is not None:
             yield tail.text
@@ -330,7 +417,8 @@ class Rendered:
         """Bytes :meth:`chunks` yields, so a scrape can send a Content-Length instead of chunks."""
         headers = sum(len(family.header(openmetrics)) for family in FAMILIES) + (len(_EOF) if openmetrics else 0)
         tail = self.tails.get(openmetrics)
-        return headers + sum(segment.size for segment in self.segments) + (len(tail.text) if tail else 0)
+        body = sum(segment.openmetrics_size if openmetrics else segment.size for segment in self.segments)
+        return headers + body + (len(tail.text) if tail else 0)
 
     def gzipped(self, *, openmetrics: bool, joined: FamilyJoins | None = None) -> bytes:
         """The gzip body: cached deflate joined, nothing compressed here.
@@ -345,7 +433,11 @@ class Rendered:
         for family in FAMILIES:
             parts = (
                 _HEADER_PIECES[family, openmetrics],
-                *(part for segment in self.segments if (part := segment.gzipped.get(family)) is not None),
+                *(
+                    part
+                    for segment in self.segments
+                    if (part := segment.gzipped.get(segment.pick(family, openmetrics=openmetrics))) is not None
+                ),
             )
             known = joined.get((family, openmetrics))
             if (

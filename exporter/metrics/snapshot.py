@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from exporter.collect.counting import LastJob, TargetKey, TargetTally
+from exporter.collect.counting import Exemplar, FailedJob, FinishedJob, LastJob, TargetKey, TargetTally
 from exporter.collect.targets import PullConfigView, TargetInfo
 
 
@@ -29,6 +29,9 @@ class TargetView:
     last_success_end: float | None
     in_progress: Mapping[str, int]  # pending/running -> count
     oldest_in_progress_start: float | None
+    job_exemplars: Mapping[tuple[str, str], Exemplar] = field(default_factory=dict)
+    error_exemplars: Mapping[str, Exemplar] = field(default_factory=dict)
+    last_failure: FailedJob | None = None
 
     @classmethod
     def of(cls, tally: TargetTally, in_progress: Mapping[str, int], oldest_ms: int | None) -> TargetView:
@@ -48,6 +51,9 @@ class TargetView:
             last_success_end=_seconds(tally.last_success_end_ms),
             in_progress=MappingProxyType(dict(in_progress)),
             oldest_in_progress_start=_seconds(oldest_ms),
+            job_exemplars=MappingProxyType(tally.job_exemplars),
+            error_exemplars=MappingProxyType(tally.error_exemplars),
+            last_failure=tally.last_failure,
         )
 
 
@@ -69,6 +75,7 @@ class InstanceView:
     pull_configs: Mapping[str, PullConfigView] = field(default_factory=dict)
     pull_config_failures: Mapping[str, int] = field(default_factory=dict)  # error code -> count
     anomalies: Mapping[str, int] = field(default_factory=dict)  # reason -> jobs
+    recent_jobs: tuple[FinishedJob, ...] = ()  # newest first
 
 
 @dataclass(frozen=True, slots=True)

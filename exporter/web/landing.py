@@ -88,7 +88,8 @@ def landing_page(snapshot: Snapshot, *, telemetry_path: str = "/metrics", shard:
 <title>IDaaS sync exporter</title>
 <style>{_STYLE}</style></head>
 <body><h1>IDaaS sync exporter</h1>
-<nav><a href="{metrics}">Metrics</a> &middot; <a href="/healthz">/healthz</a> &middot;
+<nav><a href="{metrics}">Metrics</a> &middot; <a href="/jobs">Recent jobs</a> &middot;
+<a href="/jobs?status=failed%2Cpartial_success">Failed jobs</a> &middot; <a href="/healthz">/healthz</a> &middot;
 <a href="/readyz">/readyz</a> &middot; <a href="{DOCS_URL}">Documentation</a></nav>
 <h2>Instances</h2>
 {sharding}<table id="instances">

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
+from exporter.collect.finished import DEFAULT_CONSOLE_URL
 from exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.metrics.exposition import ExpositionCache, Prepared, Renderer
 from exporter.metrics.selfmetrics import SelfMetrics
@@ -21,6 +22,7 @@ from exporter.shards import Shard
 from exporter.web.access import AccessControl
 from exporter.web.config import WebConfigWatcher
 from exporter.web.connections import ConnectionGuard
+from exporter.web.jobs import JobQuery, JobQueryError, jobs_json, jobs_page
 from exporter.web.landing import landing_page
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
@@ -60,6 +62,7 @@ def build_app(
     telemetry_path: str = "/metrics",
     self_metrics: SelfMetrics | None = None,
     shard: Shard | None = None,
+    console_url: str = DEFAULT_CONSOLE_URL,
 ) -> web.Application:
     app = web.Application()
     AccessControl(web_config or WebConfigWatcher(None), connections).install(app)
@@ -71,6 +74,7 @@ def build_app(
         telemetry_path=telemetry_path,
         self_metrics=self_metrics or SelfMetrics(shard=shard),
         shard=shard,
+        console_url=console_url,
     )
     app[ENDPOINTS_KEY] = endpoints
     exporter.listeners.append(endpoints.on_publish)
@@ -78,6 +82,8 @@ def build_app(
     app.router.add_get("/healthz", endpoints.healthz)
     app.router.add_get("/readyz", endpoints.readyz)
     app.router.add_get("/", endpoints.landing)
+    app.router.add_get("/jobs", endpoints.jobs)
+    app.router.add_get("/api/v1/jobs", endpoints.jobs_api)
     return app
 
 
@@ -91,8 +97,10 @@ class Endpoints:
         telemetry_path: str,
         self_metrics: SelfMetrics,
         shard: Shard | None = None,
+        console_url: str = DEFAULT_CONSOLE_URL,
     ) -> None:
         self._exporter = exporter
+        self._console_url = console_url
         self._telemetry_path = telemetry_path
         self._shard = shard
         self._poll_interval = poll_interval
@@ -130,6 +138,21 @@ class Endpoints:
             headers["Content-Encoding"] = "gzip"
             return web.Response(body=prepared.gzipped[openmetrics], headers=headers)
         return await _stream(request, prepared, headers, openmetrics=openmetrics)
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        try:
+            query = _job_query(request)
+        except JobQueryError as exc:
+            return web.Response(status=400, text=f"{exc}\n")
+        page = jobs_page(self._exporter.snapshot, query, self._console_url)
+        return web.Response(text=page, content_type="text/html")
+
+    async def jobs_api(self, request: web.Request) -> web.Response:
+        try:
+            query = _job_query(request)
+        except JobQueryError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(jobs_json(self._exporter.snapshot, query, self._console_url))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -174,6 +197,15 @@ async def _stream(
         await response.write(b"".join(pending))
     await response.write_eof()
     return response
+
+
+def _job_query(request: web.Request) -> JobQuery:
+    params: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name in params:
+            raise JobQueryError(f"{name} is given twice; give it once (status takes a comma-separated list)")
+        params[name] = value
+    return JobQuery.parse(params)
 
 
 def readiness_problems(

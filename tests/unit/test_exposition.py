@@ -22,6 +22,7 @@ from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, Ta
 from tests.unit.test_models import document_example
 
 GOLDEN = Path(__file__).parent / "golden" / "seed_example.prom"
+GOLDEN_OPENMETRICS = Path(__file__).parent / "golden" / "seed_example.openmetrics"
 # The exporter's own metrics as prometheus-client renders them, with fixed build labels and
 # without the process_* families (their values are the test process's).
 FIXED_BUILD = BuildInfo("0.1.0", "0123456789abcdef0123456789abcdef01234567", "3.11.0")
@@ -124,10 +125,89 @@ def test_document_example_becomes_exact_metric_values() -> None:
 
 
 def test_golden_exposition() -> None:
-    text = render(seed_snapshot()).decode()
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(text, encoding="utf-8")
-    assert text == GOLDEN.read_text(encoding="utf-8"), "run with UPDATE_GOLDEN=1 and review the diff"
+    for openmetrics, golden in ((False, GOLDEN), (True, GOLDEN_OPENMETRICS)):
+        text = render(seed_snapshot(), openmetrics=openmetrics).decode()
+        if os.environ.get("UPDATE_GOLDEN") == "1":
+            golden.write_text(text, encoding="utf-8")
+        assert text == golden.read_text(encoding="utf-8"), "run with UPDATE_GOLDEN=1 and review the diff"
+
+
+def failed_job_snapshot(job_id: str = "sync_job_failed_1") -> Snapshot:
+    """The seed's target plus a failed job with an error code, counted after the seed's job."""
+    seed = seed_snapshot()
+    raw = dict(document_example()["SynchronizationJobs"][0])
+    raw.update(
+        SynchronizationJobId=job_id,
+        Status="failed",
+        TriggerType="manual",
+        StartTime=1649830300000,
+        EndTime=1649830360500,
+        Result={"ErrorCode": "IdentityProvider.ConnectionFailed", "ErrorMessage": "refused"},
+    )
+    first = parse_job(document_example()["SynchronizationJobs"][0], "job", "ListSynchronizationJobs")
+    failed = parse_job(raw, "job", "ListSynchronizationJobs")
+    tally = TargetTally()
+    for job in (first, failed):
+        tally.count(job)
+        tally.observe_latest(job)
+    key = TargetKey(first.target_type, first.target_id, first.direction)
+    view = dataclasses.replace(
+        seed.instances[INSTANCE], targets=MappingProxyType({key: TargetView.of(tally, {}, None)})
+    )
+    return Snapshot(2, seed.created, MappingProxyType({INSTANCE: view}), seed.api)
+
+
+def test_openmetrics_counters_carry_the_latest_jobs_id_and_end_time_as_exemplars() -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+    snapshot = failed_job_snapshot()
+    text = render(snapshot).decode()
+    assert " # {" not in text, "the text format has no exemplars"
+    exemplars = {}
+    for family in parse_om(render(snapshot, openmetrics=True).decode()):
+        for sample in family.samples:
+            if sample.exemplar is not None:
+                exemplars[(sample.name, frozenset(sample.labels.items()))] = sample.exemplar
+    failed = exemplars[("idaas_sync_jobs_total", labels(trigger_type="manual", status="failed"))]
+    assert (
+        failed.labels == {"job_id": "sync_job_failed_1"}
+        and failed.value == 1
+        and float(failed.timestamp) == 1649830360.5
+    )
+    success = exemplars[("idaas_sync_jobs_total", labels(trigger_type="auto", status="success"))]
+    assert success.labels == {"job_id": "sync_0000347vjovtcf41li0fgsd98gn24q9njxxxxx"}
+    error = exemplars[("idaas_sync_job_errors_total", labels(error_code="IdentityProvider.ConnectionFailed"))]
+    assert error.labels == {"job_id": "sync_job_failed_1"}
+    # Series no job moved have none; no other family has any.
+    assert ("idaas_sync_jobs_total", labels(trigger_type="auto", status="failed")) not in exemplars
+    assert {name for name, _ in exemplars} == {"idaas_sync_jobs_total", "idaas_sync_job_errors_total"}
+
+
+def test_a_job_id_too_long_for_an_exemplar_is_left_out_of_it() -> None:
+    long_id = "j" * 123  # with the name job_id, 129 characters: over OpenMetrics' 128
+    text = render(failed_job_snapshot(long_id), openmetrics=True).decode()
+    assert long_id not in text.split("idaas_sync_last_failed_job_info")[0]
+    assert f'job_id="{long_id}"' in text  # the info series still names it
+
+
+def test_the_latest_failure_is_one_series_per_target_naming_job_and_code() -> None:
+    got = samples(render(failed_job_snapshot()).decode())
+    info = {k: v for k, v in got.items() if k[0] == "idaas_sync_last_failed_job_info"}
+    assert info == {
+        (
+            "idaas_sync_last_failed_job_info",
+            labels(job_id="sync_job_failed_1", status="failed", error_code="IdentityProvider.ConnectionFailed"),
+        ): 1
+    }
+    assert not any(k[0] == "idaas_sync_last_failed_job_info" for k in samples(render(seed_snapshot()).decode()))
+
+
+def test_both_formats_agree_on_length_and_gzip_with_exemplars() -> None:
+    rendered = Renderer().render(failed_job_snapshot())
+    for openmetrics in (False, True):
+        body = rendered.body(openmetrics=openmetrics)
+        assert rendered.length(openmetrics=openmetrics) == len(body)
+        assert gzip.decompress(rendered.gzipped(openmetrics=openmetrics)) == body
 
 
 def test_label_values_are_escaped_and_no_sample_has_a_timestamp() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
-from exporter.collect.counting import TargetKey
+from exporter.collect.counting import FinishedJob, TargetKey
 from exporter.collect.poller import InstancePoller, PollOptions
 from exporter.collect.state import InstanceState
 from exporter.collect.store import StateError, StateStore
@@ -145,11 +145,17 @@ class FailingStore(StateStore):
         super().__init__(None)
         self.fail_times = fail_times
 
-    def save(self, state: InstanceState, changed: set[TargetKey] | None = None) -> None:
+    def save(
+        self,
+        state: InstanceState,
+        changed: set[TargetKey] | None = None,
+        recent: Sequence[FinishedJob] | None = None,
+        recent_limit: int | None = None,
+    ) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise StateError("disk full (simulated)")
-        super().save(state, changed)
+        super().save(state, changed, recent, recent_limit)
 
 
 async def test_crash_between_fetch_and_commit_redoes_the_poll(
@@ -383,9 +389,15 @@ class CountingStore(StateStore):
         super().__init__(None)
         self.saves = 0
 
-    def save(self, state: InstanceState, changed: set[TargetKey] | None = None) -> None:
+    def save(
+        self,
+        state: InstanceState,
+        changed: set[TargetKey] | None = None,
+        recent: Sequence[FinishedJob] | None = None,
+        recent_limit: int | None = None,
+    ) -> None:
         self.saves += 1
-        super().save(state, changed)
+        super().save(state, changed, recent, recent_limit)
 
 
 async def test_a_poll_that_learns_nothing_commits_nothing_and_keeps_the_state(

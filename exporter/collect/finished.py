@@ -1,0 +1,99 @@
+"""What is said about one finished job: the log event written once per counted job, and the jobs API.
+
+Both use the same field names, so a query written against the log store (Loki, SLS,
+Elasticsearch) reads the same as one against ``/api/v1/jobs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import string
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from exporter.collect.counting import FinishedJob
+from exporter.collect.targets import TargetInfo
+
+log = logging.getLogger("exporter.jobs")
+EVENT_MESSAGE = "sync job finished"
+# The IDaaS console's entry page (its instance list); see docs/configuration.md for a job-level pattern.
+DEFAULT_CONSOLE_URL = "https://yundun.console.aliyun.com/?p=idaas"
+CONSOLE_PLACEHOLDERS = ("instance_id", "job_id", "target_type", "target_id", "direction")
+
+
+def iso_time(millis: int | None) -> str | None:
+    """RFC 3339 in UTC with milliseconds, as log stores parse it; None stays None."""
+    if millis is None:
+        return None
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def describe(instance_id: str, job: FinishedJob, target_name: str | None) -> dict[str, Any]:
+    """The job's fields, counts nested by object type, action and result (non-zero ones only)."""
+    objects: dict[str, dict[str, dict[str, int]]] = {}
+    for (object_type, action, result), count in job.objects:
+        objects.setdefault(object_type, {}).setdefault(action, {})[result] = count
+    duration = None
+    if job.end_ms is not None and job.end_ms >= job.start_ms:
+        duration = (job.end_ms - job.start_ms) / 1000
+    return {
+        "instance_id": instance_id,
+        "target_type": job.target.target_type,
+        "target_id": job.target.target_id,
+        "target_name": target_name,
+        "direction": job.target.direction,
+        "job_id": job.job_id,
+        "trigger_type": job.trigger_type,
+        "status": job.status,
+        "start": iso_time(job.start_ms),
+        "end": iso_time(job.end_ms),
+        "duration_seconds": duration,
+        "error_code": job.error_code,
+        "objects": objects,
+    }
+
+
+def event_fields(instance_id: str, job: FinishedJob, target_name: str | None) -> dict[str, Any]:
+    """:func:`describe` with the counts as flat keys (``objects_user_deleted_success=3``), for logfmt."""
+    fields = describe(instance_id, job, target_name)
+    del fields["objects"]
+    for (object_type, action, result), count in job.objects:
+        fields[f"objects_{object_type}_{action}_{result}"] = count
+    return fields
+
+
+def write_events(instance_id: str, jobs: tuple[FinishedJob, ...], names: Mapping[tuple[str, str], TargetInfo]) -> None:
+    """One log event per job, in the order they finished; called after the poll that counted them committed."""
+    for job in sorted(jobs, key=lambda finished: finished.order):
+        named = names.get((job.target.target_type, job.target.target_id))
+        log.info(EVENT_MESSAGE, extra=event_fields(instance_id, job, named.name if named is not None else None))
+
+
+def check_console_url(pattern: str) -> str:
+    """``pattern`` when it is an http(s) URL whose ``{placeholders}`` are all known; ValueError otherwise."""
+    if not re.match(r"^https?://[^\s/?#]+", pattern):
+        raise ValueError(f"{pattern!r} must be an http:// or https:// URL")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"{pattern!r} has a stray brace ({exc}); write a literal brace as {{{{ or }}}}") from None
+    unknown = [name for name in fields if name not in CONSOLE_PLACEHOLDERS]
+    if unknown:
+        raise ValueError(
+            f"{pattern!r} has the unknown placeholder {{{unknown[0]}}}; use {', '.join(CONSOLE_PLACEHOLDERS)}"
+        )
+    return pattern
+
+
+def console_link(pattern: str, instance_id: str, job: FinishedJob) -> str:
+    values = {
+        "instance_id": instance_id,
+        "job_id": job.job_id,
+        "target_type": job.target.target_type,
+        "target_id": job.target.target_id,
+        "direction": job.target.direction,
+    }
+    return pattern.format_map({name: quote(value, safe="") for name, value in values.items()})

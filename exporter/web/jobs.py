@@ -1,0 +1,149 @@
+"""The recent jobs: ``/jobs`` (HTML) and ``/api/v1/jobs`` (JSON), newest first, from the served snapshot.
+
+Each instance keeps its last N finished jobs in the state file (``--recent-jobs``), so a restart
+keeps them. Filters: ``status`` (comma-separated), ``target_id``, ``instance_id``, ``limit``.
+Each job links to the IDaaS console through a configurable URL pattern.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from exporter.collect.counting import FinishedJob
+from exporter.collect.finished import console_link, describe, iso_time
+from exporter.metrics.snapshot import Snapshot
+
+MAX_LIMIT = 5000
+_FILTER_VALUE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,128}$")
+
+
+class JobQueryError(ValueError):
+    """A query parameter of the jobs pages is wrong; the message is one line naming it and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    statuses: frozenset[str] = frozenset()
+    target_id: str | None = None
+    instance_id: str | None = None
+    limit: int = MAX_LIMIT
+
+    @classmethod
+    def parse(cls, params: dict[str, str]) -> JobQuery:
+        unknown = sorted(set(params) - {"status", "target_id", "instance_id", "limit"})
+        if unknown:
+            raise JobQueryError(f"unknown parameter {unknown[0]!r}; use status, target_id, instance_id or limit")
+        statuses = frozenset(part.strip() for part in params.get("status", "").split(",") if part.strip())
+        for name, values in (
+            ("status", statuses),
+            ("target_id", {params["target_id"]} if params.get("target_id") else set()),
+            ("instance_id", {params["instance_id"]} if params.get("instance_id") else set()),
+        ):
+            for value in values:
+                if not _FILTER_VALUE.match(value):
+                    raise JobQueryError(f"{name} {value[:64]!r} is not an id or status; use letters, digits, _.:-")
+        limit = MAX_LIMIT
+        if params.get("limit"):
+            text = params["limit"]
+            if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+                raise JobQueryError(f"limit {text[:16]!r} must be a whole number from 1 to {MAX_LIMIT}")
+            limit = int(text)
+        return cls(statuses, params.get("target_id") or None, params.get("instance_id") or None, limit)
+
+    def matches(self, instance_id: str, job: FinishedJob) -> bool:
+        return (
+            (not self.statuses or job.status in self.statuses)
+            and (self.target_id is None or job.target.target_id == self.target_id)
+            and (self.instance_id is None or instance_id == self.instance_id)
+        )
+
+
+def recent_jobs(snapshot: Snapshot, query: JobQuery) -> Iterator[tuple[str, FinishedJob]]:
+    """(instance id, job) newest first across instances, filtered, at most ``query.limit``."""
+    chosen = [
+        (instance_id, job)
+        for instance_id, view in snapshot.instances.items()
+        for job in view.recent_jobs
+        if query.matches(instance_id, job)
+    ]
+    chosen.sort(key=lambda pair: pair[1].order, reverse=True)
+    yield from chosen[: query.limit]
+
+
+def _name(snapshot: Snapshot, instance_id: str, job: FinishedJob) -> str | None:
+    info = snapshot.instances[instance_id].target_info.get((job.target.target_type, job.target.target_id))
+    return info.name if info else None
+
+
+def jobs_json(snapshot: Snapshot, query: JobQuery, console_url: str) -> dict[str, Any]:
+    jobs = []
+    for instance_id, job in recent_jobs(snapshot, query):
+        fields = describe(instance_id, job, _name(snapshot, instance_id, job))
+        fields["console_url"] = console_link(console_url, instance_id, job)
+        jobs.append(fields)
+    return {"jobs": jobs, "count": len(jobs), "shown_at": iso_time(round(snapshot.created * 1000))}
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse}td,th{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd}
+th{background:#f4f4f4}.id{color:#666;font-family:monospace;font-size:.9em}
+.failed{color:#cf222e}.partial_success{color:#9a6700}.success{color:#1a7f37}.note{color:#666;font-size:.9em}
+form{margin:1em 0}
+"""
+
+
+def _objects_summary(job: FinishedJob) -> str:
+    """Created/updated/deleted/failed totals across object types, the numbers the on-call person scans for."""
+    totals: dict[str, int] = {}
+    for (_, action, result), count in job.objects:
+        key = "failed" if result == "failed" else action
+        totals[key] = totals.get(key, 0) + count
+    return ", ".join(f"{name} {count}" for name, count in sorted(totals.items())) or "-"
+
+
+def jobs_page(snapshot: Snapshot, query: JobQuery, console_url: str) -> str:
+    rows = []
+    for instance_id, job in recent_jobs(snapshot, query):
+        name = _name(snapshot, instance_id, job)
+        link = html.escape(console_link(console_url, instance_id, job))
+        duration = "" if job.end_ms is None else f"{max(0, job.end_ms - job.start_ms) / 1000:.0f} s"
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(iso_time(job.sort_ms) or '')}</td>"
+            f'<td class="{html.escape(job.status)}">{html.escape(job.status)}</td>'
+            f'<td>{html.escape(name or "")} <span class="id">{html.escape(job.target.target_id)}</span></td>'
+            f"<td>{html.escape(job.target.direction)}</td><td>{html.escape(job.trigger_type)}</td>"
+            f"<td>{html.escape(job.error_code or '')}</td><td>{html.escape(_objects_summary(job))}</td>"
+            f"<td>{duration}</td>"
+            f'<td><a class="id" href="{link}">{html.escape(job.job_id)}</a></td>'
+            f'<td class="id">{html.escape(instance_id)}</td>'
+            "</tr>"
+        )
+    status = ",".join(sorted(query.statuses))
+    failures = "?" + urlencode({"status": "failed,partial_success"})
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>Recent sync jobs - IDaaS sync exporter</title>
+<style>{_STYLE}</style></head>
+<body><h1>Recent sync jobs</h1>
+<nav><a href="/">Exporter</a> &middot; <a href="/jobs">All</a> &middot;
+<a href="/jobs{html.escape(failures)}">Failed and partially successful</a> &middot;
+<a href="/api/v1/jobs{html.escape("?" + urlencode({"status": status}) if status else "")}">JSON</a></nav>
+<form method="get" action="/jobs">
+<label>Status <input name="status" value="{html.escape(status)}" placeholder="failed,partial_success"></label>
+<label>Target ID <input name="target_id" value="{html.escape(query.target_id or "")}"></label>
+<button type="submit">Filter</button></form>
+<table id="jobs"><tr><th>Finished (UTC)</th><th>Status</th><th>Target</th><th>Direction</th><th>Trigger</th>
+<th>Error code</th><th>Objects</th><th>Duration</th><th>Job ID (console)</th><th>Instance ID</th></tr>
+{"".join(rows)}</table>
+<p class="note">{len(rows)} job(s), newest first; each instance keeps its latest finished jobs in the state file.</p>
+</body></html>
+"""
