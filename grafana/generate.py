@@ -41,8 +41,14 @@ def merged(expr: str) -> str:
     return f"max without ({REPLICAS}) ({expr})"
 
 
-def query(expr: str, legend: str = "", *, instant: bool = False, ref: str = "A") -> prometheus.Dataquery:
+def query(
+    expr: str, legend: str = "", *, instant: bool = False, ref: str = "A", exemplars: bool = False
+) -> prometheus.Dataquery:
     q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
+    if exemplars:
+        # The exporter's OpenMetrics exposition puts the latest job's id on the job and error counters:
+        # a dot on the graph, and its job_id, where the failures are.
+        q = q.exemplar(True)
     if legend:
         q = q.legend_format(legend)
     if instant:
@@ -122,6 +128,25 @@ def target_panels(board: dashboard.Dashboard) -> dashboard.Dashboard:
         )
     )
     board = board.with_panel(
+        table.Panel()
+        .title("Latest failed job per target")
+        .datasource(DATASOURCE)
+        .unit("none")
+        .span(24)
+        .height(8)
+        .description(
+            "Each target's latest failed or partially successful job, by id and error code "
+            "(idaas_sync_last_failed_job_info); the exporter's /jobs page has the recent jobs with console links."
+        )
+        .with_target(
+            query(
+                f"max by ({KEEP}, instance_id, target_name, target_type, target_id, direction, job_id, status, "
+                f"error_code) ({merged(f'idaas_sync_last_failed_job_info{{{SEL}}}')} * {NAMES})",
+                instant=True,
+            )
+        )
+    )
+    board = board.with_panel(
         series(
             "Time since last success",
             query(
@@ -138,6 +163,7 @@ def target_panels(board: dashboard.Dashboard) -> dashboard.Dashboard:
             query(
                 f"sum by ({KEEP}, status) ({merged(f'increase(idaas_sync_jobs_total{{{SEL}}}[$__rate_interval])')})",
                 "{{status}}",
+                exemplars=True,
             ),
             unit="short",
             description="Finished jobs per interval, by final status.",
@@ -197,6 +223,7 @@ def object_panels(board: dashboard.Dashboard) -> dashboard.Dashboard:
                 f"sum by ({KEEP}, error_code) "
                 f"({merged(f'increase(idaas_sync_job_errors_total{{{SEL}}}[$__rate_interval])')})",
                 "{{error_code}}",
+                exemplars=True,
             ),
             unit="short",
             description="Finished jobs that reported an error code, per interval.",

@@ -38,6 +38,8 @@ PANEL_IDS = {
             "Instances up",
             "API requests by code",
             "Poll duration",
+            # Appended, so that the ids above stay what Grafana rules already link to.
+            "Latest failed job per target",
         ),
         start=1,
     )
@@ -50,6 +52,25 @@ def _target_name(config: RulesConfig) -> str:
     return (
         f"{{{{ with printf `{info}` $labels.instance_id $labels.target_id | query }}}}"
         '{{ . | first | label "target_name" }}{{ else }}{{ $labels.target_id }}{{ end }}'
+    )
+
+
+# Grafana's templates cannot look the job up; they say where it is.
+_FAILED_JOB_HINT = (
+    "The latest failed job and its error code: idaas_sync_last_failed_job_info, or the exporter's /jobs page."
+)
+
+
+def _latest_failure(config: RulesConfig) -> str:
+    """A template that names the target's latest failed job and its error code, when the exporter says."""
+    info = (
+        f"idaas_sync_last_failed_job_info{{{config.job_selector},"
+        "instance_id=%q,target_type=%q,target_id=%q,direction=%q}"
+    )
+    return (
+        f"{{{{ with printf `{info}` $labels.instance_id $labels.target_type $labels.target_id $labels.direction "
+        '| query }} Latest: job {{ . | first | label "job_id" }} ({{ . | first | label "status" }}, error code '
+        '"{{ . | first | label "error_code" }}"); the exporter\'s /jobs page links it to the console.{{ end }}'
     )
 
 
@@ -115,8 +136,11 @@ sum by ($keep, $target) (
             f"IDaaS sync to {name} failed",
             '{{ $value | printf "%.0f" }} {{ $labels.direction }} synchronization job(s) of '
             "{{ $labels.target_type }} {{ $labels.target_id }} in instance {{ $labels.instance_id }} failed in the "
-            f"last {window}. Check idaas_sync_job_errors_total for the error code.",
+            f"last {window}.{_latest_failure(config)}",
             comment="Counter increase: a restart without state brings series back at 0, which is no increase.",
+            grafana_description='{{ $values.B.Value | printf "%.0f" }} {{ $labels.direction }} synchronization '
+            "job(s) of {{ $labels.target_type }} {{ $labels.target_id }} in instance {{ $labels.instance_id }} "
+            f"failed in the last {window}. {_FAILED_JOB_HINT}",
         ),
         Alert(
             "IDaaSSyncPartialSuccess",
@@ -135,7 +159,10 @@ sum by ($keep, $target) (
             "Jobs of {{ $labels.target_type }} {{ $labels.target_id }} ({{ $labels.direction }}) in instance "
             "{{ $labels.instance_id }} finished with partial_success or failed objects in the last "
             f'{window} ({{{{ $value | printf "%.0f" }}}}). Look at idaas_sync_objects_total{{result="failed"}} '
-            "by object_type and action.",
+            f"by object_type and action.{_latest_failure(config)}",
+            grafana_description="Jobs of {{ $labels.target_type }} {{ $labels.target_id }} ({{ $labels.direction }}) "
+            "in instance {{ $labels.instance_id }} finished with partial_success or failed objects in the last "
+            f'{window} ({{{{ $values.B.Value | printf "%.0f" }}}}). {_FAILED_JOB_HINT}',
         ),
         Alert(
             "IDaaSSyncStale",
