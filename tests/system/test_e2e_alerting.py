@@ -127,7 +127,7 @@ scrape_configs:
             with prometheus(tmp_path, config, prometheus_port):
                 time.sleep(5)  # a few scrapes with the target's failed counter at 0
                 start_ms = world.now_ms()
-                world.add_job(
+                plan = world.add_job(
                     JobPlan(
                         job_id=world.new_job_id(instance, "e2e-failure"),
                         instance_id=instance,
@@ -162,6 +162,11 @@ scrape_configs:
                 assert found["annotations"]["summary"] == f"IDaaS sync to {provider.name} failed"
                 assert found["labels"]["severity"] == "critical"
                 assert found["annotations"]["runbook_url"].endswith("#idaassyncjobfailed")
+                # The page names the job and its error code, so the person on call can look it up.
+                assert (
+                    f'Latest: job {plan.job_id} (failed, error code "IdentityProvider.ConnectionFailed")'
+                    in found["annotations"]["description"]
+                ), found["annotations"]["description"]
                 print(f"notification after {time.monotonic() - injected:.1f}s")
         finally:
             exporter.terminate()
