@@ -102,7 +102,7 @@ class Exporter:
         health.succeeded(at=self._clock(), duration=self._monotonic() - started, anomalies=dict(result.anomalies))
         # After the commit (poll() returned): a restart never repeats an event; a crash between
         # the commit and these lines loses this poll's events (docs/counting.md).
-        write_events(instance_id, result.finished, self.targets[instance_id].names)
+        await write_events(instance_id, result.finished, self.targets[instance_id].names)
         log.info(
             "poll finished",
             extra={

@@ -366,7 +366,8 @@ class StateStore:
                     for job in recent
                 ],
             )
-            if recent:
+            if recent or recent_limit is not None:
+                # Also when nothing is new: a lowered --recent-jobs shrinks the file at the next commit.
                 self._db.execute(
                     "DELETE FROM recent_jobs WHERE instance_id = ? AND job_id NOT IN "  # noqa: S608 - a constant
                     f"(SELECT job_id FROM recent_jobs WHERE instance_id = ? {_RECENT_ORDER} LIMIT ?)",

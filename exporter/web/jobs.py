@@ -99,11 +99,13 @@ form{margin:1em 0}
 
 
 def _objects_summary(job: FinishedJob) -> str:
-    """Created/updated/deleted/failed totals across object types, the numbers the on-call person scans for."""
+    """Objects done per action and failed, across object types: the numbers the on-call person scans for."""
     totals: dict[str, int] = {}
     for (_, action, result), count in job.objects:
-        key = "failed" if result == "failed" else action
-        totals[key] = totals.get(key, 0) + count
+        # Done (success) by action, failed in one sum; skipped objects are in the JSON only.
+        key = action if result == "success" else "failed" if result == "failed" else None
+        if key is not None:
+            totals[key] = totals.get(key, 0) + count
     return ", ".join(f"{name} {count}" for name, count in sorted(totals.items())) or "-"
 
 
