@@ -100,6 +100,8 @@ class Exporter:
             self.publish()
             return None
         health.succeeded(at=self._clock(), duration=self._monotonic() - started, anomalies=dict(result.anomalies))
+        # Scrapes see the poll's counts first; its events follow, then the line that closes the poll.
+        self.publish()
         # After the commit (poll() returned): a restart never repeats an event; a crash between
         # the commit and these lines loses this poll's events (docs/counting.md).
         await write_events(instance_id, result.finished, self.targets[instance_id].names)
@@ -119,7 +121,6 @@ class Exporter:
                 "seconds": round(health.poll_duration or 0.0, 3),
             },
         )
-        self.publish()
         return result
 
     async def refresh_targets(self, instance_id: str) -> None:
