@@ -47,6 +47,12 @@ class LastJob:
 FAILURE_STATUSES = ("failed", "partial_success")
 
 
+def finish_order(start_ms: int, end_ms: int | None, job_id: str) -> tuple[int, int, str]:
+    """Newest-first order of finished jobs: when each finished (its start when the API gave no usable
+    end), then its start and id. The store's ``ORDER BY`` of recent jobs is the same."""
+    return (end_ms if end_ms is not None else start_ms, start_ms, job_id)
+
+
 @dataclass(frozen=True, slots=True)
 class FinishedJob:
     """One finished job as the recent-jobs page, the job event and the latest-failure series show it."""
@@ -62,12 +68,11 @@ class FinishedJob:
 
     @property
     def sort_ms(self) -> int:
-        """When it finished (its start when the API gave no usable end), for newest-first order."""
-        return self.end_ms if self.end_ms is not None else self.start_ms
+        return finish_order(self.start_ms, self.end_ms, self.job_id)[0]
 
     @property
     def order(self) -> tuple[int, int, str]:
-        return (self.sort_ms, self.start_ms, self.job_id)
+        return finish_order(self.start_ms, self.end_ms, self.job_id)
 
     @classmethod
     def of(cls, job: SynchronizationJob, target: TargetKey, error_code: str | None) -> FinishedJob:

@@ -51,7 +51,7 @@ from urllib.parse import quote
 from exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
 from exporter.api.errors import ApiError, EiamError
 from exporter.api.models import IN_PROGRESS_STATUSES, REPAIR_REASONS, Anomaly, SynchronizationJob
-from exporter.collect.counting import FinishedJob, TargetKey
+from exporter.collect.counting import FinishedJob, TargetKey, finish_order
 from exporter.collect.state import InstanceState, PollWork, TrackedJob
 from exporter.collect.store import StateStore
 
@@ -510,7 +510,7 @@ class PollRun:
         if limit <= 0:
             return
         entry = (
-            (job.end_ms if job.end_ms is not None else job.start_ms, job.start_ms, job.job_id),
+            finish_order(job.start_ms, job.end_ms, job.job_id),
             self.stats.read,
             job,
             key,

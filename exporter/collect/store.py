@@ -100,7 +100,7 @@ def _read_every_document(db: sqlite3.Connection, version: int) -> None:
             FinishedJob.from_json(json.loads(doc))
 
 
-# Newest first, the order of InstanceState.recent.
+# Newest first: counting.finish_order, the order of InstanceState.recent.
 _RECENT_ORDER = "ORDER BY sort_ms DESC, start_ms DESC, job_id DESC"
 
 

@@ -320,14 +320,11 @@ class Segment:
                 if own is not None:
                     lines.append(own)
             text[variant] = lines
-        return cls.of_text({family: tuple(pieces) for family, pieces in text.items()})
-
-    @classmethod
-    def of_text(cls, text: Mapping[Family, tuple[bytes, ...]]) -> Segment:
+        pieces_of = {family: tuple(pieces) for family, pieces in text.items()}
         return cls(
-            MappingProxyType(dict(text)),
-            MappingProxyType({family: Deflated.of(pieces) for family, pieces in text.items()}),
-            *_sizes(text),
+            MappingProxyType(pieces_of),
+            MappingProxyType({family: Deflated.of(pieces) for family, pieces in pieces_of.items()}),
+            *_sizes(pieces_of),
         )
 
     @classmethod
