@@ -13,7 +13,7 @@ from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
-from exporter.simulator.world import SCENARIOS, World
+from exporter.simulator.world import SCENARIOS, JobPlan, World
 
 # Only loopback may ever be contacted: the credential chain must not try the ECS metadata
 # address or read a developer's CLI profile. Set before anything imports the chain, which
@@ -31,6 +31,40 @@ STS_SECRET = "sts-secret-1a2b3c4d5e6f"
 STS_TOKEN = "CAIS-sts-token-77aa88bb99cc"
 # A fixed simulated "now" keeps the generated jobs identical between runs.
 SIM_START = 1_790_000_000.0
+
+
+# What the injected failures report, and what the tests then look for.
+FAILURE_CODE = "IdentityProvider.ConnectionFailed"
+
+
+def inject_failed_job(
+    world: World,
+    instance_id: str,
+    target_id: str,
+    *,
+    hint: str = "injected-failure",
+    job_id: str | None = None,
+    running_ms: int = 30_000,
+    statistics: dict[str, dict[str, dict[str, int]]] | None = None,
+) -> JobPlan:
+    """A manual ingress job of identity provider ``target_id`` that starts now and fails with FAILURE_CODE."""
+    return world.add_job(
+        JobPlan(
+            job_id=job_id or world.new_job_id(instance_id, hint),
+            instance_id=instance_id,
+            target_type="identity_provider",
+            target_id=target_id,
+            direction="ingress",
+            trigger_type="manual",
+            start_ms=world.now_ms(),
+            pending_ms=1000,
+            running_ms=running_ms,
+            final_status="failed",
+            statistics=statistics or {},
+            error_code=FAILURE_CODE,
+            error_message="connection refused",
+        )
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

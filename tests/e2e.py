@@ -40,6 +40,18 @@ BINARY_PACKAGES = {
 BINARY_ALTERNATIVES = {"prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager")}
 
 
+def exporter_command(*args: str) -> list[str]:
+    """The exporter's command line, run from this interpreter."""
+    return [sys.executable, "-m", "exporter", *args]
+
+
+def exporter_env(**extra: str) -> dict[str, str]:
+    """This environment without any IDAAS_EXPORTER_ setting (each test gives its own), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
+    env.update(extra)
+    return env
+
+
 def require_binary(name: str) -> str:
     """The path of ``name``, or a one-line failure that says how to install it."""
     path = next(filter(None, map(shutil.which, BINARY_ALTERNATIVES.get(name, (name,)))), None)
@@ -73,12 +85,9 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 @contextmanager
 def demo_exporter(port: int, *extra: str, poll_interval: float = 2, speed: float = 300) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
+    env = exporter_env()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
+        exporter_command(
             "serve",
             "--demo",
             "--demo-speed",
@@ -88,7 +97,7 @@ def demo_exporter(port: int, *extra: str, poll_interval: float = 2, speed: float
             "--poll-interval-seconds",
             str(poll_interval),
             *extra,
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,20 +12,17 @@ import pytest
 from exporter.collect.store import StateStore
 from exporter.metrics.exposition import render
 from tests.conftest import AK_SECRET
-from tests.e2e import require_binary
+from tests.e2e import exporter_command, exporter_env, require_binary
 from tests.unit.test_hostile import hostile_snapshot
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    base = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
     return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
+        exporter_command(*args),
         capture_output=True,
         text=True,
         timeout=60,
-        env={**base, **(env or {})},
+        env=exporter_env(**(env or {})),
         check=False,
     )
 

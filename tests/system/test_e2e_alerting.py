@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -18,8 +16,9 @@ from pydantic import SecretStr
 
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import SCENARIOS, JobPlan, World
-from tests.e2e import free_port, prometheus, require_binary, wait_http
+from exporter.simulator.world import SCENARIOS, World
+from tests.conftest import FAILURE_CODE, inject_failed_job
+from tests.e2e import exporter_command, exporter_env, free_port, prometheus, require_binary, wait_http
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,13 +85,9 @@ receivers:
             stdout=am_log,
             stderr=subprocess.STDOUT,
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
-        env["IDAAS_EXPORTER_ACCESS_KEY_SECRET"] = SECRET
+        env = exporter_env(IDAAS_EXPORTER_ACCESS_KEY_SECRET=SECRET)
         exporter = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
+            exporter_command(
                 "serve",
                 "--instance-ids",
                 instance,
@@ -106,7 +101,7 @@ receivers:
                 "1",
                 "--listen-address",
                 f"127.0.0.1:{exporter_port}",
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
@@ -126,24 +121,7 @@ scrape_configs:
 """
             with prometheus(tmp_path, config, prometheus_port):
                 time.sleep(5)  # a few scrapes with the target's failed counter at 0
-                start_ms = world.now_ms()
-                plan = world.add_job(
-                    JobPlan(
-                        job_id=world.new_job_id(instance, "e2e-failure"),
-                        instance_id=instance,
-                        target_type="identity_provider",
-                        target_id=provider.identity_provider_id,
-                        direction="ingress",
-                        trigger_type="manual",
-                        start_ms=start_ms,
-                        pending_ms=1000,
-                        running_ms=30_000,
-                        final_status="failed",
-                        statistics={},
-                        error_code="IdentityProvider.ConnectionFailed",
-                        error_message="connection refused",
-                    )
-                )
+                plan = inject_failed_job(world, instance, provider.identity_provider_id, hint="e2e-failure")
                 injected = time.monotonic()
                 deadline = injected + 60
                 found: dict[str, Any] | None = None
@@ -164,7 +142,7 @@ scrape_configs:
                 assert found["annotations"]["runbook_url"].endswith("#idaassyncjobfailed")
                 # The page names the job and its error code, so the person on call can look it up.
                 assert (
-                    f'Latest: job {plan.job_id} (failed, error code "IdentityProvider.ConnectionFailed")'
+                    f'Latest: job {plan.job_id} (failed, error code "{FAILURE_CODE}")'
                     in found["annotations"]["description"]
                 ), found["annotations"]["description"]
                 print(f"notification after {time.monotonic() - injected:.1f}s")

@@ -8,11 +8,9 @@ once for the failed job although two replicas count it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,8 +20,20 @@ from pydantic import SecretStr
 from exporter.shards import Shard
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import JobPlan, ScenarioSpec, World
-from tests.e2e import LogReader, free_port, job_counts, metrics, prometheus, query, wait_for, wait_http
+from exporter.simulator.world import ScenarioSpec, World
+from tests.conftest import inject_failed_job
+from tests.e2e import (
+    LogReader,
+    exporter_command,
+    exporter_env,
+    free_port,
+    job_counts,
+    metrics,
+    prometheus,
+    query,
+    wait_for,
+    wait_http,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,10 +55,7 @@ SPEC = ScenarioSpec(
 class Replica:
     def __init__(self, name: str, shard: int, endpoint: str, instances: list[str], state: Path) -> None:
         self.name, self.shard, self.port = name, shard, free_port()
-        self.args = [
-            sys.executable,
-            "-m",
-            "exporter",
+        self.args = exporter_command(
             "serve",
             "--instance-ids",
             ",".join(instances),
@@ -70,9 +77,8 @@ class Replica:
             f"127.0.0.1:{self.port}",
             "--log-format",
             "json",
-        ]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
-        self.env["IDAAS_EXPORTER_ACCESS_KEY_SECRET"] = SECRET
+        )
+        self.env = exporter_env(IDAAS_EXPORTER_ACCESS_KEY_SECRET=SECRET)
         self.process: subprocess.Popen[str] | None = None
         self.logs: LogReader | None = None
         self.earlier_polls = 0
@@ -161,23 +167,7 @@ scrape_configs:
                 replicas[1].kill()
                 victim = owned[0][0]
                 provider = world.instances[victim].providers[0]
-                world.add_job(
-                    JobPlan(
-                        job_id=world.new_job_id(victim, "ha-failure"),
-                        instance_id=victim,
-                        target_type="identity_provider",
-                        target_id=provider.identity_provider_id,
-                        direction="ingress",
-                        trigger_type="manual",
-                        start_ms=world.now_ms(),
-                        pending_ms=1000,
-                        running_ms=20_000,
-                        final_status="failed",
-                        statistics={},
-                        error_code="IdentityProvider.ConnectionFailed",
-                        error_message="connection refused",
-                    )
-                )
+                inject_failed_job(world, victim, provider.identity_provider_id, hint="ha-failure", running_ms=20_000)
                 time.sleep(3)
                 replicas[1].start()
                 time.sleep(3)

@@ -5,10 +5,8 @@ OpenMetrics) returns its id from /api/v1/query_exemplars."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -20,8 +18,9 @@ from pydantic import SecretStr
 
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import SCENARIOS, JobPlan, World
-from tests.e2e import free_port, prometheus, wait_for, wait_http
+from exporter.simulator.world import SCENARIOS, World
+from tests.conftest import FAILURE_CODE, inject_failed_job
+from tests.e2e import exporter_command, exporter_env, free_port, prometheus, wait_for, wait_http
 
 pytestmark = pytest.mark.slow
 SECRET = "drilldown-secret"
@@ -51,34 +50,13 @@ def test_a_failed_job_is_one_event_across_a_kill_is_listed_and_is_an_exemplar(tm
     app = SimulatorApp(world, [AccessKey("drill", SecretStr(SECRET))])
     port, prometheus_port = free_port(), free_port()
     log = tmp_path / "exporter.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
-    env["IDAAS_EXPORTER_ACCESS_KEY_SECRET"] = SECRET
+    env = exporter_env(IDAAS_EXPORTER_ACCESS_KEY_SECRET=SECRET)
 
     def fail(hint: str) -> str:
-        plan = world.add_job(
-            JobPlan(
-                job_id=world.new_job_id(instance, hint),
-                instance_id=instance,
-                target_type="identity_provider",
-                target_id=provider.identity_provider_id,
-                direction="ingress",
-                trigger_type="manual",
-                start_ms=world.now_ms(),
-                pending_ms=1000,
-                running_ms=30_000,
-                final_status="failed",
-                statistics={},
-                error_code="IdentityProvider.ConnectionFailed",
-                error_message="connection refused",
-            )
-        )
-        return plan.job_id
+        return inject_failed_job(world, instance, provider.identity_provider_id, hint=hint).job_id
 
     with SimulatorThread(app) as sim:
-        args = [
-            sys.executable,
-            "-m",
-            "exporter",
+        args = exporter_command(
             "serve",
             "--instance-ids",
             instance,
@@ -94,7 +72,7 @@ def test_a_failed_job_is_one_event_across_a_kill_is_listed_and_is_an_exemplar(tm
             f"127.0.0.1:{port}",
             "--log-format",
             "json",
-        ]
+        )
 
         def start() -> subprocess.Popen[bytes]:
             with log.open("ab") as output:
@@ -125,7 +103,7 @@ scrape_configs:
                 assert len(events(log, first)) == 1, "the restart repeated an event"
                 assert len(events(log, second)) == 1
                 (event,) = events(log, first)
-                assert event["error_code"] == "IdentityProvider.ConnectionFailed" and event["status"] == "failed"
+                assert event["error_code"] == FAILURE_CODE and event["status"] == "failed"
                 assert event["target_id"] == provider.identity_provider_id and event["instance_id"] == instance
 
                 listed = get_json(f"http://127.0.0.1:{port}/api/v1/jobs?status=failed")["jobs"]

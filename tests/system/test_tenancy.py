@@ -9,9 +9,7 @@ as they were.
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ from pydantic import SecretStr
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
 from exporter.simulator.world import ScenarioSpec, World
-from tests.e2e import LogReader, free_port, job_counts, metrics, wait_for, wait_http
+from tests.e2e import LogReader, exporter_command, exporter_env, free_port, job_counts, metrics, wait_for, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +44,9 @@ CUSTOMER_SECRET = "customer-secret-value"
 
 @contextmanager
 def exporter_process(config: Path, port: int, env_extra: dict[str, str]) -> Iterator[LogReader]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
-    env.update(env_extra)
+    env = exporter_env(**env_extra)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
+        exporter_command(
             "serve",
             "--config",
             str(config),
@@ -60,7 +54,7 @@ def exporter_process(config: Path, port: int, env_extra: dict[str, str]) -> Iter
             f"127.0.0.1:{port}",
             "--log-format",
             "json",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

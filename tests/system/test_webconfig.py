@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ import httpx
 import pytest
 
 from exporter.web.config import Authenticator, WebConfigError, load
-from tests.e2e import free_port, prometheus, query
+from tests.e2e import exporter_command, exporter_env, free_port, prometheus, query
 from tests.pki import make_ca, make_leaf
 
 PASSWORD = "scrape-pass-7d1e9a"
@@ -57,12 +55,9 @@ def secured(pki: Path, tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.P
     config = tmp_path / "web.yml"
     config.write_text(web_config(pki, PASSWORD))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
+    env = exporter_env()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
+        exporter_command(
             "serve",
             "--demo",
             "--listen-address",
@@ -73,7 +68,7 @@ def secured(pki: Path, tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.P
             str(config),
             "--log-format",
             "json",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -201,17 +196,14 @@ def test_cli_refuses_an_invalid_web_config_at_start(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
     path.write_text("basic_auth_users:\n  prometheus: hunter2-plain\n")
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
+        exporter_command(
             "serve",
             "--demo",
             "--listen-address",
             "127.0.0.1:0",
             "--web.config.file",
             str(path),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=60,

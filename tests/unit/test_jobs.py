@@ -26,10 +26,10 @@ from exporter.metrics.api_requests import ApiStats
 from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator
-from exporter.simulator.world import JobPlan, World
+from exporter.simulator.world import World
 from exporter.web.config import WebConfigWatcher
 from exporter.web.server import build_app
-from tests.conftest import AK_ID, AK_SECRET, instance_id_of
+from tests.conftest import AK_ID, AK_SECRET, inject_failed_job, instance_id_of
 
 CONSOLE = "https://console.example/{instance_id}/jobs/{job_id}?target={target_id}"
 JOB_ID = "sync_job_injected_failure"
@@ -62,22 +62,12 @@ class Deployment:
 
     def inject_failure(self, job_id: str = JOB_ID) -> str:
         provider = self.world.instances[self.instance].providers[0]
-        self.world.add_job(
-            JobPlan(
-                job_id=job_id,
-                instance_id=self.instance,
-                target_type="identity_provider",
-                target_id=provider.identity_provider_id,
-                direction="ingress",
-                trigger_type="manual",
-                start_ms=self.world.now_ms(),
-                pending_ms=1000,
-                running_ms=30_000,
-                final_status="failed",
-                statistics={"User": {"Deleted": {"Total": 5, "Success": 3, "Failed": 2, "Skipped": 0}}},
-                error_code="IdentityProvider.ConnectionFailed",
-                error_message="connection refused",
-            )
+        inject_failed_job(
+            self.world,
+            self.instance,
+            provider.identity_provider_id,
+            job_id=job_id,
+            statistics={"User": {"Deleted": {"Total": 5, "Success": 3, "Failed": 2, "Skipped": 0}}},
         )
         return provider.identity_provider_id
 
