@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from exporter.api.models import FINAL_STATUSES, IN_PROGRESS_STATUSES
 from exporter.collect.counting import FinishedJob
 from exporter.collect.finished import console_link, describe, iso_time
 from exporter.metrics.snapshot import Snapshot
 
 MAX_LIMIT = 5000
-_FILTER_VALUE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,128}$")
+_FILTER_VALUE = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
+_LIMIT = re.compile(r"[0-9]{1,6}")
+_CHOICES = ", ".join(FINAL_STATUSES)
 
 
 class JobQueryError(ValueError):
@@ -38,19 +41,16 @@ class JobQuery:
         unknown = sorted(set(params) - {"status", "target_id", "instance_id", "limit"})
         if unknown:
             raise JobQueryError(f"unknown parameter {unknown[0]!r}; use status, target_id, instance_id or limit")
-        statuses = frozenset(part.strip() for part in params.get("status", "").split(",") if part.strip())
-        for name, values in (
-            ("status", statuses),
-            ("target_id", {params["target_id"]} if params.get("target_id") else set()),
-            ("instance_id", {params["instance_id"]} if params.get("instance_id") else set()),
-        ):
-            for value in values:
-                if not _FILTER_VALUE.match(value):
-                    raise JobQueryError(f"{name} {value[:64]!r} is not an id or status; use letters, digits, _.:-")
+        statuses = frozenset(_status(part) for part in params.get("status", "").split(",") if part.strip())
+        for name in ("target_id", "instance_id"):
+            value = params.get(name)
+            if value and not _FILTER_VALUE.fullmatch(value):
+                raise JobQueryError(f"{name} {value[:64]!r} is not an id; use letters, digits and _.:@/+=-")
         limit = MAX_LIMIT
         if params.get("limit"):
             text = params["limit"]
-            if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            # Only ASCII digits: str.isdigit also accepts '²' (which int() refuses) and '٣' (which it reads as 3).
+            if not _LIMIT.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
                 raise JobQueryError(f"limit {text[:16]!r} must be a whole number from 1 to {MAX_LIMIT}")
             limit = int(text)
         return cls(statuses, params.get("target_id") or None, params.get("instance_id") or None, limit)
@@ -61,6 +61,17 @@ class JobQuery:
             and (self.target_id is None or job.target.target_id == self.target_id)
             and (self.instance_id is None or instance_id == self.instance_id)
         )
+
+
+def _status(text: str) -> str:
+    """A finished-job status, matched case-insensitively: a filter that can match nothing is refused, not empty."""
+    status = text.strip().lower()
+    if status in FINAL_STATUSES:
+        return status
+    shown = text.strip()[:32]
+    if status in IN_PROGRESS_STATUSES:
+        raise JobQueryError(f"status {shown!r} is not a finished status; the list holds finished jobs only: {_CHOICES}")
+    raise JobQueryError(f"status {shown!r} is unknown; use {_CHOICES} (comma-separated)")
 
 
 def recent_jobs(snapshot: Snapshot, query: JobQuery) -> Iterator[tuple[str, FinishedJob]]:

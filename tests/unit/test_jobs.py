@@ -213,14 +213,39 @@ async def test_bad_queries_are_one_line_400s(deployment: Deployment) -> None:
                 ("?limit=x", "limit 'x' must be a whole number"),
                 ("?status=failed&status=success", "status is given twice"),
                 ("?colour=red", "unknown parameter 'colour'"),
-                ("?target_id=%3Cscript%3E", "target_id '<script>' is not an id or status"),
+                ("?target_id=%3Cscript%3E", "target_id '<script>' is not an id"),
+                ("?target_id=abc%0A", "target_id 'abc\\n' is not an id"),
+                ("?limit=%C2%B2", "limit '²' must be a whole number"),  # a digit to str.isdigit, not to int()
+                ("?limit=%D9%A3", "limit '٣' must be a whole number"),  # an Arabic-Indic 3
+                ("?status=bogus", "status 'bogus' is unknown; use success, partial_success, failed"),
+                ("?status=running", "status 'running' is not a finished status"),
+                ("?status=failed,", ""),  # a trailing comma is fine: checked below to be a 200
             ):
+                if not expected:
+                    assert (await http.get(path + query)).status == 200
+                    continue
                 answer = await http.get(path + query)
                 assert answer.status == 400
                 text = await answer.text()
                 message = json.loads(text)["error"] if path.startswith("/api") else text.strip()
                 assert message.startswith(expected), (path, query, message)
                 assert "\n" not in message
+    finally:
+        await http.close()
+
+
+async def test_a_status_filter_matches_case_insensitively(deployment: Deployment, clock: ManualClock) -> None:
+    await deployment.exporter.poll(deployment.instance)
+    deployment.inject_failure()
+    clock.advance(60)
+    await deployment.exporter.poll(deployment.instance)
+    http = await http_client(deployment.exporter)
+    try:
+        lower = await (await http.get("/api/v1/jobs", params={"status": "failed,partial_success"})).json()
+        upper = await (await http.get("/api/v1/jobs", params={"status": "FAILED, Partial_Success"})).json()
+        assert lower["count"] >= 1 and upper["jobs"] == lower["jobs"]
+        page = await (await http.get("/jobs", params={"status": "FAILED"})).text()
+        assert JOB_ID in page and 'value="failed"' in page
     finally:
         await http.close()
 
