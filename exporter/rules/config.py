@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exporter import PROJECT_URL
+from exporter.yamlfile import YamlFileError, read_yaml
 
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # One or more label matchers as PromQL writes them inside braces: job="x", namespace=~"a|b".
@@ -100,9 +100,9 @@ def load(path: Path | None) -> RulesConfig:
     if path is None:
         return RulesConfig()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise RulesConfigError(f"rules config {path}: cannot read it: {str(exc).splitlines()[0]}") from None
+        data = read_yaml(str(path)) or {}
+    except YamlFileError as exc:
+        raise RulesConfigError(f"rules config: cannot read it: {exc}") from None
     if not isinstance(data, dict):
         raise RulesConfigError(f"rules config {path}: must be a mapping of settings (see docs/alerts.md)")
     try:
