@@ -28,28 +28,57 @@ from exporter.web.landing import landing_page
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 ENDPOINTS_KEY: web.AppKey[Endpoints] = web.AppKey("endpoints")
 WRITE_SIZE = 1 << 20
+OPENMETRICS_MEDIA_TYPE = "application/openmetrics-text"
+
+
+def weighted(header: str) -> list[tuple[str, float]]:
+    """(lower-cased item, weight) for each item of an ``Accept`` or ``Accept-Encoding`` list.
+
+    A weight is ``q`` (1 when absent); one that is not a number from 0 to 1 counts as 0, so a
+    malformed preference never wins.
+    """
+    items = []
+    for part in header.split(","):
+        item, *params = (piece.strip() for piece in part.split(";"))
+        if not item:
+            continue
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 0.0
+                if not 0.0 <= weight <= 1.0:  # also refuses nan
+                    weight = 0.0
+        items.append((item.lower(), weight))
+    return items
+
+
+def preference(header: str, *ranges: str) -> float:
+    """The weight the header gives the first of ``ranges`` it names (most specific first), else 0.
+
+    The most specific range that matches decides (RFC 9110, section 12.5.1): ``gzip;q=0, *`` refuses gzip.
+    """
+    weights: dict[str, float] = {}
+    for item, weight in weighted(header):
+        weights[item] = max(weight, weights.get(item, 0.0))
+    return next((weights[r] for r in ranges if r in weights), 0.0)
 
 
 def wants_openmetrics(accept: str) -> bool:
-    return "application/openmetrics-text" in accept
+    """True when ``Accept`` names OpenMetrics with a weight above 0 and at least that of text/plain.
+
+    Text stays the default: ``*/*`` alone, or OpenMetrics refused with ``q=0``, gets the text format.
+    """
+    openmetrics = preference(accept, OPENMETRICS_MEDIA_TYPE)
+    return openmetrics > 0 and openmetrics >= preference(accept, "text/plain", "text/*", "*/*")
 
 
 def wants_gzip(accept_encoding: str) -> bool:
     """True when ``Accept-Encoding`` allows gzip (a ``q=0`` weight refuses it)."""
-    for part in accept_encoding.split(","):
-        coding, *params = (piece.strip() for piece in part.split(";"))
-        if coding.lower() not in ("gzip", "*"):
-            continue
-        weight = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    weight = float(param[2:])
-                except ValueError:
-                    weight = 0.0
-        if weight > 0:
-            return True
-    return False
+    return preference(accept_encoding, "gzip", "*") > 0
 
 
 def build_app(

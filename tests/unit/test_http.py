@@ -23,7 +23,7 @@ from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator, SimulatorApp
 from exporter.simulator.world import World
-from exporter.web.server import ENDPOINTS_KEY, Endpoints, build_app, wants_gzip
+from exporter.web.server import ENDPOINTS_KEY, Endpoints, build_app, wants_gzip, wants_openmetrics
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 
@@ -144,6 +144,46 @@ def test_gzip_negotiation() -> None:
     assert wants_gzip("br;q=1.0, gzip;q=0.8")
     assert not wants_gzip("gzip;q=0")
     assert not wants_gzip("identity")
+    assert not wants_gzip("gzip;q=0, *")  # the named coding decides, not the wildcard
+    assert wants_gzip("*;q=0.5")
+    assert not wants_gzip("gzip;q=nan") and not wants_gzip("gzip;q=2")
+
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        (PROMETHEUS_ACCEPT, True),
+        ("application/openmetrics-text", True),
+        ("text/plain, Application/OpenMetrics-Text", True),  # a tie goes to the format asked for by name
+        ("application/openmetrics-text;q=0, text/plain", False),
+        ("application/openmetrics-text;q=0", False),
+        ("application/openmetrics-text;q=0.3, text/plain;q=0.5", False),
+        ("application/openmetrics-text;q=0.3, text/*;q=0.5", False),
+        ("application/openmetrics-text;q=0.5, */*;q=0.8, text/plain;q=0.1", True),  # text/plain is the specific one
+        ("application/openmetrics-text;q=junk, text/plain", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_openmetrics_negotiation_honours_weights(accept: str, openmetrics: bool) -> None:
+    assert wants_openmetrics(accept) is openmetrics
+
+
+async def test_openmetrics_refused_with_q_0_gets_the_text_format(
+    http: TestClient[web.Request, web.Application],
+) -> None:
+    refused = await http.get("/metrics", headers={"Accept": "application/openmetrics-text;q=0, text/plain"})
+    assert refused.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "# EOF" not in await refused.text()
+    asked = await http.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+    assert asked.headers["Content-Type"].startswith("application/openmetrics-text")
 
 
 async def test_pull_configuration_metrics_and_unreadable_providers(
