@@ -10,8 +10,6 @@ garbled bodies are retried; everything else surfaces at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import random
 import secrets
@@ -23,7 +21,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
-import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -33,6 +30,7 @@ from tenacity import (
 )
 
 from exporter import __version__
+from exporter.api.answer import ACCEPT_ENCODING, CorruptCodingError, UnsupportedCodingError, body_decoder, parse_json
 from exporter.api.credentials import CredentialsProvider
 from exporter.api.endpoint import Endpoint
 from exporter.api.errors import (
@@ -42,6 +40,7 @@ from exporter.api.errors import (
     PaginationError,
     ResponseTooLargeError,
     TransportError,
+    UnsupportedEncodingError,
 )
 from exporter.api.flatten import flatten
 from exporter.api.models import (
@@ -174,7 +173,12 @@ class EiamClient:
             timeout=httpx.Timeout(opts.read_timeout_seconds, connect=opts.connect_timeout_seconds),
             # Proxies from the environment are honoured as the SDK does.
             trust_env=True,
-            headers={"accept": "application/json", "user-agent": f"idaas-sync-exporter/{__version__}"},
+            # Only the codings _send decodes: httpx would otherwise offer whatever it can decode itself.
+            headers={
+                "accept": "application/json",
+                "accept-encoding": ACCEPT_ENCODING,
+                "user-agent": f"idaas-sync-exporter/{__version__}",
+            },
         )
 
     @property
@@ -276,7 +280,7 @@ class EiamClient:
             error: EiamError = TransportError(action=action, error_class=error_class, detail=detail)
             self._observer(instance_id, action, error.metric_code, self._clock() - started)
             raise error from None
-        except ResponseTooLargeError as exc:
+        except (ResponseTooLargeError, UnsupportedEncodingError, MalformedResponseError) as exc:
             self._observer(instance_id, action, exc.metric_code, self._clock() - started)
             raise
         self._note_api_clock(response)
@@ -289,18 +293,37 @@ class EiamClient:
         return body
 
     async def _send(self, action: str, query: dict[str, str], headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
-        """The answer and its body, read up to MAX_RESPONSE_BYTES (after decompression)."""
+        """The answer and its body, read up to MAX_RESPONSE_BYTES of decoded bytes.
+
+        The body is read raw and decoded here, step by step, so that the cap counts what the
+        answer expands to: a few kilobytes of gzip can decode to gigabytes.
+        """
         async with self._http.stream("POST", "/", params=query, headers=headers) as response:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
                 raise ResponseTooLargeError(action=action, size=int(declared), limit=MAX_RESPONSE_BYTES)
+            # A transport that hands over an answer already read (httpx.MockTransport does) has
+            # decoded it too; only its size is left to check.
+            already_read = response.is_stream_consumed
+            try:
+                decoder = body_decoder("" if already_read else response.headers.get("content-encoding", ""))
+            except UnsupportedCodingError as exc:
+                raise UnsupportedEncodingError(action=action, codings=exc.codings) from None
+            compressed = decoder.compressed
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise ResponseTooLargeError(action=action, size=size, limit=MAX_RESPONSE_BYTES)
-                chunks.append(chunk)
+            try:
+                async for raw in _already_read(response.content) if already_read else response.aiter_raw():
+                    for piece in decoder.decode(raw):
+                        size += len(piece)
+                        if size > MAX_RESPONSE_BYTES:
+                            raise ResponseTooLargeError(
+                                action=action, size=size, limit=MAX_RESPONSE_BYTES, decoded=compressed
+                            )
+                        chunks.append(piece)
+                chunks.append(decoder.finish())
+            except CorruptCodingError as exc:
+                raise MalformedResponseError(action=action, problem=str(exc)) from None
         return response, b"".join(chunks)
 
     # -- ListSynchronizationJobs --------------------------------------------
@@ -483,16 +506,14 @@ def _safe_detail(exc: httpx.HTTPError) -> str:
     return text[:300]
 
 
+async def _already_read(content: bytes) -> AsyncIterator[bytes]:
+    yield content
+
+
 def _decode_answer(action: str, response: httpx.Response, raw: bytes) -> dict[str, Any]:
     status = response.status_code
-    body: Any = None
-    try:
-        body = orjson.loads(raw) if raw else None
-    except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError):
-        # orjson refuses a lone surrogate escape (\ud800) anywhere in the body; the standard
-        # parser accepts it, so that only the job carrying it is quarantined, not the page.
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            body = json.loads(raw)
+    # Every string in ``body`` is valid UTF-8 from here on (see exporter.api.answer).
+    body: Any = parse_json(raw)
     if 200 <= status < 300:
         if not isinstance(body, dict):
             snippet = raw[:80].decode("utf-8", "replace")

@@ -128,10 +128,27 @@ class PaginationError(EiamError):
 class ResponseTooLargeError(EiamError):
     """An answer larger than any the API sends; reading it would exhaust memory."""
 
-    def __init__(self, *, action: str, size: int, limit: int) -> None:
+    def __init__(self, *, action: str, size: int, limit: int, decoded: bool = False) -> None:
         self.action = action
-        super().__init__(f"{action} failed: the answer exceeds {limit} bytes (at least {size}); not read further")
+        # A compressed answer says "decodes to": the few bytes sent are not what the cap counts.
+        grows = "decodes to more than" if decoded else "exceeds"
+        super().__init__(f"{action} failed: the answer {grows} {limit} bytes (at least {size}); not read further")
 
     @property
     def metric_code(self) -> str:
         return "ResponseTooLarge"
+
+
+class UnsupportedEncodingError(EiamError):
+    """An answer in a Content-Encoding we do not decode (stacked, brotli, unknown); refused unread."""
+
+    def __init__(self, *, action: str, codings: str) -> None:
+        self.action = action
+        super().__init__(
+            f"{action} failed: the answer's Content-Encoding {codings} is not read; "
+            "only identity, gzip or deflate (one of them) is"
+        )
+
+    @property
+    def metric_code(self) -> str:
+        return "UnsupportedEncoding"

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
+from exporter.api.answer import RepairedText
 from exporter.api.errors import MalformedResponseError
 
 # The vocabularies of the API documentation, declared once for the whole exporter. Values the
@@ -153,6 +154,9 @@ class _Examiner:
         if len(value) > 4096 or not _encodable(value):
             self.note("bad_text", f"{where}.{key} is {len(value)} characters or not valid text; left out")
             return None
+        if isinstance(value, RepairedText):
+            self.note("bad_text", f"{where}.{key} held invalid bytes or a lone surrogate; kept with U+FFFD instead")
+            return str(value)
         return value
 
     def start_ms(self) -> int:
@@ -304,6 +308,24 @@ def parse_job(raw: Any, where: str, action: str) -> SynchronizationJob:
     if examined.job is None:
         raise MalformedResponseError(action=action, problem=examined.anomalies[0].detail)
     return examined.job
+
+
+# Prometheus drops a whole scrape whose label value passes its label_value_length_limit (often
+# 1024 or less); names and types from the API are cut well before that, visibly.
+MAX_LABEL_LENGTH = 256
+CUT_MARKER = "\u2026"  # "…"
+
+
+def label_value(value: str) -> str:
+    """``value`` as a label value: at most MAX_LABEL_LENGTH characters, a cut one ending in CUT_MARKER."""
+    if len(value) <= MAX_LABEL_LENGTH:
+        return value
+    return value[: MAX_LABEL_LENGTH - len(CUT_MARKER)] + CUT_MARKER
+
+
+def is_plain_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an API id, as a job's TargetId must (see examine_job)."""
+    return _ID_SHAPE.fullmatch(value) is not None
 
 
 class IdentityProvider(WireModel):

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from exporter.api.client import EiamClient
 from exporter.api.credentials import CredentialsError
 from exporter.api.errors import EiamError, bounded_code
-from exporter.api.models import UdPullConfiguration
+from exporter.api.models import UdPullConfiguration, is_plain_id, label_value
 from exporter.pullconfig.config import max_interval_seconds
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,27 @@ def pull_config_view(config: UdPullConfiguration, *, now: float) -> PullConfigVi
     )
 
 
+_LABEL_ANOMALY_MESSAGES = {
+    "long_label": "target names or types longer than a label may be; cut, ending in \u2026",
+    "bad_target_id": "targets whose id is not a plain identifier; left out of the target names",
+}
+
+
+def _target_info(
+    key: tuple[str, str], name: str | None, provider_type: str, anomalies: Mapping[str, list[str]]
+) -> TargetInfo | None:
+    """The target's labels, bounded; None when its id could never be a job's TargetId."""
+    target_id = key[1]
+    if not is_plain_id(target_id):
+        anomalies["bad_target_id"].append(label_value(repr(target_id))[:80])
+        return None
+    full_name = name or target_id
+    info = TargetInfo(label_value(full_name), label_value(provider_type))
+    if info.name != full_name or info.provider_type != provider_type:
+        anomalies["long_label"].append(target_id)
+    return info
+
+
 class TargetCatalogue:
     """One instance's target names and inbound-sync configurations, refreshed on their own schedule."""
 
@@ -71,6 +92,9 @@ class TargetCatalogue:
         self.names: dict[tuple[str, str], TargetInfo] = {}
         self.pull_configs: dict[str, PullConfigView] = {}
         self.pull_config_failures: dict[str, int] = {}  # error code -> count
+        # Targets the API listed with a label value we had to change, per refresh that did so:
+        # long_label (a name or type cut to MAX_LABEL_LENGTH), bad_target_id (id unusable, target left out).
+        self.label_anomalies: dict[str, int] = {"long_label": 0, "bad_target_id": 0}
 
     async def refresh(self) -> bool:
         """List identity providers and applications, then read inbound configurations.
@@ -79,17 +103,21 @@ class TargetCatalogue:
         """
         names: dict[tuple[str, str], TargetInfo] = {}
         inbound: list[str] = []
+        anomalies: dict[str, list[str]] = {"long_label": [], "bad_target_id": []}
         try:
             async for idp in self._client.list_identity_providers(self.instance_id):
-                names[("identity_provider", idp.identity_provider_id)] = TargetInfo(
-                    idp.identity_provider_name or idp.identity_provider_id, idp.provider_kind
-                )
+                key = ("identity_provider", idp.identity_provider_id)
+                info = _target_info(key, idp.identity_provider_name, idp.provider_kind, anomalies)
+                if info is None:
+                    continue
+                names[key] = info
                 if idp.ud_pull_status != "disabled":
                     inbound.append(idp.identity_provider_id)
             async for app in self._client.list_applications(self.instance_id):
-                names[("application", app.application_id)] = TargetInfo(
-                    app.application_name or app.application_id, "application"
-                )
+                key = ("application", app.application_id)
+                info = _target_info(key, app.application_name, "application", anomalies)
+                if info is not None:
+                    names[key] = info
         except CredentialsError:
             return False  # every poll fails the same way and reports it; one line per cause is enough
         except EiamError as exc:
@@ -99,8 +127,24 @@ class TargetCatalogue:
             )
             return False
         self.names = names
+        self._note_label_anomalies(anomalies)
         await self._refresh_pull_configs(inbound)
         return True
+
+    def _note_label_anomalies(self, anomalies: Mapping[str, list[str]]) -> None:
+        for reason, target_ids in anomalies.items():
+            if not target_ids:
+                continue
+            self.label_anomalies[reason] += len(target_ids)
+            log.warning(
+                _LABEL_ANOMALY_MESSAGES[reason],
+                extra={
+                    "instance_id": self.instance_id,
+                    "reason": reason,
+                    "targets": len(target_ids),
+                    "first_target_id": target_ids[0],
+                },
+            )
 
     async def _refresh_pull_configs(self, identity_provider_ids: list[str]) -> None:
         """Read each inbound identity provider's configuration; one that cannot be read is counted and skipped."""

@@ -17,9 +17,10 @@ import random
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Any
@@ -75,13 +76,20 @@ class Faults:
     regress_rate: float = 0.0  # a final job is shown as running again
     trickle_byte_seconds: float = 0.0  # send each byte of an answer this long after the previous one
     oversized_bytes: float = 0.0  # answer 200 with a JSON body padded to this many bytes
+    # Answer 200 with a gzip body that decodes to this many bytes (the answer, padded), compressed
+    # as it is written, so the simulator never holds more than a megabyte of it.
+    gzip_bomb_bytes: float = 0.0
+    # Send answers with this Content-Encoding; each "gzip" in it is applied ("gzip, gzip" twice),
+    # anything else (br, an unknown name) is only claimed, the body left as it is.
+    content_encoding: str = ""
+    # Appended to the Message of every error answer (throttling included): hostile text from the API.
+    error_message_suffix: str = ""
     # Every request signed with one of these AccessKey ids is throttled (its account is over quota).
     throttled_keys: frozenset[str] = frozenset()
 
     def off(self) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, None if name == "retry_after_ms" else 0.0)
-        self.throttled_keys = frozenset()
+        for switch in fields(self):
+            setattr(self, switch.name, switch.default)
 
 
 @dataclass(slots=True)
@@ -167,14 +175,34 @@ class SimulatorApp:
                     job["Result"] = {}
                     del job["EndTime"]
                     break
-        text = _dumps({"RequestId": request_id, **answer})
+        return await self._answer(request, _dumps({"RequestId": request_id, **answer}))
+
+    async def _answer(self, request: web.Request, text: str) -> web.StreamResponse:
+        """A successful answer, as the fault switches have it sent."""
         if self.faults.trickle_byte_seconds > 0 or self.faults.oversized_bytes > 0:
             return await self._stream_hostile(request, text)
+        if self.faults.gzip_bomb_bytes > 0 or self.faults.content_encoding:
+            return await self._stream_encoded(request, text)
         if self._roll(self.faults.malformed_rate):
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
         if self._roll(self.faults.truncated_rate):
             return web.Response(text=text[: len(text) // 2], content_type="application/json")
-        return web.Response(text=text, content_type="application/json")
+        return web.Response(body=_wire_bytes(text), content_type="application/json")
+
+    async def _stream_encoded(self, request: web.Request, text: str) -> web.StreamResponse:
+        """The answer in ``faults.content_encoding`` (gzip by default), padded to ``gzip_bomb_bytes``."""
+        claimed = self.faults.content_encoding or "gzip"
+        layers = sum(1 for coding in claimed.split(",") if coding.strip().lower() == "gzip")
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Encoding": claimed})
+        pieces = _bomb_pieces(_wire_bytes(text), int(self.faults.gzip_bomb_bytes))
+        for _ in range(layers):
+            pieces = _gzip_stream(pieces)
+        with contextlib.suppress(ConnectionResetError, ClientConnectionResetError):
+            await response.prepare(request)
+            for piece in pieces:
+                await response.write(piece)
+            await response.write_eof()
+        return response
 
     async def _stream_hostile(self, request: web.Request, text: str) -> web.StreamResponse:
         """A slow or huge answer, written piece by piece so the simulator itself stays small."""
@@ -309,23 +337,61 @@ class SimulatorApp:
             "RequestId": request_id,
             "HostId": HOST_ID,
             "Code": exc.code,
-            "Message": exc.message,
+            "Message": exc.message + self.faults.error_message_suffix,
             "Recommend": f"https://api.aliyun.com/troubleshoot?q={exc.code}&product=Eiam&requestId={request_id}",
         }
         headers = {}
         if exc.code.startswith("Throttling") and self.faults.retry_after_ms:
             headers["x-acs-retry-after"] = str(self.faults.retry_after_ms)
-        return web.json_response(body, status=exc.status, headers=headers, dumps=_dumps)
+        return web.Response(
+            body=_wire_bytes(_dumps(body)), status=exc.status, headers=headers, content_type="application/json"
+        )
 
 
 def _dumps(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     try:
-        text.encode("utf-8")
+        _wire_bytes(text)
     except UnicodeEncodeError:
         # A lone surrogate (a hostile-input test) can only travel as a \uXXXX escape, as in the wild.
         return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
     return text
+
+
+def _wire_bytes(text: str) -> bytes:
+    """``text`` as sent: UTF-8, with U+DC80..U+DCFF written as the raw bytes 0x80..0xFF they stand for.
+
+    That is how Python keeps bytes that are not UTF-8 (``surrogateescape``), so a world holding
+    ``"\udcff"`` in a job's Description sends the invalid byte 0xFF, as a broken gateway would.
+    """
+    return text.encode("utf-8", "surrogateescape")
+
+
+_BOMB_BLOCK = 1 << 20
+
+
+def _bomb_pieces(data: bytes, size: int) -> Iterator[bytes]:
+    """``data`` (a JSON object), padded inside to ``size`` bytes when it is shorter, a megabyte at a time."""
+    padding = size - len(data)
+    if padding <= 0:
+        yield data
+        return
+    yield data[:-1] + b',"Padding":"'
+    block = b"x" * _BOMB_BLOCK
+    while padding > 0:
+        yield block[: min(padding, _BOMB_BLOCK)]
+        padding -= _BOMB_BLOCK
+    yield b'"}'
+
+
+def _gzip_stream(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """``pieces`` as one gzip member, compressed as they come."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    for piece in pieces:
+        out = compressor.compress(piece)
+        if out:
+            yield out
+    yield compressor.flush()
 
 
 class RunningSimulator:
