@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -18,24 +20,75 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    try:
+        message = record.getMessage()
+    except Exception:  # wrong %-arguments: keep the event rather than lose it to a logging error
+        message = f"{_text(record.msg)} {_text(record.args)}"
     fields: dict[str, Any] = {
         "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z",
         "level": record.levelname.lower(),
         "logger": record.name,
-        "msg": record.getMessage(),
+        "msg": message,
     }
     for key, value in vars(record).items():
         if key not in _STANDARD and not key.startswith("_"):
             fields[key] = value
     if record.exc_info and record.exc_info[1] is not None:
         exc = record.exc_info[1]
-        fields["error"] = f"{type(exc).__name__}: {exc}"
+        fields["error"] = f"{type(exc).__name__}: {_text(exc)}"
     return fields
+
+
+def _text(value: Any) -> str:
+    """``str(value)``, or a placeholder when its ``__str__`` fails: a log line must never be lost to it."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+# Characters a log line never carries raw: controls (a terminal runs ESC sequences, a CR overprints
+# the line), line and paragraph separators and NEL (Python's splitlines and some log shippers end a
+# line there) and format characters (bidi overrides reorder what a terminal shows). They are written
+# as JSON-style \uXXXX escapes, which both formats read back. A lone surrogate cannot be written as
+# UTF-8, and jq refuses its escape, so it becomes U+FFFD.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NOT_PRINTABLE_ASCII = re.compile(r"[^ -~]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    category = unicodedata.category(char)
+    if category == "Cs":
+        return "\ufffd"
+    if category not in _ESCAPED_CATEGORIES:
+        return char
+    code = ord(char)
+    if code > 0xFFFF:  # as a UTF-16 surrogate pair, the only form JSON has for it
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def _escape_invisible(text: str) -> str:
+    return text if text.isprintable() else _NOT_PRINTABLE_ASCII.sub(_escape_char, text)
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), default=str, ensure_ascii=False)
+        fields = _fields(record)
+        try:
+            # NaN and Infinity are not JSON (jq refuses the line): such a line is written with text values.
+            line = json.dumps(fields, default=_text, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            line = json.dumps({key: _text(value) for key, value in fields.items()}, ensure_ascii=False)
+        # ensure_ascii=False keeps names readable; json escapes only U+0000-U+001F, so the rest
+        # (DEL, C1 with NEL, U+2028, U+2029, format characters) is escaped here, lone surrogates replaced.
+        # Outside strings a JSON line is ASCII, so every escape lands inside a string.
+        return _escape_invisible(line)
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -44,10 +97,11 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def _logfmt_value(value: Any) -> str:
-    text = "" if value is None else str(value)
-    if text and not any(c in text for c in ' ="\\') and text.isprintable():
+    text = "" if value is None else _text(value)
+    # Python's isprintable is False for every character that must be escaped (and for spaces other than ' ').
+    if text and text.isprintable() and not any(c in text for c in ' ="\\'):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    escaped = _escape_invisible(text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
 
 

@@ -1,0 +1,112 @@
+"""Hostile text on its way out: every log line stays one line, every page shows what it holds."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import unicodedata
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.logs import JsonFormatter, LogfmtFormatter
+
+# Any character, lone surrogates included, and the ones that did harm often enough to be drawn.
+HARMFUL = ["\r", "\n", "\x1b", "\x07", "\x00", "\x7f", "\x85", "\u2028", "\u2029", "\u202e", "\ud800", "\udfff"]
+ANY_TEXT = st.text(
+    alphabet=st.characters(exclude_categories=()) | st.sampled_from([*HARMFUL, '"', "\\", "=", " "]), max_size=40
+)
+# Never raw in a line: a terminal runs them, a reader splits on them, or UTF-8 cannot carry them.
+NEVER_RAW = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+LOGFMT_PAIR = re.compile(r'([^ =]+)=("(?:[^"\\]|\\.)*"|[^ ]*)(?: |$)')
+
+
+def record(msg: str, extra: dict[str, Any], error: str | None = None, name: str = "exporter.test") -> logging.LogRecord:
+    exc_info = (ValueError, ValueError(error), None) if error is not None else None
+    return logging.getLogger(name).makeRecord(name, logging.ERROR, __file__, 1, msg, (), exc_info, extra=extra)
+
+
+def parse_logfmt(line: str) -> dict[str, str]:
+    pairs = LOGFMT_PAIR.findall(line)
+    assert " ".join(f"{key}={value}" for key, value in pairs) == line, "the line is exactly its pairs"
+    # Quoted values use JSON's string escapes, so JSON reads them back.
+    return {key: json.loads(value) if value.startswith('"') else value for key, value in pairs}
+
+
+def readable(text: str) -> str:
+    """What a log line promises to read back: the text, with each lone surrogate as U+FFFD (UTF-8 has none)."""
+    return "".join("\ufffd" if unicodedata.category(c) == "Cs" else c for c in text)
+
+
+def assert_one_clean_line(line: str) -> None:
+    assert len(line.splitlines()) == 1 and "\n" not in line
+    raw = [c for c in line if unicodedata.category(c) in NEVER_RAW]
+    assert not raw, f"raw {raw!r} in {line!r}"
+    line.encode("utf-8")  # strict: no lone surrogate
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg=ANY_TEXT, value=ANY_TEXT, error=ANY_TEXT, name=ANY_TEXT)
+def test_any_text_in_any_field_is_one_logfmt_line_that_parses_back(msg: str, value: str, error: str, name: str) -> None:
+    line = LogfmtFormatter().format(record(msg, {"target_name": value}, error, name or "x"))
+    assert_one_clean_line(line)
+    fields = parse_logfmt(line)
+    assert fields["msg"] == readable(msg)
+    assert fields["target_name"] == readable(value)
+    assert fields["error"] == readable(f"ValueError: {error}")
+    assert fields["logger"] == readable(name or "x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg=ANY_TEXT, value=ANY_TEXT, error=ANY_TEXT, name=ANY_TEXT)
+def test_any_text_in_any_field_is_one_json_line_that_parses_back(msg: str, value: str, error: str, name: str) -> None:
+    line = JsonFormatter().format(record(msg, {"target_name": value}, error, name or "x"))
+    assert_one_clean_line(line)
+    # NaN or Infinity would not be JSON; an escaped lone surrogate would read back as one (jq refuses it).
+    fields = json.loads(line, parse_constant=pytest.fail)
+    assert (fields["msg"], fields["target_name"], fields["error"], fields["logger"]) == (
+        readable(msg),
+        readable(value),
+        readable(f"ValueError: {error}"),
+        readable(name or "x"),
+    )
+
+
+def test_a_carriage_return_cannot_forge_a_second_event() -> None:
+    forged = "ok\r\x1b[2Kts=2026-01-01T00:00:00Z level=error msg=forged target_id=forged"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LogfmtFormatter())
+    logger = logging.getLogger("exporter.test.forged")
+    logger.addHandler(handler)
+    try:
+        logger.warning("job finished", extra={"target_name": forged})
+    finally:
+        logger.removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    assert "\r" not in line and "\x1b" not in line
+    fields = parse_logfmt(line)
+    assert fields["target_name"] == forged and fields["level"] == "warning" and "target_id" not in fields
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@pytest.mark.parametrize("formatter", [LogfmtFormatter(), JsonFormatter()], ids=["logfmt", "json"])
+def test_the_formatters_cannot_fail(formatter: logging.Formatter) -> None:
+    odd = logging.getLogger("x").makeRecord("x", logging.INFO, __file__, 1, "%d items", ("many",), None)
+    for rec in (
+        record("m", {"value": Unprintable(), "ratio": float("nan"), "nested": {"a": float("inf")}}),
+        record("m", {"tuple_keys": {(1, 2): "x"}}),
+        odd,
+    ):
+        line = formatter.format(rec)
+        assert_one_clean_line(line)
+    if isinstance(formatter, JsonFormatter):
+        assert json.loads(formatter.format(record("m", {"ratio": float("nan")})), parse_constant=pytest.fail)
