@@ -296,7 +296,12 @@ def _pull_config(args: argparse.Namespace) -> int:
     from exporter.api.endpoint import resolve_endpoint
     from exporter.pullconfig import command as pullconfig_cli
     from exporter.runtime import credentials_from
+    from exporter.settings import check_instance_id
 
+    try:
+        check_instance_id(args.instance_id)
+    except ValueError as exc:
+        raise UsageError(f"--instance-id: {exc}") from None
     settings = settings_from(args, defaults={"state_path": ""})
     endpoint = resolve_endpoint(settings.region_id, settings.endpoint)
     configure_logging(settings.log_level, settings.log_format)

@@ -7,16 +7,20 @@ what is allowed; the exporter refuses to start until all are fixed.
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from exporter.api.endpoint import REGION_PATTERN, parse_endpoint
+from exporter.api.endpoint import REGION_PATTERN, EndpointError, parse_endpoint
 from exporter.collect.finished import DEFAULT_CONSOLE_URL, check_console_url
 from exporter.logs import LOG_FORMATS, LOG_LEVELS
+from exporter.metrics.selfmetrics import REVISION_VARIABLE
 from exporter.yamlfile import YamlFileError, read_yaml
 
 ENV_PREFIX = "IDAAS_EXPORTER_"
@@ -24,6 +28,65 @@ ENV_PREFIX = "IDAAS_EXPORTER_"
 DEFAULT_PORT = 10129
 DIRECTIONS = ("ingress", "egress")
 TARGET_TYPES = ("identity_provider", "application")
+# Variables with the prefix that are not settings: the image's build revision (see the Dockerfile).
+OTHER_VARIABLES = frozenset({REVISION_VARIABLE})
+# Kubernetes gives each pod variables for every Service in its namespace, named after the Service:
+# one named idaas-exporter (or idaas-exporter-x) brings <prefix>SERVICE_HOST, <prefix>PORT and the
+# like. They are told apart from misspelled settings by name and by the value Kubernetes writes.
+_ADDRESS = r"[0-9A-Fa-f.:]+"
+_PROTOCOL = r"(?:tcp|udp|sctp)"
+_SERVICE_LINKS = tuple(
+    (re.compile(name), re.compile(value))
+    for name, value in (
+        (r"(?:[A-Z0-9_]+_)?SERVICE_HOST", _ADDRESS),
+        (r"(?:[A-Z0-9_]+_)?SERVICE_PORT(?:_[A-Z0-9_]+)?", r"[0-9]+"),
+        (r"(?:[A-Z0-9_]+_)?PORT(?:_[0-9]+_(?:TCP|UDP|SCTP))?", _PROTOCOL + r"://\[?" + _ADDRESS + r"\]?:[0-9]+"),
+        (r"(?:[A-Z0-9_]+_)?PORT_[0-9]+_(?:TCP|UDP|SCTP)_PROTO", _PROTOCOL),
+        (r"(?:[A-Z0-9_]+_)?PORT_[0-9]+_(?:TCP|UDP|SCTP)_PORT", r"[0-9]+"),
+        (r"(?:[A-Z0-9_]+_)?PORT_[0-9]+_(?:TCP|UDP|SCTP)_ADDR", _ADDRESS),
+    )
+)
+
+
+def _is_service_link(variable: str, value: str) -> bool:
+    suffix = variable.removeprefix(ENV_PREFIX)
+    return any(name.fullmatch(suffix) and written.fullmatch(value) for name, written in _SERVICE_LINKS)
+
+
+# One rule for an instance id wherever it enters (variable, flag, config file, pull-config):
+# IDaaS ids are short and printable (idaas_ue2jvisn35ea5lmthk267xxxxx); anything else is a mistake.
+INSTANCE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+INSTANCE_ID_RULE = "1 to 64 letters, digits, '_' or '-', such as idaas_ue2jvisn35ea5lmthk267xxxxx"
+# Far above any tenant we know of, and low enough that a list pasted by mistake (or a hostile one)
+# is refused at start instead of costing minutes and gigabytes.
+MAX_INSTANCES = 1000
+MAX_TARGET_IDS = 10000
+MAX_FILTER_VALUES = 10
+# The longest a value given by the user is quoted in a message.
+SHOWN_CHARACTERS = 80
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to :data:`SHOWN_CHARACTERS`: messages quote what was given, never without bound."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "…"
+
+
+def check_endpoint(value: str) -> str:
+    """``value`` when it is an endpoint; ValueError naming the problem otherwise."""
+    try:
+        parse_endpoint(value)
+    except EndpointError as exc:
+        # Its message quotes the endpoint whole: cut it, and never repeat a user:password given in it.
+        raise ValueError(str(exc).replace(repr(value), "the endpoint" if "@" in value else shown(value))) from None
+    return value
+
+
+def check_instance_id(value: str) -> str:
+    """``value`` when it is an instance id; ValueError naming the rule otherwise."""
+    if not re.fullmatch(INSTANCE_ID_PATTERN, value):
+        raise ValueError(f"{shown(value)} is not an instance id: use {INSTANCE_ID_RULE}")
+    return value
 
 
 def default_state_path() -> str:
@@ -45,7 +108,7 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT``; ``:PORT`` for all interfaces, as in Go exporters); ValueError otherwise."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} must be HOST:PORT (or :PORT for all interfaces) with a port 0-65535")
+        raise ValueError(f"{shown(value)} must be HOST:PORT (or :PORT for all interfaces) with a port 0-65535")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an empty host means all interfaces
 
 
@@ -73,7 +136,9 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
     )
 
-    instance_ids: list[str] = Field(default_factory=list, description="IDaaS instance ids to export, comma-separated")
+    instance_ids: list[str] = Field(
+        default_factory=list, max_length=MAX_INSTANCES, description="IDaaS instance ids to export, comma-separated"
+    )
     region_id: str = Field("cn-hangzhou", description="region of the instances")
     endpoint: str | None = Field(None, description="API endpoint override (host or URL)")
     listen_address: str = Field(f":{DEFAULT_PORT}", description="HOST:PORT of the metrics server")
@@ -94,9 +159,13 @@ class Settings(BaseSettings):
         900.0, ge=10, le=86400, description="seconds between listings of target names and inbound-sync configurations"
     )
     state_path: str = Field(default_factory=default_state_path, description="SQLite state file; empty = in memory")
-    target_types: list[str] = Field(default_factory=list, description="only these target types")
-    directions: list[str] = Field(default_factory=list, description="only these directions")
-    target_ids: list[str] = Field(default_factory=list, description="only these target ids")
+    target_types: list[str] = Field(
+        default_factory=list, max_length=MAX_FILTER_VALUES, description="only these target types"
+    )
+    directions: list[str] = Field(
+        default_factory=list, max_length=MAX_FILTER_VALUES, description="only these directions"
+    )
+    target_ids: list[str] = Field(default_factory=list, max_length=MAX_TARGET_IDS, description="only these target ids")
     access_key_id: str | None = Field(None, description="AccessKey id (else the default credential chain)")
     access_key_secret: SecretStr | None = Field(None, description="AccessKey secret")
     security_token: SecretStr | None = Field(None, description="STS token for the AccessKey")
@@ -136,12 +205,19 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("instance_ids")
+    @classmethod
+    def _instance_ids(cls, value: list[str]) -> list[str]:
+        for instance_id in value:
+            check_instance_id(instance_id)
+        return value
+
     @field_validator("target_types")
     @classmethod
     def _target_types(cls, value: list[str]) -> list[str]:
         for item in value:
             if item not in TARGET_TYPES:
-                raise ValueError(f"{item!r} is not one of {', '.join(TARGET_TYPES)}")
+                raise ValueError(f"{shown(item)} is not one of {', '.join(TARGET_TYPES)}")
         return value
 
     @field_validator("directions")
@@ -149,35 +225,35 @@ class Settings(BaseSettings):
     def _directions(cls, value: list[str]) -> list[str]:
         for item in value:
             if item not in DIRECTIONS:
-                raise ValueError(f"{item!r} is not one of {', '.join(DIRECTIONS)}")
+                raise ValueError(f"{shown(item)} is not one of {', '.join(DIRECTIONS)}")
         return value
 
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
         if value.lower() not in LOG_LEVELS:
-            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+            raise ValueError(f"{shown(value)} is not one of {', '.join(LOG_LEVELS)}")
         return value.lower()
 
     @field_validator("log_format")
     @classmethod
     def _format(cls, value: str) -> str:
         if value.lower() not in LOG_FORMATS:
-            raise ValueError(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
+            raise ValueError(f"{shown(value)} is not one of {', '.join(LOG_FORMATS)}")
         return value.lower()
 
     @field_validator("region_id")
     @classmethod
     def _region(cls, value: str) -> str:
         if not REGION_PATTERN.match(value):
-            raise ValueError(f"{value!r} is not a region id; use e.g. cn-hangzhou or ap-southeast-1")
+            raise ValueError(f"{shown(value)} is not a region id; use e.g. cn-hangzhou or ap-southeast-1")
         return value
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value:
-            parse_endpoint(value)  # its EndpointError is a ValueError naming the problem
+            check_endpoint(value)
         return value or None
 
     @field_validator("listen_address")
@@ -240,8 +316,6 @@ class Settings(BaseSettings):
 
 
 def _env_values() -> dict[str, Any]:
-    import os
-
     values: dict[str, Any] = {}
     for name in Settings.model_fields:
         raw = os.environ.get(ENV_PREFIX + name.upper())
@@ -263,14 +337,43 @@ def read_config_document(path: str) -> dict[str, Any]:
 
 def _yaml_values(path: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in read_config_document(path).items():
         if key in TENANCY_KEYS:
             continue
         name = str(key).lower().replace("-", "_")
         if name.startswith(ENV_PREFIX.lower()):
             name = name[len(ENV_PREFIX) :]
+        if name in spelled:
+            # The reader refuses a key given twice; two spellings of one setting would still
+            # let the later silently win.
+            raise SettingsError([f"config: {path}: {spelled[name]} and {key} are the same setting ({name}); keep one"])
+        spelled[name] = str(key)
         values[name] = [str(v) for v in value] if isinstance(value, list) else value
     return values
+
+
+def closest_setting(name: str) -> str | None:
+    """The setting ``name`` most likely misspells, if any is close."""
+    matches = difflib.get_close_matches(name.lower(), list(Settings.model_fields), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One problem per ``IDAAS_EXPORTER_*`` variable that is no setting: a misspelling must not run with defaults."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
+    problems = []
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable in known:
+            continue
+        if _is_service_link(variable, environ[variable]):
+            continue
+        # The name, never the value (it may be a secret); a name too is cut, as anything given.
+        name = variable if re.fullmatch(r"[A-Za-z0-9_]{1,100}", variable) else shown(variable)
+        closest = closest_setting(variable.removeprefix(ENV_PREFIX))
+        hint = f"did you mean {ENV_PREFIX}{closest.upper()}?" if closest else "no setting has that name;"
+        problems.append(f"{name}: unknown variable; {hint} rename or unset it (settings: docs/configuration.md)")
+    return problems
 
 
 def flag_name(setting: str) -> str:
@@ -290,6 +393,7 @@ def load_settings(
     in ``flag_names`` when it was given under an alias), the environment variable, or the
     key in the YAML file.
     """
+    problems = unknown_variables(os.environ)
     merged: dict[str, Any] = {}
     given_as: dict[str, str] = {}
     if config_file:
@@ -304,9 +408,12 @@ def load_settings(
             merged[name] = value
             given_as[name] = (flag_names or {}).get(name) or flag_name(name)
     try:
-        return Settings(**merged)
+        settings = Settings(**merged)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc, merged, given_as)) from None
+        raise SettingsError(problems + _describe(exc, merged, given_as)) from None
+    if problems:
+        raise SettingsError(problems)
+    return settings
 
 
 def _describe(exc: ValidationError, given: dict[str, Any], given_as: dict[str, str]) -> list[str]:
@@ -316,10 +423,13 @@ def _describe(exc: ValidationError, given: dict[str, Any], given_as: dict[str, s
         message = str(error["msg"]).removeprefix("Value error, ")
         source = given_as.get(name) or (f"{ENV_PREFIX}{name.upper()}" if name else "settings")
         if error["type"] == "extra_forbidden":
-            problems.append(f"{source}: unknown setting; see docs/configuration.md")
+            closest = closest_setting(name)
+            hint = f"did you mean {closest}? " if closest else ""
+            problems.append(f"{source}: unknown setting; {hint}see docs/configuration.md")
             continue
-        shown = ""
-        if name in given and "secret" not in name and "token" not in name:
-            shown = f" (got {given[name]!r})"
-        problems.append(f"{source}{shown}: {message}")
+        got = ""
+        credentials_in_url = name == "endpoint" and "@" in str(given.get(name))
+        if name in given and "secret" not in name and "token" not in name and not credentials_in_url:
+            got = f" (got {shown(given[name])})"
+        problems.append(f"{source}{got}: {message}")
     return problems

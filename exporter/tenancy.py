@@ -18,12 +18,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exporter.accounts import Account, check_account_problems, read_environment_keys
-from exporter.api.endpoint import REGION_PATTERN, parse_endpoint
-from exporter.settings import DIRECTIONS, TARGET_TYPES, TENANCY_KEYS, Settings, SettingsError, read_config_document
+from exporter.api.endpoint import REGION_PATTERN
+from exporter.settings import (
+    DIRECTIONS,
+    INSTANCE_ID_PATTERN,
+    INSTANCE_ID_RULE,
+    MAX_FILTER_VALUES,
+    MAX_INSTANCES,
+    MAX_TARGET_IDS,
+    TARGET_TYPES,
+    TENANCY_KEYS,
+    Settings,
+    SettingsError,
+    check_endpoint,
+    read_config_document,
+    shown,
+)
 
 DEFAULT_ACCOUNT = "default"
-# Instance ids are printable and short (idaas_abc...); anything else is a mistake in the file.
-INSTANCE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class InstanceEntry(BaseModel):
@@ -34,15 +46,15 @@ class InstanceEntry(BaseModel):
     endpoint: str | None = None
     account: str | None = None
     poll_interval_seconds: float | None = Field(None, ge=1, le=86400)
-    target_types: list[str] | None = None
-    directions: list[str] | None = None
-    target_ids: list[str] | None = None
+    target_types: list[str] | None = Field(None, max_length=MAX_FILTER_VALUES)
+    directions: list[str] | None = Field(None, max_length=MAX_FILTER_VALUES)
+    target_ids: list[str] | None = Field(None, max_length=MAX_TARGET_IDS)
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_endpoint(value)
+            check_endpoint(value)
         return value
 
     @field_validator("target_types")
@@ -50,7 +62,7 @@ class InstanceEntry(BaseModel):
     def _target_types(cls, value: list[str] | None) -> list[str] | None:
         for item in value or ():
             if item not in TARGET_TYPES:
-                raise ValueError(f"{item!r} is not one of {', '.join(TARGET_TYPES)}")
+                raise ValueError(f"{shown(item)} is not one of {', '.join(TARGET_TYPES)}")
         return value
 
     @field_validator("directions")
@@ -58,15 +70,16 @@ class InstanceEntry(BaseModel):
     def _directions(cls, value: list[str] | None) -> list[str] | None:
         for item in value or ():
             if item not in DIRECTIONS:
-                raise ValueError(f"{item!r} is not one of {', '.join(DIRECTIONS)}")
+                raise ValueError(f"{shown(item)} is not one of {', '.join(DIRECTIONS)}")
         return value
 
 
 class TenancyFile(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
-    accounts: list[Account] = Field(default_factory=list)
-    instances: list[InstanceEntry] = Field(default_factory=list)
+    # An account per instance at most is all a file can use.
+    accounts: list[Account] = Field(default_factory=list, max_length=MAX_INSTANCES)
+    instances: list[InstanceEntry] = Field(default_factory=list, max_length=MAX_INSTANCES)
     allow_inline_secrets: bool = False
 
 
@@ -121,7 +134,7 @@ _PATTERN_HINTS = {
     "region": "a region id such as cn-hangzhou or ap-southeast-1",
     "sts_region": "a region id such as cn-hangzhou or ap-southeast-1",
     "sts_endpoint": "a host[:port] such as sts-vpc.cn-hangzhou.aliyuncs.com",
-    "id": "an instance id such as idaas_ue2jvisn35ea5lmthk267xxxxx",
+    "id": f"an instance id: {INSTANCE_ID_RULE}",
 }
 
 
@@ -239,7 +252,7 @@ def _file_instances(
             problems.append(f"{where}.account: name the account, one of {', '.join(sorted(accounts))}")
         elif account not in accounts:
             choices = ", ".join(sorted(accounts)) if any_named else "none are listed"
-            problems.append(f"{where}.account: no account is named {account!r}; accounts: {choices}")
+            problems.append(f"{where}.account: no account is named {shown(account)}; accounts: {choices}")
         else:
             planned.append(_planned(entry.id, entry, settings, account))
     return planned

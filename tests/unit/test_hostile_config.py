@@ -6,14 +6,19 @@ host, instance ids that bypass the file's rule, non-ASCII shard ordinals and mis
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from exporter.cli import main
+from exporter.metrics.selfmetrics import REVISION_VARIABLE
 from exporter.rules.config import RulesConfigError
 from exporter.rules.config import load as load_rules_config
-from exporter.settings import SettingsError, load_settings
+from exporter.settings import ENV_PREFIX, SettingsError, load_settings, unknown_variables
+from exporter.tenancy import load_tenancy
 from exporter.web.config import WebConfigError
 from exporter.web.config import load as load_web_config
 from exporter.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
@@ -132,3 +137,161 @@ def test_every_yaml_file_goes_through_the_bounded_reader(tmp_path: Path) -> None
     twice.write_text("stale_seconds: 60\nstale_seconds: 90\n")
     with pytest.raises(RulesConfigError, match="stale_seconds is given twice"):
         load_rules_config(twice)
+
+
+def test_two_thousand_target_ids_too_many_are_refused_quickly(tmp_path: Path) -> None:
+    many = ",".join(f"idp_{n}" for n in range(2_000_000))
+    started = time.perf_counter()
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides={"target_ids": many})
+    assert time.perf_counter() - started < 5
+    (problem,) = caught.value.problems
+    assert problem.startswith("--target-ids (got 'idp_0,idp_1,") and "at most 10000 items" in problem
+    assert len(problem) < 300
+    # As a file, the same list is over the size bound before it is parsed.
+    config = tmp_path / "many.yml"
+    config.write_text("target_ids:\n" + "".join(f"  - idp_{n}\n" for n in range(2_000_000)))
+    started = time.perf_counter()
+    assert "is larger than 1024 KiB" in _refusal(config)
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("key", "limit"),
+    [("instance_ids", 1000), ("target_types", 10), ("directions", 10)],
+)
+def test_each_list_setting_has_a_bound(key: str, limit: int) -> None:
+    with pytest.raises(SettingsError, match=f"at most {limit} items"):
+        load_settings(overrides={key: ",".join(["idaas_a"] * (limit + 1))})
+
+
+def test_a_config_file_with_too_many_instances_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "x.yml"
+    config.write_text("instances:\n" + "".join(f"  - id: idaas_{n}\n" for n in range(1001)))
+    with pytest.raises(SettingsError) as caught:
+        load_tenancy(load_settings(str(config)), str(config))
+    assert caught.value.problems == [
+        f"{config}: instances: List should have at most 1000 items after validation, not 1001"
+    ]
+
+
+@pytest.mark.parametrize("bad", ["<script>", "idaas a", "i" * 65, "idaas_a\nidaas_b", "idaas_é"])
+def test_an_instance_id_follows_one_rule_from_every_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    monkeypatch.setenv("IDAAS_EXPORTER_INSTANCE_IDS", f"idaas_ok,{bad}")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    (problem,) = caught.value.problems
+    assert problem.startswith("IDAAS_EXPORTER_INSTANCE_IDS") and "is not an instance id: use 1 to 64 letters" in problem
+    monkeypatch.delenv("IDAAS_EXPORTER_INSTANCE_IDS")
+    config = tmp_path / "x.yml"
+    config.write_text(yaml.safe_dump({"instances": [{"id": bad}]}))
+    with pytest.raises(SettingsError, match=r"instances\[0\]\.id: must be an instance id: 1 to 64 letters"):
+        load_tenancy(load_settings(str(config)), str(config))
+    assert main(["pull-config", "get", "--instance-id", bad, "--identity-provider-id", "idp_x"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("idaas-sync-exporter: error: --instance-id: ") and "is not an instance id" in line
+
+
+def test_a_misspelled_variable_is_refused_naming_the_setting_not_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_PREFIX + "POLL_INTERVAL_SECOND", "secret-looking-value")
+    monkeypatch.setenv(ENV_PREFIX + "LISTEN_ADRESS", "127.0.0.1:1")
+    monkeypatch.setenv(ENV_PREFIX + "NOTHING_LIKE_IT", "x")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides={"instance_ids": "idaas_a"})
+    assert caught.value.problems == [
+        f"{ENV_PREFIX}LISTEN_ADRESS: unknown variable; did you mean {ENV_PREFIX}LISTEN_ADDRESS? "
+        "rename or unset it (settings: docs/configuration.md)",
+        f"{ENV_PREFIX}NOTHING_LIKE_IT: unknown variable; no setting has that name; "
+        "rename or unset it (settings: docs/configuration.md)",
+        f"{ENV_PREFIX}POLL_INTERVAL_SECOND: unknown variable; did you mean {ENV_PREFIX}POLL_INTERVAL_SECONDS? "
+        "rename or unset it (settings: docs/configuration.md)",
+    ]
+    assert "secret-looking-value" not in str(caught.value)
+
+
+def test_the_commands_that_read_settings_exit_2_on_a_misspelled_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(ENV_PREFIX + "LISTEN_ADRESS", "hidden-value")
+    for command in (
+        ["once", "--demo"],
+        ["serve", "--demo"],
+        ["pull-config", "get", "--instance-id", "idaas_a", "--identity-provider-id", "idp"],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.splitlines() == [
+            f"idaas-sync-exporter: invalid setting: {ENV_PREFIX}LISTEN_ADRESS: unknown variable; "
+            f"did you mean {ENV_PREFIX}LISTEN_ADDRESS? rename or unset it (settings: docs/configuration.md)"
+        ]
+        assert "hidden-value" not in err
+
+
+def test_variables_that_are_not_settings_but_ours_or_kubernetes_stay_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REVISION_VARIABLE, "0123abc")
+    # What Kubernetes sets for a Service named idaas-exporter in the pod's namespace.
+    monkeypatch.setenv(ENV_PREFIX + "SERVICE_HOST", "10.96.0.12")
+    monkeypatch.setenv(ENV_PREFIX + "SERVICE_PORT", "10129")
+    monkeypatch.setenv(ENV_PREFIX + "SERVICE_PORT_HTTP_METRICS", "10129")
+    monkeypatch.setenv(ENV_PREFIX + "PORT", "tcp://10.96.0.12:10129")
+    monkeypatch.setenv(ENV_PREFIX + "PORT_10129_TCP", "tcp://10.96.0.12:10129")
+    monkeypatch.setenv(ENV_PREFIX + "PORT_10129_TCP_PROTO", "tcp")
+    monkeypatch.setenv(ENV_PREFIX + "PORT_10129_TCP_PORT", "10129")
+    monkeypatch.setenv(ENV_PREFIX + "PORT_10129_TCP_ADDR", "10.96.0.12")
+    assert load_settings(overrides={"instance_ids": "idaas_a"}).instance_ids == ["idaas_a"]
+    # The same names with a value Kubernetes never writes are someone's setting, misspelled.
+    monkeypatch.setenv(ENV_PREFIX + "PORT", "9000")
+    with pytest.raises(SettingsError, match=f"{ENV_PREFIX}PORT: unknown variable"):
+        load_settings(overrides={"instance_ids": "idaas_a"})
+
+
+def test_every_variable_the_project_uses_is_accepted() -> None:
+    root = Path(__file__).resolve().parents[2]
+    sources = [root / "Dockerfile", root / "README.md"]
+    for folder in ("deploy", "docs", "bench", "exporter", "tests", "grafana"):
+        sources += [path for path in (root / folder).rglob("*") if path.is_file() and path.suffix != ".pyc"]
+    used = set()
+    for path in sources:
+        if path.resolve() == Path(__file__).resolve():
+            continue
+        used |= set(re.findall(ENV_PREFIX + r"[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8", errors="replace")))
+    assert f"{ENV_PREFIX}INSTANCE_IDS" in used and REVISION_VARIABLE in used
+    assert unknown_variables(dict.fromkeys(used, "x")) == []
+
+
+def test_a_misspelled_key_in_the_file_names_the_closest_setting(tmp_path: Path) -> None:
+    config = tmp_path / "x.yml"
+    config.write_text("instance_ids: [idaas_a]\npoll_interval_second: 30\n")
+    assert f"{config}: poll_interval_second: unknown setting; did you mean poll_interval_seconds?" in _refusal(config)
+
+
+def test_two_spellings_of_one_setting_in_the_file_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "x.yml"
+    config.write_text("poll-interval-seconds: 30\npoll_interval_seconds: 60\n")
+    assert _refusal(config) == (
+        f"config: {config}: poll-interval-seconds and poll_interval_seconds are the same setting "
+        "(poll_interval_seconds); keep one"
+    )
+
+
+def test_a_long_bad_value_is_quoted_cut(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides={"instance_ids": "idaas_a", "region_id": "r" * 100_000})
+    (problem,) = caught.value.problems
+    assert len(problem) < 300 and "…" in problem
+
+
+def test_an_endpoint_with_a_password_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides={"instance_ids": "idaas_a", "endpoint": "https://user:hunter2@eiam.example"})
+    assert "hunter2" not in str(caught.value) and "must not carry a user name or password" in str(caught.value)
+    config = tmp_path / "x.yml"
+    config.write_text("instances:\n  - id: idaas_a\n    endpoint: https://user:hunter2@eiam.example\n")
+    with pytest.raises(SettingsError) as caught:
+        load_tenancy(load_settings(str(config)), str(config))
+    assert "hunter2" not in str(caught.value) and "instances[0].endpoint:" in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides={"instance_ids": "idaas_a", "endpoint": "eiam.example/" + "p" * 100_000})
+    assert len(str(caught.value)) < 400
