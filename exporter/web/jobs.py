@@ -18,6 +18,7 @@ from exporter.api.models import FINAL_STATUSES, IN_PROGRESS_STATUSES
 from exporter.collect.counting import FinishedJob
 from exporter.collect.finished import console_link, describe, iso_time
 from exporter.metrics.snapshot import Snapshot
+from exporter.web.landing import shown
 
 MAX_LIMIT = 5000
 _FILTER_VALUE = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
@@ -105,7 +106,7 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse}td,th{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd}
 th{background:#f4f4f4}.id{color:#666;font-family:monospace;font-size:.9em}
 .failed{color:#cf222e}.partial_success{color:#9a6700}.success{color:#1a7f37}.note{color:#666;font-size:.9em}
-form{margin:1em 0}
+form{margin:1em 0}.esc{color:#9a6700;background:#fff8c5;font-family:monospace}
 """
 
 
@@ -129,13 +130,13 @@ def jobs_page(snapshot: Snapshot, query: JobQuery, console_url: str) -> str:
         rows.append(
             "<tr>"
             f"<td>{html.escape(iso_time(job.sort_ms) or '')}</td>"
-            f'<td class="{html.escape(job.status)}">{html.escape(job.status)}</td>'
-            f'<td>{html.escape(name or "")} <span class="id">{html.escape(job.target.target_id)}</span></td>'
-            f"<td>{html.escape(job.target.direction)}</td><td>{html.escape(job.trigger_type)}</td>"
-            f"<td>{html.escape(job.error_code or '')}</td><td>{html.escape(_objects_summary(job))}</td>"
+            f'<td class="{html.escape(job.status)}">{shown(job.status)}</td>'
+            f'<td>{shown(name or "")} <span class="id">{shown(job.target.target_id)}</span></td>'
+            f"<td>{shown(job.target.direction)}</td><td>{shown(job.trigger_type)}</td>"
+            f"<td>{shown(job.error_code or '')}</td><td>{shown(_objects_summary(job))}</td>"
             f"<td>{duration}</td>"
-            f'<td><a class="id" href="{link}">{html.escape(job.job_id)}</a></td>'
-            f'<td class="id">{html.escape(instance_id)}</td>'
+            f'<td><a class="id" href="{link}">{shown(job.job_id)}</a></td>'
+            f'<td class="id">{shown(instance_id)}</td>'
             "</tr>"
         )
     status = ",".join(sorted(query.statuses))

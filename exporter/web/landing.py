@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import re
+import unicodedata
 from datetime import UTC, datetime
 
 from exporter import PROJECT_URL, __version__
@@ -23,7 +25,39 @@ th{background:#f4f4f4}
 .id{color:#666;font-family:monospace;font-size:.9em}
 .up{color:#1a7f37}.down{color:#cf222e}.starting{color:#9a6700}
 footer,.note{color:#666;font-size:.9em}
+.esc{color:#9a6700;background:#fff8c5;font-family:monospace}
 """
+
+# Characters that draw nothing or change how their neighbours are drawn: controls, format characters
+# (the bidi overrides and isolates that make "abc\u202efdp.exe" look like "abcexe.pdf", zero-width
+# joiners and spaces, soft hyphens), line and paragraph separators, lone surrogates (which UTF-8 cannot
+# carry) and unassigned code points (which a later Unicode may make any of these).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Cn"})
+# Hangul fillers are letters to Unicode, yet draw nothing: a favourite for names that look empty.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+_NOT_ASCII = re.compile(r"[^ -~]")
+
+
+def shown(text: str) -> str:
+    """Text from outside (names, ids, statuses, errors) as HTML for both pages.
+
+    HTML-escaped, and each invisible character shown as its ``\\uXXXX`` escape in a highlighted span
+    titled with its code point and name, so it can be told from the same six characters typed.
+    """
+    escaped = html.escape(text)
+    if escaped.isprintable() and _INVISIBLE_LETTERS.isdisjoint(escaped):
+        return escaped
+    return _NOT_ASCII.sub(_show_invisible, escaped)
+
+
+def _show_invisible(match: re.Match[str]) -> str:
+    char = match.group()
+    if unicodedata.category(char) not in _INVISIBLE_CATEGORIES and char not in _INVISIBLE_LETTERS:
+        return char
+    code = ord(char)
+    escape = f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    title = f"U+{code:04X} {unicodedata.name(char, '')}".rstrip()
+    return f'<span class="esc" title="{title}">{escape}</span>'
 
 
 def _when(ts: float | None) -> str:
@@ -42,10 +76,10 @@ def _instance_rows(snapshot: Snapshot) -> list[str]:
         status = "up" if view.up else ("down" if view.polled else "starting")
         rows.append(
             _cells(
-                f'<span class="id">{html.escape(instance_id)}</span>',
+                f'<span class="id">{shown(instance_id)}</span>',
                 f'<span class="{status}">{status}</span>',
                 _when(view.last_success),
-                html.escape(view.last_error or ""),
+                shown(view.last_error or ""),
             )
         )
     return rows
@@ -56,14 +90,14 @@ def _target_rows(snapshot: Snapshot) -> list[str]:
     for instance_id, view in snapshot.instances.items():
         for key, target in sorted(view.targets.items()):
             info = view.target_info.get((key.target_type, key.target_id))
-            name = html.escape(info.name) if info else ""
+            name = shown(info.name) if info else ""
             rows.append(
                 _cells(
-                    f'<span class="id">{html.escape(instance_id)}</span>',
-                    html.escape(key.target_type),
-                    f'{name} <span class="id">{html.escape(key.target_id)}</span>',
-                    html.escape(key.direction),
-                    html.escape(target.last_job.status if target.last_job else "-"),
+                    f'<span class="id">{shown(instance_id)}</span>',
+                    shown(key.target_type),
+                    f'{name} <span class="id">{shown(key.target_id)}</span>',
+                    shown(key.direction),
+                    shown(target.last_job.status if target.last_job else "-"),
                     _when(target.last_success_end),
                     str(sum(target.in_progress.values())),
                 )

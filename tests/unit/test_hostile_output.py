@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import io
 import json
 import logging
 import re
 import unicodedata
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
+from exporter.api.client import ClientOptions, EiamClient
+from exporter.api.credentials import StaticCredentialsProvider
+from exporter.api.endpoint import resolve_endpoint
+from exporter.collect.poller import InstancePoller, PollOptions
+from exporter.collect.store import StateStore
 from exporter.logs import JsonFormatter, LogfmtFormatter
+from exporter.metrics.api_requests import ApiStats
+from exporter.service import Exporter
+from exporter.simulator.clock import ManualClock
+from exporter.simulator.server import RunningSimulator
+from exporter.simulator.world import World
+from exporter.web.landing import shown
+from exporter.web.server import build_app
+from tests.conftest import AK_ID, AK_SECRET, inject_failed_job, instance_id_of
 
 # Any character, lone surrogates included, and the ones that did harm often enough to be drawn.
 HARMFUL = ["\r", "\n", "\x1b", "\x07", "\x00", "\x7f", "\x85", "\u2028", "\u2029", "\u202e", "\ud800", "\udfff"]
@@ -110,3 +129,71 @@ def test_the_formatters_cannot_fail(formatter: logging.Formatter) -> None:
         assert_one_clean_line(line)
     if isinstance(formatter, JsonFormatter):
         assert json.loads(formatter.format(record("m", {"ratio": float("nan")})), parse_constant=pytest.fail)
+
+
+def unescaped(page_text: str) -> str:
+    """The text ``shown`` was given: each escape span back to its character, then the HTML unescaped."""
+    spans = re.sub(
+        r'<span class="esc" title="[^"<>]*">\\[uU]([0-9a-f]+)</span>', lambda m: chr(int(m.group(1), 16)), page_text
+    )
+    return html.unescape(spans)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=ANY_TEXT)
+def test_the_pages_show_every_invisible_character_as_its_escape(text: str) -> None:
+    page_text = shown(text)
+    assert not [c for c in page_text if unicodedata.category(c) in NEVER_RAW | {"Cn"} or c == "\u3164"]
+    assert not set("<>\"'") & set(re.sub(r'<span class="esc" title="[^"<>]*">', "", page_text).replace("</span>", ""))
+    assert unescaped(page_text) == text
+    page_text.encode("utf-8")
+
+
+@pytest.fixture
+async def exporter(simulator: RunningSimulator, world: World, clock: ManualClock) -> AsyncIterator[Exporter]:
+    client = EiamClient(
+        endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
+        credentials=StaticCredentialsProvider(AK_ID, SecretStr(AK_SECRET)),
+        options=ClientOptions(requests_per_second=1000, burst=1000, max_attempts=1),
+    )
+    instance = instance_id_of(world)
+    store = StateStore(None)
+    poller = InstancePoller(instance, client, store, PollOptions(), clock=clock)
+    yield Exporter(store=store, pollers={instance: poller}, api_stats=ApiStats(), clock=clock)
+    await client.aclose()
+
+
+@pytest.fixture
+async def http(exporter: Exporter) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(build_app(exporter, poll_interval=60)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+SPOOFED = "abc\u202efdp.exe"  # shows as "abcexe.pdf" when the override is drawn, not shown
+
+
+async def test_a_bidi_override_in_a_name_is_shown_on_both_pages(
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    state = world.instances[instance]
+    provider = state.providers[0]
+    state.providers[0] = dataclasses.replace(provider, name=SPOOFED + "\u2066\u200b\x1b[2J")
+    await exporter.refresh_targets(instance)
+    await exporter.poll(instance)
+    inject_failed_job(world, instance, provider.identity_provider_id)
+    clock.advance(60)
+    await exporter.poll(instance)
+    for path in ("/", "/jobs"):
+        answer = await http.get(path)
+        assert answer.status == 200
+        page = await answer.text()
+        assert not [c for c in page if unicodedata.category(c) in NEVER_RAW - {"Cc"} or c == "\x1b"], path
+        assert (
+            'abc<span class="esc" title="U+202E RIGHT-TO-LEFT OVERRIDE">\\u202e</span>fdp.exe'
+            '<span class="esc" title="U+2066 LEFT-TO-RIGHT ISOLATE">\\u2066</span>'
+            '<span class="esc" title="U+200B ZERO WIDTH SPACE">\\u200b</span>'
+            '<span class="esc" title="U+001B">\\u001b</span>[2J'
+        ) in page, path
