@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -348,21 +349,22 @@ class SimulatorApp:
         )
 
 
+_ESCAPED_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
 def _dumps(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    try:
-        _wire_bytes(text)
-    except UnicodeEncodeError:
-        # A lone surrogate (a hostile-input test) can only travel as a \uXXXX escape, as in the wild.
-        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
-    return text
+    # A lone surrogate (a hostile-input test) can only travel as a \uXXXX escape, as in the wild;
+    # U+DC80..U+DCFF are left for _wire_bytes to send as raw bytes. Surrogates occur only inside
+    # JSON strings, where an escape means the same character.
+    return _ESCAPED_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _wire_bytes(text: str) -> bytes:
     """``text`` as sent: UTF-8, with U+DC80..U+DCFF written as the raw bytes 0x80..0xFF they stand for.
 
     That is how Python keeps bytes that are not UTF-8 (``surrogateescape``), so a world holding
-    ``"\udcff"`` in a job's Description sends the invalid byte 0xFF, as a broken gateway would.
+    U+DCFF in a job's Description sends the invalid byte 0xFF, as a broken gateway would.
     """
     return text.encode("utf-8", "surrogateescape")
 
