@@ -12,8 +12,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# StatefulSet pods are named <statefulset>-<ordinal>, and that is their hostname.
-_ORDINAL = re.compile(r"-(\d{1,6})$")
+# StatefulSet pods are named <statefulset>-<ordinal>, and that is their hostname. ASCII digits only:
+# \d would read x-\u0663 (Arabic-Indic three) as shard 3, and $ would accept a trailing newline.
+_ORDINAL = re.compile(r"-([0-9]{1,6})\Z")
 
 
 class ShardError(ValueError):

@@ -18,6 +18,7 @@ from exporter.metrics.selfmetrics import REVISION_VARIABLE
 from exporter.rules.config import RulesConfigError
 from exporter.rules.config import load as load_rules_config
 from exporter.settings import ENV_PREFIX, SettingsError, load_settings, unknown_variables
+from exporter.shards import Shard, ShardError, resolve
 from exporter.tenancy import load_tenancy
 from exporter.web.config import WebConfigError
 from exporter.web.config import load as load_web_config
@@ -256,7 +257,10 @@ def test_every_variable_the_project_uses_is_accepted() -> None:
     for path in sources:
         if path.resolve() == Path(__file__).resolve():
             continue
-        used |= set(re.findall(ENV_PREFIX + r"[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8", errors="replace")))
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            # Lines that show the refusal of a misspelled name, as the documentation does, are examples.
+            if "unknown variable" not in line:
+                used |= set(re.findall(ENV_PREFIX + r"[A-Z0-9_]*[A-Z0-9]", line))
     assert f"{ENV_PREFIX}INSTANCE_IDS" in used and REVISION_VARIABLE in used
     assert unknown_variables(dict.fromkeys(used, "x")) == []
 
@@ -295,3 +299,48 @@ def test_an_endpoint_with_a_password_is_refused_without_repeating_it(tmp_path: P
     with pytest.raises(SettingsError) as caught:
         load_settings(overrides={"instance_ids": "idaas_a", "endpoint": "eiam.example/" + "p" * 100_000})
     assert len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("https://{job_id}", "host is written out before any placeholder"),
+        ("https://x.example{job_id}/", "host is written out before any placeholder"),
+        ("https://console.example:{job_id}/", "host is written out before any placeholder"),
+        ("https://user@console.example/{job_id}", "must be an https:// URL"),
+        ("http://console.example/{job_id}", "must be an https:// URL"),
+        ("https://console.example/{job_id:>30000000}", "has {job_id} with a format spec or conversion"),
+        ("https://console.example/{job_id!r}", "has {job_id} with a format spec or conversion"),
+        ("https://console.example/{job_id.__class__}", "unknown placeholder {job_id.__class__}"),
+        ("https://console.example/{target_id[0]}", "unknown placeholder {target_id[0]}"),
+        ("https://console.example/ {job_id}", "must not contain spaces or control characters"),
+        ("https://console.example/" + "a" * 3000, "is 3024 characters long"),
+    ],
+)
+def test_a_console_pattern_cannot_let_a_job_choose_the_link(pattern: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides={"instance_ids": "idaas_a", "console_job_url": pattern})
+    (line,) = caught.value.problems
+    assert line.startswith("--console-job-url (got ") and problem in line
+    assert len(line) < 400
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "https://yundun.console.aliyun.com/?p=idaas",
+        "https://console.example/{instance_id}/jobs/{job_id}?target={target_id}&d={direction}#{target_type}",
+        "https://[::1]:8443/{job_id}",
+        "https://console.example?job={job_id}",
+    ],
+)
+def test_console_patterns_with_a_fixed_host_are_accepted(pattern: str) -> None:
+    settings = load_settings(overrides={"instance_ids": "idaas_a", "console_job_url": pattern})
+    assert settings.console_job_url == pattern
+
+
+@pytest.mark.parametrize("hostname", ["exporter-\u0663", "exporter-\uff11", "exporter-1\n", "exporter-\u00b2"])
+def test_a_shard_ordinal_is_ascii_digits_only(hostname: str) -> None:
+    with pytest.raises(ShardError, match="has no StatefulSet ordinal"):
+        resolve(4, None, hostname)
+    assert resolve(4, None, "exporter-3") == Shard(3, 4)

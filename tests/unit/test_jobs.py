@@ -267,7 +267,7 @@ async def test_the_jobs_pages_are_behind_the_same_web_config(deployment: Deploym
 @pytest.mark.parametrize(
     ("pattern", "problem"),
     [
-        ("ftp://x/{job_id}", "must be an http:// or https:// URL"),
+        ("ftp://x/{job_id}", "must be an https:// URL"),
         ("https://x/{job}", "unknown placeholder {job}"),
         ("https://x/{job_id", "stray brace"),
     ],
