@@ -7,13 +7,16 @@ which connections are busy), then the web configuration's checks.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from exporter.web.config import Authenticator, WebConfig, WebConfigWatcher, allowed_client
-from exporter.web.connections import ConnectionGuard
+from exporter.web.connections import LOG_EVERY_SECONDS, ConnectionGuard
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -21,6 +24,50 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # state commits (which use the default pool); past this many waiting, clients get 429.
 PASSWORD_CHECK_THREADS = 2
 PASSWORD_CHECKS_WAITING = 16
+# aiohttp writes its line about a request it cannot parse to this logger.
+AIOHTTP_SERVER_LOGGER = "aiohttp.server"
+# How much of aiohttp's description of a malformed request (which quotes the request) a line keeps.
+REFUSAL_DETAIL_CHARS = 200
+
+
+class RefusedRequestLog(logging.Filter):
+    """Turns aiohttp's line about each malformed request into a rate-limited warning.
+
+    aiohttp logs every request it cannot parse (a request line over 8 KB, a raw non-ASCII byte in
+    the URL, a bad header) at error level, with a traceback: any client could write error lines at
+    will. The mistake is the client's, so this writes a warning instead, at most one per kind (the
+    parser's exception) every ``every`` seconds, with how many of that kind were left out meanwhile,
+    as connections.RateLimitedLog does for refused connections. Failures of the exporter's own
+    handlers (500s) pass unchanged.
+    """
+
+    def __init__(self, *, every: float = LOG_EVERY_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._every = every
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if record.levelno < logging.ERROR or not isinstance(error, HttpProcessingError) or not 400 <= error.code < 500:
+            return True
+        kind = type(error).__name__
+        now = self._clock()
+        if now - self._last.get(kind, -float("inf")) < self._every:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.msg, record.args = "refused a malformed request", ()
+        record.exc_info, record.exc_text = None, None
+        record.__dict__.update(
+            kind=kind,
+            status=error.code,
+            error=" ".join(str(error.message).split())[:REFUSAL_DETAIL_CHARS],
+            suppressed_since_last=self._suppressed.pop(kind, 0),
+        )
+        return True
 
 
 class AccessControl:
@@ -30,11 +77,16 @@ class AccessControl:
         self._authenticator = Authenticator()
         self._password_pool = ThreadPoolExecutor(PASSWORD_CHECK_THREADS, thread_name_prefix="password-check")
         self._password_slots = asyncio.Semaphore(PASSWORD_CHECKS_WAITING)
+        self.refusals = RefusedRequestLog()
 
     def install(self, app: web.Application) -> None:
         app.middlewares.extend([self.track, self.protect])
         app.on_response_prepare.append(self.security_headers)
+        app.on_startup.append(self.start_refusal_log)
         app.on_cleanup.append(self.close)
+
+    async def start_refusal_log(self, app: web.Application) -> None:
+        logging.getLogger(AIOHTTP_SERVER_LOGGER).addFilter(self.refusals)
 
     @web.middleware
     async def track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -86,4 +138,5 @@ class AccessControl:
             response.headers[name] = value
 
     async def close(self, app: web.Application) -> None:
+        logging.getLogger(AIOHTTP_SERVER_LOGGER).removeFilter(self.refusals)
         self._password_pool.shutdown(wait=False, cancel_futures=True)

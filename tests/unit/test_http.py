@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -23,6 +24,7 @@ from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import RunningSimulator, SimulatorApp
 from exporter.simulator.world import World
+from exporter.web.access import RefusedRequestLog
 from exporter.web.server import ENDPOINTS_KEY, Endpoints, build_app, wants_gzip, wants_openmetrics
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
@@ -364,3 +366,90 @@ async def test_the_landing_page_names_the_shard(exporter: Exporter, clock: Manua
         )
     finally:
         await client.close()
+
+
+async def raw_get(http: TestClient[web.Request, web.Application], target: bytes) -> tuple[int, bytes]:
+    """Status and body of a GET sent byte for byte, as no HTTP client library would send it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+ENDPOINTS = ("/", "/metrics", "/healthz", "/readyz", "/jobs", "/api/v1/jobs")
+# Queries no endpoint can read: refused by the HTTP parser before any handler runs.
+UNPARSABLE_QUERIES = (b"?limit=\xd9\xa3", b"?a=\xff\xfe", b"?" + b"a" * 9000, b"?a=\x1b[2J")
+# Queries that reach the handlers: the jobs endpoints refuse them, the others ignore their query.
+ODD_QUERIES = (b"?limit=%C2%B2", b"?status=%ff", b"?%ZZ=1", b"?limit=%", b"?&&==&", b"?status=FAILED%00", b"?=")
+
+
+async def test_malformed_requests_are_400s_never_500s_on_every_endpoint(
+    http: TestClient[web.Request, web.Application], caplog: pytest.LogCaptureFixture
+) -> None:
+    for path in ENDPOINTS:
+        for query in UNPARSABLE_QUERIES:
+            status, _ = await raw_get(http, path.encode() + query)
+            assert status == 400, (path, query[:40])
+        for query in ODD_QUERIES:
+            status, body = await raw_get(http, path.encode() + query)
+            if "jobs" in path:
+                assert status == 400 and body.count(b"\n") <= 1, (path, query, body)
+            else:
+                assert status in (200, 503), (path, query)  # /readyz: 503 before the first poll
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_refused_requests_are_one_warning_per_kind_not_an_error_each(
+    http: TestClient[web.Request, web.Application], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    for _ in range(100):
+        assert (await raw_get(http, b"/metrics?" + b"a" * 9000))[0] == 400
+    for _ in range(100):
+        assert (await raw_get(http, b"/metrics?a=\xff"))[0] == 400
+    lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [(r.levelname, r.__dict__["kind"], r.__dict__["suppressed_since_last"]) for r in lines] == [
+        ("WARNING", "LineTooLong", 0),
+        ("WARNING", "InvalidURLError", 0),
+    ]
+    assert lines[0].exc_info is None and len(lines[0].__dict__["error"]) <= 200
+
+
+def test_a_refusal_after_the_quiet_period_counts_those_left_out() -> None:
+    from aiohttp.http_exceptions import LineTooLong
+
+    now = [0.0]
+    refusals = RefusedRequestLog(every=10, clock=lambda: now[0])
+    logger = logging.getLogger("aiohttp.server")
+
+    def refused() -> logging.LogRecord:
+        error = LineTooLong(b"x" * 9000, 8190)
+        return logger.makeRecord(
+            logger.name,
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("127.0.0.1",),
+            (LineTooLong, error, None),
+        )
+
+    records = [refused() for _ in range(100)]
+    assert [refusals.filter(r) for r in records].count(True) == 1
+    now[0] = 10.0
+    later = refused()
+    assert refusals.filter(later) and later.__dict__["suppressed_since_last"] == 99
+    assert later.levelno == logging.WARNING
+    crash = logger.makeRecord(
+        logger.name,
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request from %s",
+        ("127.0.0.1",),
+        (ValueError, ValueError("a bug of ours"), None),
+    )
+    assert refusals.filter(crash) and crash.levelno == logging.ERROR, "the exporter's own failures stay errors"
