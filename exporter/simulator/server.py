@@ -370,6 +370,7 @@ def _wire_bytes(text: str) -> bytes:
 
 
 _BOMB_BLOCK = 1 << 20
+_GZIP_WRITE = 64 * 1024
 
 
 def _bomb_pieces(data: bytes, size: int) -> Iterator[bytes]:
@@ -387,13 +388,19 @@ def _bomb_pieces(data: bytes, size: int) -> Iterator[bytes]:
 
 
 def _gzip_stream(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """``pieces`` as one gzip member, compressed as they come."""
-    compressor = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    """``pieces`` as one gzip member, compressed as they come.
+
+    The output goes out in pieces of 64 KiB, a full read buffer each, as a bomb would be sent:
+    the whole of such a piece of padding decodes to some 64 MB at once.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    pending = bytearray()
     for piece in pieces:
-        out = compressor.compress(piece)
-        if out:
-            yield out
-    yield compressor.flush()
+        pending += compressor.compress(piece)
+        if len(pending) >= _GZIP_WRITE:
+            yield bytes(pending)
+            pending.clear()
+    yield bytes(pending) + compressor.flush()
 
 
 class RunningSimulator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import resource
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from exporter.api.answer import RepairedText, body_decoder, parse_json
+from exporter.api.answer import DECODE_STEP, RepairedText, body_decoder, parse_json
 from exporter.api.client import MAX_RESPONSE_BYTES, ClientOptions, EiamClient
 from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
@@ -71,10 +72,15 @@ async def test_a_gzip_bomb_is_cut_at_the_cap_on_decoded_bytes(
     sim_app.faults.gzip_bomb_bytes = 1.1 * GIB
     client = make(attempt_timeout_seconds=60)
     before = peak_rss_mib()
-    with pytest.raises(ResponseTooLargeError, match=f"decodes to more than {MAX_RESPONSE_BYTES} bytes"):
+    with pytest.raises(ResponseTooLargeError, match=f"decodes to more than {MAX_RESPONSE_BYTES} bytes") as caught:
         await all_jobs(client, instance_id_of(world))
     grown = peak_rss_mib() - before
-    print(f"gzip bomb of {sim_app.faults.gzip_bomb_bytes / GIB:.1f} GiB: peak RSS grew by {grown:.1f} MiB")
+    decoded = int(re.search(r"at least (\d+)", str(caught.value)).group(1))  # type: ignore[union-attr]
+    print(
+        f"gzip bomb of {sim_app.faults.gzip_bomb_bytes / GIB:.1f} GiB: {decoded} bytes decoded, "
+        f"peak RSS +{grown:.1f} MiB"
+    )
+    assert decoded <= MAX_RESPONSE_BYTES + DECODE_STEP, "decoded more than one step past the cap"
     assert grown < MAX_GROWTH_MIB, f"peak memory grew by {grown:.0f} MiB"
 
 
