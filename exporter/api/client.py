@@ -10,9 +10,14 @@ garbled bodies are retried; everything else surfaces at once.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import random
+import re
 import secrets
+import socket
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,7 +278,7 @@ class EiamClient:
         except (httpx.HTTPError, TimeoutError) as exc:
             error_class = type(exc).__name__ if isinstance(exc, httpx.HTTPError) else "AttemptDeadline"
             detail = (
-                _safe_detail(exc)
+                _safe_detail(exc, headers)
                 if isinstance(exc, httpx.HTTPError)
                 else (f"no complete answer within {self._options.attempt_timeout_seconds:g} s")
             )
@@ -500,10 +505,56 @@ def _log_retry(retry_state: RetryCallState) -> None:
     )
 
 
-def _safe_detail(exc: httpx.HTTPError) -> str:
-    # httpx messages name the URL at most; never headers, so no credentials.
-    text = str(exc) or type(exc).__name__
-    return text[:300]
+# What an httpx error means, in fixed words. Its own text is never shown: a protocol error
+# quotes the offending header value (an STS token with a line break in it) or bytes of the answer.
+_TRANSPORT_PHRASES = {
+    "ConnectTimeout": "no connection within the connect timeout",
+    "ReadTimeout": "no answer data within the read timeout",
+    "WriteTimeout": "the request could not be sent within the timeout",
+    "PoolTimeout": "no free connection within the timeout",
+    "ConnectError": "the connection could not be made",
+    "ReadError": "the connection failed while reading the answer",
+    "WriteError": "the connection failed while sending the request",
+    "CloseError": "the connection failed while closing",
+    "RemoteProtocolError": "the server's answer broke the HTTP protocol",
+    "LocalProtocolError": "the request could not be sent as valid HTTP",
+    "ProxyError": "the proxy refused the request",
+    "UnsupportedProtocol": "the endpoint's URL scheme is not http or https",
+    "DecodingError": "the answer's content encoding could not be decoded",
+    "TooManyRedirects": "too many redirects",
+}
+# RFC 9110 field-value: visible ASCII, with spaces and tabs inside but at neither end.
+_LEGAL_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
+
+
+def _safe_detail(exc: httpx.HTTPError, headers: Mapping[str, str]) -> str:
+    """The error in fixed words, naming a header or an OS error code where one explains it; never a value."""
+    phrase = next(
+        (_TRANSPORT_PHRASES[cls.__name__] for cls in type(exc).__mro__ if cls.__name__ in _TRANSPORT_PHRASES),
+        "the request failed",
+    )
+    if isinstance(exc, httpx.LocalProtocolError):
+        refused = [name for name, value in headers.items() if not _LEGAL_HEADER_VALUE.fullmatch(value)]
+        return f"the {refused[0]} header value is not a legal HTTP header value" if refused else phrase
+    return phrase + _os_error_detail(exc)
+
+
+def _os_error_detail(exc: BaseException) -> str:
+    """The OS or TLS error behind ``exc`` as `` (ECONNREFUSED: Connection refused)``: codes and fixed texts only."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f" (TLS: {cause.reason or 'certificate verify failed'}: {cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f" (TLS: {cause.reason or type(cause).__name__})"
+        if isinstance(cause, socket.gaierror):
+            return f" (name resolution: {cause.strerror})"
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return f" ({errno.errorcode.get(cause.errno, str(cause.errno))}: {os.strerror(cause.errno)})"
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 async def _already_read(content: bytes) -> AsyncIterator[bytes]:
