@@ -5,20 +5,34 @@ unless the file says ``allow_inline_secrets: true``; environment variables are r
 start (a missing one is a start-up error naming it), files on every request when they have
 changed (Kubernetes rewrites mounted Secrets in place), and every other source is the
 alibabacloud-credentials provider of that name, which refreshes its own STS tokens.
+
+Each value is checked where it is read (see :func:`exporter.api.credentials.checked_credential`),
+at start and again whenever a file changes; a key file must be a small regular file, and is read
+off the event loop, so a FIFO or a device put in its place cannot stop the exporter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from exporter.api.credentials import CredentialsProvider, LibraryCredentialsProvider
+from exporter.api.credentials import (
+    ACCESS_KEY_ID,
+    ACCESS_KEY_SECRET,
+    SECURITY_TOKEN,
+    CredentialPart,
+    CredentialsError,
+    CredentialsProvider,
+    LibraryCredentialsProvider,
+    checked_credential,
+)
 
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -27,8 +41,19 @@ ROLE_ARN = re.compile(r"^acs:ram::\d{1,20}:role/[A-Za-z0-9._@/-]{1,128}$")
 SESSION_NAME = re.compile(r"^[A-Za-z0-9.@_-]{2,64}$")
 SOURCES = ("access_key", "assume_role", "oidc", "ecs_ram_role", "cli_profile", "default_chain")
 DEFAULT_SESSION_NAME = "idaas-sync-exporter"
-# AccessKey values are short; a "secret file" of megabytes is a wrong path, not a key.
-_MAX_KEY_FILE_BYTES = 4096
+# AccessKey values are short and STS tokens a few KiB; a larger "key file" is a wrong path, not a key.
+_MAX_KEY_FILE_BYTES = 16 * 1024
+# Which value each field of an access_key source gives.
+_PART_OF_FIELD: dict[str, CredentialPart] = {
+    "id": ACCESS_KEY_ID,
+    "id_env": ACCESS_KEY_ID,
+    "id_file": ACCESS_KEY_ID,
+    "secret": ACCESS_KEY_SECRET,
+    "secret_env": ACCESS_KEY_SECRET,
+    "secret_file": ACCESS_KEY_SECRET,
+    "security_token_env": SECURITY_TOKEN,
+    "security_token_file": SECURITY_TOKEN,
+}
 
 EnvName = Annotated[str, Field(pattern=ENV_NAME.pattern)]
 
@@ -193,45 +218,112 @@ def check_account_problems(accounts: list[Account], *, allow_inline_secrets: boo
 
 
 def read_environment_keys(accounts: list[Account], environ: Mapping[str, str]) -> list[str]:
-    """Problems with the variables and files named by access_key sources, each naming its path in the file."""
+    """Problems with the values, variables and files of access_key sources, each naming its path in the file.
+
+    Every value is read and checked here, so that a bad one stops the exporter at start with one
+    line instead of failing every poll; none is ever quoted.
+    """
     problems = []
     for index, account in enumerate(accounts):
         key = account.access_key
         if key is None:
             continue
+        where = f"accounts[{index}].access_key"
+        if key.id is not None:
+            problems += _problem_of(key.id, "id", f"{where}.id")
+        if key.secret is not None:
+            problems += _problem_of(key.secret.get_secret_value(), "secret", f"{where}.secret")
         for field_name in ("id_env", "secret_env", "security_token_env"):
             variable = getattr(key, field_name)
-            if variable is not None and not environ.get(variable):
+            if variable is None:
+                continue
+            if not environ.get(variable, "").strip():
                 problems.append(
-                    f"accounts[{index}].access_key.{field_name}: the environment variable {variable} "
+                    f"{where}.{field_name}: the environment variable {variable} "
                     "is not set or empty; set it, or read the value from a file (*_file)"
                 )
+                continue
+            problems += _problem_of(environ[variable], field_name, f"{where}.{field_name} {variable}")
         for field_name in ("id_file", "secret_file", "security_token_file"):
             path = getattr(key, field_name)
             if path is None:
                 continue
             try:
-                _read_key_file(path)
-            except ValueError as exc:
-                problems.append(f"accounts[{index}].access_key.{field_name}: {exc}")
+                value = read_key_file(path)
+            except KeyFileError as exc:
+                problems.append(f"{where}.{field_name}: {exc}")
+                continue
+            problems += _problem_of(value, field_name, f"{where}.{field_name} {path}")
     return problems
 
 
-def _read_key_file(path: str) -> str:
+def _problem_of(value: str, field_name: str, source: str) -> list[str]:
+    """The one-line problem of ``value`` as the value of ``field_name``, or none."""
     try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(_MAX_KEY_FILE_BYTES + 1)
+        checked_credential(value, _PART_OF_FIELD[field_name], source)
+    except CredentialsError as exc:
+        return [str(exc)]
+    return []
+
+
+class KeyFileError(ValueError):
+    """A key file cannot be read as one; the message names the path and never the contents."""
+
+
+def read_key_file(path: str) -> str:
+    """The text of the key file at ``path`` (symlinks followed); KeyFileError if it is not a small regular file.
+
+    The file is checked before it is opened and again on the open descriptor, and opened without
+    blocking: a FIFO would otherwise wait for a writer forever, a device such as /dev/zero never
+    ends, and a file swapped between the two checks is caught by the second.
+    """
+    try:
+        _check_key_file(path, os.stat(path))
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > _MAX_KEY_FILE_BYTES:
-        raise ValueError(f"{path} is larger than {_MAX_KEY_FILE_BYTES} bytes; it should hold one key only")
+        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        value = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text") from None
-    if not value:
-        raise ValueError(f"{path} is empty")
-    return value
+        _check_key_file(path, os.fstat(descriptor))
+        chunks: list[bytes] = []
+        size = 0
+        # /proc files say size 0 and come in pieces: read to the end, never past the bound.
+        while chunk := os.read(descriptor, _MAX_KEY_FILE_BYTES + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > _MAX_KEY_FILE_BYTES:
+                raise KeyFileError(_too_large(path))
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(descriptor)
+    # Undecodable bytes become U+FFFD, which the value check refuses as non-ASCII.
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _check_key_file(path: str, status: os.stat_result) -> None:
+    if not stat.S_ISREG(status.st_mode):
+        raise KeyFileError(
+            f"{path} is not a regular file ({_file_kind(status.st_mode)}); point it at a file holding only the key"
+        )
+    if status.st_size > _MAX_KEY_FILE_BYTES:
+        raise KeyFileError(_too_large(path))
+
+
+def _too_large(path: str) -> str:
+    return f"{path} is larger than {_MAX_KEY_FILE_BYTES} bytes; it should hold one key only"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a plain file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,10 +331,11 @@ class _FilePart:
     """One part of an AccessKey read from a file, re-read only when the file changes."""
 
     path: str
+    field_name: str
 
-    def signature(self) -> tuple[int, int, int]:
+    def signature(self) -> tuple[int, int, int, int]:
         status = os.stat(self.path)
-        return (status.st_mtime_ns, status.st_size, status.st_ino)
+        return (status.st_mtime_ns, status.st_size, status.st_ino, status.st_mode)
 
 
 class _AccessKeyProvider:
@@ -250,42 +343,53 @@ class _AccessKeyProvider:
 
     def __init__(self, source: AccessKeySource, environ: Mapping[str, str]) -> None:
         self._parts: dict[str, Callable[[], str | None]] = {
-            "id": self._part(source.id, source.id_env, source.id_file, environ),
+            "id": self._part("id", source.id, source.id_env, source.id_file, environ),
             "secret": self._part(
+                "secret",
                 source.secret.get_secret_value() if source.secret else None,
                 source.secret_env,
                 source.secret_file,
                 environ,
             ),
-            "token": self._part(None, source.security_token_env, source.security_token_file, environ),
+            "token": self._part("security_token", None, source.security_token_env, source.security_token_file, environ),
         }
-        self._cache: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 
     def _part(
-        self, inline: str | None, variable: str | None, path: str | None, environ: Mapping[str, str]
+        self, name: str, inline: str | None, variable: str | None, path: str | None, environ: Mapping[str, str]
     ) -> Callable[[], str | None]:
         if path is not None:
-            part = _FilePart(path)
-            return lambda: self._read(part)
-        value = inline if inline is not None else (environ.get(variable, "") if variable else None)
-        return lambda: value
+            file_part = _FilePart(path, f"{name}_file")
+            return lambda: self._read(file_part)
+        if variable is not None:
+            field_name, value = f"{name}_env", environ.get(variable, "")
+            source = f"{field_name} {variable}"
+        elif inline is not None:
+            field_name, value, source = name, inline, f"{name} in the config file"
+        else:
+            return lambda: None
+        part = _PART_OF_FIELD[field_name]
+        return lambda: checked_credential(value, part, source) if value.strip() else None
 
     def _read(self, part: _FilePart) -> str:
-        signature = part.signature()
-        cached = self._cache.get(part.path)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        value = _read_key_file(part.path)
+        source = f"{part.field_name} {part.path}"
+        try:
+            signature = part.signature()
+            cached = self._cache.get(part.path)
+            if cached is not None and cached[0] == signature:
+                return cached[1]
+            value = checked_credential(read_key_file(part.path), _PART_OF_FIELD[part.field_name], source)
+        except KeyFileError as exc:
+            raise CredentialsError(f"{part.field_name}: {exc}") from None
+        except OSError as exc:
+            raise CredentialsError(f"{part.field_name}: cannot read {part.path}: {exc.strerror}") from None
         self._cache[part.path] = (signature, value)
         return value
 
     def get_credentials(self) -> Any:
         from alibabacloud_credentials.provider.refreshable import Credentials as LibraryCredentials
 
-        try:
-            key_id, secret, token = (self._parts[name]() for name in ("id", "secret", "token"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"AccessKey file: {exc}") from None
+        key_id, secret, token = (self._parts[name]() for name in ("id", "secret", "token"))
         return LibraryCredentials(
             access_key_id=key_id,
             access_key_secret=secret,
@@ -294,7 +398,8 @@ class _AccessKeyProvider:
         )
 
     async def get_credentials_async(self) -> Any:
-        return self.get_credentials()
+        # Reading a file may block (a slow disk, a FIFO's open racing a swap); never on the event loop.
+        return await asyncio.to_thread(self.get_credentials)
 
     def get_provider_name(self) -> str:
         return "access_key"

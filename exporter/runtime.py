@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from exporter.accounts import credentials_for
 from exporter.api.client import ClientOptions, EiamClient
 from exporter.api.credentials import (
+    CredentialsError,
     CredentialsProvider,
     DefaultChainCredentialsProvider,
     StaticCredentialsProvider,
@@ -31,7 +32,7 @@ from exporter.memory import limit_malloc_arenas
 from exporter.metrics.api_requests import ApiStats
 from exporter.metrics.selfmetrics import InstanceLabels, SelfMetrics
 from exporter.service import Exporter
-from exporter.settings import Settings
+from exporter.settings import ENV_PREFIX, Settings, SettingsError, flag_name
 from exporter.shards import Shard, resolve
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
@@ -62,8 +63,19 @@ async def start_demo_simulator(options: DemoOptions) -> tuple[RunningSimulator, 
 
 
 def credentials_from(settings: Settings) -> CredentialsProvider:
+    """The settings' own AccessKey, or the default chain; SettingsError (exit 2) for a value that cannot be a key."""
     if settings.access_key_id and settings.access_key_secret is not None:
-        return StaticCredentialsProvider(settings.access_key_id, settings.access_key_secret, settings.security_token)
+
+        def named(name: str) -> str:
+            return f"{name} ({ENV_PREFIX}{name.upper()}, {flag_name(name)} or the config file)"
+
+        names = (named("access_key_id"), named("access_key_secret"), named("security_token"))
+        try:
+            return StaticCredentialsProvider(
+                settings.access_key_id, settings.access_key_secret, settings.security_token, names=names
+            )
+        except CredentialsError as exc:
+            raise SettingsError([str(exc)]) from None
     return DefaultChainCredentialsProvider()
 
 

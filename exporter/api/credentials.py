@@ -2,6 +2,12 @@
 
 Secrets are held as :class:`pydantic.SecretStr` from the moment they are read, so
 a stray ``repr`` or log line shows ``**********`` instead of the value.
+
+Every source ends in :class:`Credentials`, which refuses a value that could not be sent as an
+HTTP header as it is (a line break, a control character, a space, a non-ASCII letter) or that
+is far longer than any real key. The refusal names the source, never the value: a key file
+that turns out to be another file (``/proc/self/environ``, ``/etc/shadow``) must not have its
+contents printed in the log and on the landing page.
 """
 
 from __future__ import annotations
@@ -34,6 +40,65 @@ _HOW_TO_SET = (
 )
 
 
+# Real AccessKey ids are ``LTAI`` and 20 letters or digits, STS ids ``STS.`` and about 25; secrets
+# are 30 letters or digits. STS tokens are base64 text of about 1000 characters and grow with the
+# session policy (STS's own notice: "can exceed 2K"), so their bound is generous.
+MAX_ID_CHARS = 128
+MAX_SECRET_CHARS = 128
+MAX_TOKEN_CHARS = 8192
+# An id is shown in logs (it names the key); its characters are those of real ids, so that no
+# line of some other file can pass for one.
+_ID_CHARACTERS = re.compile(r"[A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialPart:
+    """One of the three values of an AccessKey, in the words an error message uses."""
+
+    name: str
+    max_chars: int
+
+
+ACCESS_KEY_ID = CredentialPart("AccessKey id", MAX_ID_CHARS)
+ACCESS_KEY_SECRET = CredentialPart("AccessKey secret", MAX_SECRET_CHARS)
+SECURITY_TOKEN = CredentialPart("STS security token", MAX_TOKEN_CHARS)
+
+
+def credential_problem(value: str, part: CredentialPart) -> str | None:
+    """What is wrong with ``value`` as ``part``, in words that never quote it; None if nothing."""
+    if not value:
+        return f"the {part.name} is empty"
+    if any(character in "\r\n" for character in value):
+        return f"the {part.name} has a line break inside it; it should be a single line"
+    if any(character.isspace() for character in value):
+        return f"the {part.name} has a space or tab inside it"
+    if not value.isascii():
+        return f"the {part.name} has a non-ASCII character"
+    if not value.isprintable():
+        return f"the {part.name} has a control character"
+    if part is ACCESS_KEY_ID and not _ID_CHARACTERS.fullmatch(value):
+        return f"the {part.name} has a character other than letters, digits, '.', '_' and '-'"
+    if len(value) > part.max_chars:
+        return f"the {part.name} is longer than {part.max_chars} characters; it is not a key"
+    return None
+
+
+def checked_credential(value: str, part: CredentialPart, source: str) -> str:
+    """``value`` without surrounding whitespace, or CredentialsError naming ``source`` and the fix.
+
+    Surrounding whitespace is dropped wherever the value comes from: ``echo key > file``, a
+    Kubernetes Secret made from such a file and handed over as an environment variable, and a
+    value pasted with a trailing space all end in it, and no real key has it.
+    """
+    value = value.strip()
+    problem = credential_problem(value, part)
+    if problem is not None:
+        raise CredentialsError(
+            f"{source}: {problem} (the value is not shown); put only the {part.name} there, on one line"
+        )
+    return value
+
+
 class CredentialsError(EiamError):
     """No usable AccessKey could be obtained; the message names where we looked and how to set one.
 
@@ -61,10 +126,25 @@ def chain_failure_message(error: Exception) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
+    """An AccessKey ready to sign with; constructing one with an unusable value raises CredentialsError.
+
+    Providers clean and check each value with :func:`checked_credential` first, naming where it
+    came from; the check here is the last line, for a value that reached it some other way.
+    """
+
     access_key_id: str
     access_key_secret: SecretStr = field(repr=False)
     security_token: SecretStr | None = field(default=None, repr=False)
     provider_name: str = "static_ak"
+
+    def __post_init__(self) -> None:
+        values = [(self.access_key_id, ACCESS_KEY_ID), (self.access_key_secret.get_secret_value(), ACCESS_KEY_SECRET)]
+        if self.security_token is not None:
+            values.append((self.security_token.get_secret_value(), SECURITY_TOKEN))
+        for value, part in values:
+            problem = credential_problem(value, part)
+            if problem is not None:
+                raise CredentialsError(f"credentials from {self.provider_name}: {problem} (the value is not shown)")
 
     def __repr__(self) -> str:
         token = ", security_token=**********" if self.security_token else ""
@@ -72,6 +152,19 @@ class Credentials:
             f"Credentials(access_key_id={self.access_key_id!r}, "
             f"access_key_secret=**********{token}, provider_name={self.provider_name!r})"
         )
+
+
+def credentials_of(
+    access_key_id: str, access_key_secret: str, security_token: str | None, provider_name: str, *, source: str
+) -> Credentials:
+    """Credentials of values a library handed over, each cleaned and checked; errors name ``source``."""
+    token = (security_token or "").strip()
+    return Credentials(
+        checked_credential(access_key_id, ACCESS_KEY_ID, source),
+        SecretStr(checked_credential(access_key_secret, ACCESS_KEY_SECRET, source)),
+        SecretStr(checked_credential(token, SECURITY_TOKEN, source)) if token else None,
+        provider_name,
+    )
 
 
 class CredentialsProvider(Protocol):
@@ -88,15 +181,22 @@ class StaticCredentialsProvider:
         access_key_id: str,
         access_key_secret: SecretStr,
         security_token: SecretStr | None = None,
+        *,
+        names: tuple[str, str, str] = ("access_key_id", "access_key_secret", "security_token"),
     ) -> None:
+        """``names`` are how an error message calls the three values (the setting, its variable)."""
         if not access_key_id or not access_key_secret.get_secret_value():
             raise CredentialsError(f"AccessKey id and secret must both be non-empty; {_HOW_TO_SET}")
-        has_token = security_token is not None and bool(security_token.get_secret_value())
+        key_id = checked_credential(access_key_id, ACCESS_KEY_ID, names[0])
+        secret = checked_credential(access_key_secret.get_secret_value(), ACCESS_KEY_SECRET, names[1])
+        token = security_token.get_secret_value().strip() if security_token is not None else ""
+        if token:
+            token = checked_credential(token, SECURITY_TOKEN, names[2])
         self._credentials = Credentials(
-            access_key_id,
-            access_key_secret,
-            security_token if has_token else None,
-            "static_sts" if has_token else "static_ak",
+            key_id,
+            SecretStr(secret),
+            SecretStr(token) if token else None,
+            "static_sts" if token else "static_ak",
         )
 
     async def get(self) -> Credentials:
@@ -133,12 +233,13 @@ class DefaultChainCredentialsProvider:
             raise CredentialsError(chain_failure_message(exc)) from None
         if not model.access_key_id or not model.access_key_secret:
             raise CredentialsError(f"the default credential chain returned an empty AccessKey; {_HOW_TO_SET}")
-        token = model.security_token or None
-        return Credentials(
+        provider = model.provider_name or "default"
+        return credentials_of(
             model.access_key_id,
-            SecretStr(model.access_key_secret),
-            SecretStr(token) if token else None,
-            model.provider_name or "default",
+            model.access_key_secret,
+            model.security_token,
+            provider,
+            source=f"the default credential chain ({_CHAIN_SOURCES.get(provider, provider)})",
         )
 
     def __repr__(self) -> str:
@@ -147,6 +248,24 @@ class DefaultChainCredentialsProvider:
 
 # An error text of a credentials library is shown in logs and on the landing page; bound it.
 _MAX_ERROR_CHARS = 300
+# The library quotes STS's whole answer in some errors ("result: {...}") and an HTTP library may
+# quote the request URL with its query: a value after one of these names is a credential, also
+# one the ``secrets`` list cannot know (STS's answer, a chained role's token).
+_SECRET_NAMED = re.compile(
+    r"""(["']?\b[\w-]*(?:secret|token|signature|password)[\w-]*["']?)(\s*[:=]\s*)(?:"(?:\\.|[^"\\])*"?|'(?:\\.|[^'\\])*'?|[^\s,;&}\]'"]+)""",
+    re.IGNORECASE,
+)
+_MASK = "**********"
+
+
+def scrub_library_text(text: str, secrets: list[str]) -> str:
+    """A library's error text fit for a log line: secrets masked, one line of printable text, bounded."""
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, _MASK)
+    text = _SECRET_NAMED.sub(lambda match: f"{match[1]}{match[2]}{_MASK}", text)
+    text = " ".join(text.split())
+    text = "".join(character if character.isprintable() else "?" for character in text)
+    return text[:_MAX_ERROR_CHARS]
 
 
 def silence_library_log() -> None:
@@ -185,22 +304,19 @@ class LibraryCredentialsProvider:
                 self._provider = self._factory()
                 silence_library_log()
             model = await self._provider.get_credentials_async()
+        except CredentialsError as exc:  # a check of ours (a key file): its text never quotes a value
+            raise CredentialsError(f"{self._label}: {exc}") from None
         except Exception as exc:  # the library raises ValueError, CredentialException and bare Exceptions
             raise CredentialsError(f"{self._label}: {self._scrub(exc)}") from None
         key_id, secret = model.get_access_key_id(), model.get_access_key_secret()
         if not key_id or not secret:
             raise CredentialsError(f"{self._label}: the credential source returned an empty AccessKey")
-        token = model.get_security_token() or None
-        return Credentials(
-            key_id, SecretStr(secret), SecretStr(token) if token else None, model.get_provider_name() or "library"
+        return credentials_of(
+            key_id, secret, model.get_security_token(), model.get_provider_name() or "library", source=self._label
         )
 
     def _scrub(self, exc: Exception) -> str:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        for secret in self._secrets():
-            if secret:
-                text = text.replace(secret, "**********")
-        return text[:_MAX_ERROR_CHARS]
+        return scrub_library_text(str(exc), self._secrets()) or type(exc).__name__
 
     def __repr__(self) -> str:
         return f"LibraryCredentialsProvider({self._label!r})"
