@@ -78,7 +78,10 @@ def check_endpoint(value: str) -> str:
         parse_endpoint(value)
     except EndpointError as exc:
         # Its message quotes the endpoint whole: cut it, and never repeat a user:password given in it.
-        raise ValueError(str(exc).replace(repr(value), "the endpoint" if "@" in value else shown(value))) from None
+        message = str(exc)
+        if "@" in value:
+            message = message.replace(f"endpoint {value!r}", "the endpoint").replace(repr(value), "the endpoint")
+        raise ValueError(message.replace(repr(value), shown(value))) from None
     return value
 
 

@@ -287,7 +287,13 @@ def test_a_long_bad_value_is_quoted_cut(tmp_path: Path) -> None:
     assert len(problem) < 300 and "…" in problem
 
 
-def test_an_endpoint_with_a_password_is_refused_without_repeating_it(tmp_path: Path) -> None:
+def test_an_endpoint_with_a_password_is_refused_without_repeating_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--instance-ids", "i", "--state-path", "", "--endpoint", "https://user:pw@eiam.example"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("idaas-sync-exporter: invalid setting: --endpoint: the endpoint must not carry a user name")
+    assert "pw" not in line
     with pytest.raises(SettingsError) as caught:
         load_settings(overrides={"instance_ids": "idaas_a", "endpoint": "https://user:hunter2@eiam.example"})
     assert "hunter2" not in str(caught.value) and "must not carry a user name or password" in str(caught.value)
