@@ -10,7 +10,9 @@ minutes ahead of the exporter's. Bursts of jobs of every outcome, some running f
 many polls, keep the exporter paging and re-reading jobs behind its window.
 Hostile phases add jobs dated hours ahead of the API's clock, malformed jobs (one
 quarantined for good, others repaired), jobs that appear twenty minutes late, answers
-that trickle in a byte at a time, and answers of 20 MB.
+that trickle in a byte at a time, answers of 20 MB, gzip bombs, stacked and unknown
+content codings, a raw 0xFF byte in a job's Description, and a lone surrogate with
+control characters in a target name and in the API's error messages.
 Meanwhile the exporter is killed (SIGKILL and SIGTERM, often mid-poll) and restarted
 on the same state file. Before and after, simulated time is frozen and faults are
 switched off until every followed job has been read again; the counters must have
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import random
@@ -59,6 +62,13 @@ FAULTS = {
     "regress_rate": 0.05,
 }
 
+
+# Each turn of the soak runs one phase of each list (see Soak.hostile_phase).
+JOB_PHASES = ["future", "malformed", "late"]
+TEXT_PHASES = ["bad_byte", "hostile_text"]
+WIRE_PHASES = ["trickle", "oversized", "gzip_bomb", "encoding"]
+# A lone surrogate, CR, ESC, BEL, NUL, LINE SEPARATOR and NEL: none may split or break a log line.
+HOSTILE_TEXT = "soak-hostile \ud800 cr\r esc\x1b[31m bel\x07 nul\x00 ls\u2028 nel\x85 end"
 
 # Real seconds; simulated time runs 60 times faster, so this is three simulated minutes.
 RECHECK_MAX_SECONDS = 3
@@ -228,10 +238,14 @@ class Soak:
                 )
 
     def hostile_phase(self) -> None:
-        """One of the ways the API misbehaves beyond the fault rates, chosen in turn."""
-        phases = ["future", "malformed", "late", "trickle", "oversized"]
-        phase = phases[sum(self.phases.values()) % len(phases)]
-        self.phases[phase] = self.phases.get(phase, 0) + 1
+        """Ways the API misbehaves beyond the fault rates: each turn one of jobs, of text and of the wire."""
+        turn = sum(self.phases.get(phase, 0) for phase in WIRE_PHASES)
+        for phases in (JOB_PHASES, TEXT_PHASES, WIRE_PHASES):
+            phase = phases[turn % len(phases)]
+            self.phases[phase] = self.phases.get(phase, 0) + 1
+            self.run_phase(phase)
+
+    def run_phase(self, phase: str) -> None:
         now_ms = self.world.now_ms()
         if phase == "future":
             self.add_jobs("future", 3, start_ms=now_ms, overrides={"StartTime": now_ms + 2 * 3600_000})
@@ -244,6 +258,25 @@ class Soak:
             # Twenty simulated minutes ago: behind any window even after a run of failed polls, inside
             # the 30-minute late horizon.
             self.add_jobs("late", 20, start_ms=now_ms - 1_200_000)
+        elif phase == "bad_byte":
+            # Sent as the raw byte 0xFF: the job is counted, its Description repaired (bad_text).
+            self.add_jobs("bad-byte", 2, start_ms=now_ms, overrides={"Description": "soak \udcff byte"})
+        elif phase == "hostile_text":
+            # A lone surrogate and control characters in a target name and in the API's error messages
+            # (throttling answers carry them); both end up in the log, the pages and the exposition.
+            for state in self.world.instances.values():
+                state.providers[0] = dataclasses.replace(state.providers[0], name=HOSTILE_TEXT)
+            self.faults.error_message_suffix = " " + HOSTILE_TEXT
+        elif phase in ("gzip_bomb", "encoding"):
+            # A bomb, then stacked gzip (a bomb too), an unknown coding and plain gzip, which must read as usual.
+            codings = [("gzip", 2.0)] if phase == "gzip_bomb" else [("gzip, gzip", 1.0), ("br", 1.0), ("gzip", 1.0)]
+            for coding, seconds in codings:
+                bomb = phase == "gzip_bomb" or "," in coding
+                self.faults.gzip_bomb_bytes = 256 * 1024 * 1024 if bomb else 0.0
+                self.faults.content_encoding = coding
+                time.sleep(seconds)  # a few polls' worth
+            self.faults.gzip_bomb_bytes = 0.0
+            self.faults.content_encoding = ""
         else:
             name = "trickle_byte_seconds" if phase == "trickle" else "oversized_bytes"
             setattr(self.faults, name, 0.05 if phase == "trickle" else 20 * 1024 * 1024)
@@ -336,7 +369,8 @@ class Soak:
             )
             if value in log
         ]
-        events = [json.loads(line).get("msg", "") for line in self.output if line.startswith("{")]
+        parsed, unparsable = _log_events(self.output)
+        events = [event.get("msg", "") for event in parsed]
         print(
             f"soak: {self.seconds:.0f} s, {self.kills['SIGKILL']} SIGKILL and {self.kills['SIGTERM']} SIGTERM "
             f"restarts, {self.polls} successful polls, {len(self.output)} log lines"
@@ -362,13 +396,56 @@ class Soak:
             ("late jobs", self.anomalies.get("late", 0) > 0),
             ("answers past the deadline", "AttemptDeadline" in codes),
             ("oversized answers", "ResponseTooLarge" in codes),
+            ("gzip bombs", "decodes to more than" in log),
+            ("stacked content codings", "Content-Encoding 'gzip, gzip'" in log),
+            ("unknown content codings", "Content-Encoding 'br'" in log),
+            ("jobs with a raw 0xFF byte", self.anomalies.get("bad_text", 0) > 0),
+            ("hostile text repaired in the log", _hostile_text_repaired(parsed)),
+            ("hostile target names exported", _hostile_name_exported(metrics)),
+            ("every log line one event", not unparsable),
         ):
             print(f"soak: {name} seen: {'yes' if present else 'NO'}")
             ok = ok and present
         if wrong:
             print(f"soak: differences (exported, truth): {list(wrong.items())[:5]}")
+        if unparsable:
+            print(f"soak: {len(unparsable)} log lines are not one JSON event, the first: {unparsable[0][:200]!r}")
         print("PASS: counts equal the ground truth" if ok else "FAIL: soak")
         return 0 if ok else 1
+
+
+def _log_events(lines: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The JSON log's events, and the lines that are not one JSON object each (none should be)."""
+    events: list[dict[str, Any]] = []
+    unparsable: list[str] = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            unparsable.append(line)
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            unparsable.append(line)
+    return events, unparsable
+
+
+def _hostile_text_repaired(events: list[dict[str, Any]]) -> bool:
+    """Some event carried HOSTILE_TEXT, its lone surrogate replaced by U+FFFD and no surrogate left."""
+    texts = [str(value) for event in events for value in event.values() if "soak-hostile" in str(value)]
+    return bool(texts) and all("\ufffd" in text and not _has_surrogate(text) for text in texts)
+
+
+def _hostile_name_exported(metrics: str) -> bool:
+    return any(
+        line.startswith("idaas_sync_target_info{") and 'target_name="soak-hostile \ufffd' in line
+        for line in metrics.splitlines()
+    )
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def main() -> int:

@@ -165,7 +165,8 @@ class SimulatorApp:
                 if self._roll(self.faults.repeat_token_rate):
                     answer = await asyncio.to_thread(self.actions.handle, action, dict(params))
                     answer["NextToken"] = params["NextToken"]
-                    return web.json_response({"RequestId": request_id, **answer}, dumps=_dumps)
+                    text = _dumps({"RequestId": request_id, **answer})
+                    return web.Response(body=_wire_bytes(text), content_type="application/json")
             answer = await asyncio.to_thread(self.actions.handle, action, params)
         except ActionError as exc:
             return self._error(request_id, exc)
@@ -187,7 +188,7 @@ class SimulatorApp:
         if self._roll(self.faults.malformed_rate):
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
         if self._roll(self.faults.truncated_rate):
-            return web.Response(text=text[: len(text) // 2], content_type="application/json")
+            return web.Response(body=_wire_bytes(text[: len(text) // 2]), content_type="application/json")
         return web.Response(body=_wire_bytes(text), content_type="application/json")
 
     async def _stream_encoded(self, request: web.Request, text: str) -> web.StreamResponse:
@@ -198,7 +199,7 @@ class SimulatorApp:
         pieces = _bomb_pieces(_wire_bytes(text), int(self.faults.gzip_bomb_bytes))
         for _ in range(layers):
             pieces = _gzip_stream(pieces)
-        with contextlib.suppress(ConnectionResetError, ClientConnectionResetError):
+        with contextlib.suppress(ConnectionError, ClientConnectionResetError):
             await response.prepare(request)
             for piece in pieces:
                 await response.write(piece)
@@ -208,14 +209,14 @@ class SimulatorApp:
     async def _stream_hostile(self, request: web.Request, text: str) -> web.StreamResponse:
         """A slow or huge answer, written piece by piece so the simulator itself stays small."""
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        # The client giving up on such an answer is what it should do.
-        with contextlib.suppress(ConnectionResetError, ClientConnectionResetError):
+        # The client giving up on such an answer is what it should do ("Connection lost" included).
+        with contextlib.suppress(ConnectionError, ClientConnectionResetError):
             await self._write_hostile(request, response, text)
         return response
 
     async def _write_hostile(self, request: web.Request, response: web.StreamResponse, text: str) -> None:
         await response.prepare(request)
-        data = text.encode()
+        data = _wire_bytes(text)
         if self.faults.oversized_bytes > 0:
             padding = max(0, int(self.faults.oversized_bytes) - len(data))
             await response.write(data[:-1] + b',"Padding":"')
