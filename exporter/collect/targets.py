@@ -73,7 +73,7 @@ def _target_info(
     """The target's labels, bounded; None when its id could never be a job's TargetId."""
     target_id = key[1]
     if not is_plain_id(target_id):
-        anomalies["bad_target_id"].append(label_value(repr(target_id))[:80])
+        anomalies["bad_target_id"].append(repr(target_id)[:80])
         return None
     full_name = name or target_id
     info = TargetInfo(label_value(full_name), label_value(provider_type))
