@@ -92,9 +92,11 @@ class TargetCatalogue:
         self.names: dict[tuple[str, str], TargetInfo] = {}
         self.pull_configs: dict[str, PullConfigView] = {}
         self.pull_config_failures: dict[str, int] = {}  # error code -> count
-        # Targets the API listed with a label value we had to change, per refresh that did so:
-        # long_label (a name or type cut to MAX_LABEL_LENGTH), bad_target_id (id unusable, target left out).
-        self.label_anomalies: dict[str, int] = {"long_label": 0, "bad_target_id": 0}
+        # Targets of the latest listing whose label values had to be changed, by reason: long_label (a
+        # name or type cut to MAX_LABEL_LENGTH), bad_target_id (id unusable, target left out). A gauge of
+        # the listing rather than a running count: the same target is listed again at every refresh.
+        # Replaced, never changed in place, so the snapshot builder can compare it by identity.
+        self.label_anomalies: Mapping[str, int] = {}
 
     async def refresh(self) -> bool:
         """List identity providers and applications, then read inbound configurations.
@@ -132,10 +134,12 @@ class TargetCatalogue:
         return True
 
     def _note_label_anomalies(self, anomalies: Mapping[str, list[str]]) -> None:
+        previous = self.label_anomalies
+        self.label_anomalies = {reason: len(target_ids) for reason, target_ids in anomalies.items()}
         for reason, target_ids in anomalies.items():
-            if not target_ids:
+            # Logged when the number changes, not at every refresh of the same listing.
+            if not target_ids or previous.get(reason) == len(target_ids):
                 continue
-            self.label_anomalies[reason] += len(target_ids)
             log.warning(
                 _LABEL_ANOMALY_MESSAGES[reason],
                 extra={

@@ -22,6 +22,15 @@ class InstanceSources:
     targets: TargetCatalogue
 
 
+# Target names, pull configurations, pull-config failures by code, targets with altered labels by reason.
+_CatalogueSources = tuple[
+    Mapping[tuple[str, str], TargetInfo], Mapping[str, PullConfigView], dict[str, int], Mapping[str, int]
+]
+_CatalogueViews = tuple[
+    Mapping[tuple[str, str], TargetInfo], Mapping[str, PullConfigView], Mapping[str, int], Mapping[str, int]
+]
+
+
 @dataclass(slots=True)
 class _InstanceViews:
     """The target views last built for one instance, and what they were built from."""
@@ -30,11 +39,9 @@ class _InstanceViews:
     progress: dict[TargetKey, tuple[tuple[tuple[str, int], ...], int | None]] = field(default_factory=dict)
     views: dict[TargetKey, TargetView] = field(default_factory=dict)
     mapping: Mapping[TargetKey, TargetView] = field(default_factory=lambda: MappingProxyType({}))
-    catalogue: (
-        tuple[Mapping[tuple[str, str], TargetInfo], Mapping[str, PullConfigView], dict[str, int]] | tuple[()]
-    ) = ()
-    catalogue_views: tuple[Mapping[tuple[str, str], TargetInfo], Mapping[str, PullConfigView], Mapping[str, int]] = (
-        field(default_factory=lambda: (MappingProxyType({}), MappingProxyType({}), MappingProxyType({})))
+    catalogue: _CatalogueSources | tuple[()] = ()
+    catalogue_views: _CatalogueViews = field(
+        default_factory=lambda: (MappingProxyType({}), MappingProxyType({}), MappingProxyType({}), MappingProxyType({}))
     )
 
 
@@ -57,7 +64,7 @@ class SnapshotBuilder:
     def _instance(self, instance_id: str, sources: InstanceSources) -> InstanceView:
         health = sources.health
         cached = self._instances.setdefault(instance_id, _InstanceViews())
-        names, pull_configs, failures = self._catalogue(cached, sources.targets)
+        names, pull_configs, failures, label_anomalies = self._catalogue(cached, sources.targets)
         return InstanceView(
             instance_id=instance_id,
             up=health.up,
@@ -70,27 +77,38 @@ class SnapshotBuilder:
             target_info=names,
             pull_configs=pull_configs,
             pull_config_failures=failures,
+            target_anomalies=label_anomalies,
             anomalies=MappingProxyType(dict(health.anomalies)),
             recent_jobs=sources.state.recent,
         )
 
     @staticmethod
-    def _catalogue(
-        cached: _InstanceViews, catalogue: TargetCatalogue
-    ) -> tuple[Mapping[tuple[str, str], TargetInfo], Mapping[str, PullConfigView], Mapping[str, int]]:
+    def _catalogue(cached: _InstanceViews, catalogue: TargetCatalogue) -> _CatalogueViews:
         """Read-only copies of the catalogue, the same objects for as long as it stays the same.
 
-        A refresh replaces ``names`` and ``pull_configs`` with new dictionaries (held here, so
-        comparing identities is safe); failures are counted in place, so they are compared.
+        A refresh replaces ``names``, ``pull_configs`` and ``label_anomalies`` with new dictionaries
+        (held here, so comparing identities is safe); failures are counted in place, so they are compared.
         """
-        current = (catalogue.names, catalogue.pull_configs, dict(catalogue.pull_config_failures))
+        current: _CatalogueSources = (
+            catalogue.names,
+            catalogue.pull_configs,
+            dict(catalogue.pull_config_failures),
+            catalogue.label_anomalies,
+        )
         previous = cached.catalogue
-        if not previous or previous[0] is not current[0] or previous[1] is not current[1] or previous[2] != current[2]:
+        if (
+            not previous
+            or previous[0] is not current[0]
+            or previous[1] is not current[1]
+            or previous[2] != current[2]
+            or previous[3] is not current[3]
+        ):
             cached.catalogue = current
             cached.catalogue_views = (
                 MappingProxyType(dict(current[0])),
                 MappingProxyType(dict(current[1])),
                 MappingProxyType(current[2]),
+                MappingProxyType(dict(current[3])),
             )
         return cached.catalogue_views
 

@@ -132,6 +132,14 @@ PULL_CONFIG_FAILURES = Family(
     "Inbound-sync configurations that could not be read (skipped), by error code.",
     ("instance_id", "code"),
 )
+TARGETS_ANOMALOUS = Family(
+    "idaas_exporter_targets_anomalous",
+    "gauge",
+    "Targets in the latest listing of names whose labels had to be changed: long_label (name or provider type "
+    "cut to 256 characters, ending in \u2026), bad_target_id (id not a plain identifier; left out of "
+    "idaas_sync_target_info).",
+    ("instance_id", "reason"),
+)
 JOBS = Family(
     "idaas_sync_jobs",
     "counter",
@@ -276,6 +284,7 @@ FAMILIES = (
     PULL_FEATURE_ENABLED,
     PULL_SCHEDULE_MAX_INTERVAL,
     PULL_CONFIG_FAILURES,
+    TARGETS_ANOMALOUS,
     JOBS,
     OBJECTS,
     JOB_ERRORS,

@@ -175,6 +175,8 @@ def catalogue_lines(view: InstanceView) -> dict[Family, bytes]:
             out.add(catalogue.PULL_SCHEDULE_MAX_INTERVAL, idp, config.max_interval_seconds)
     for code, count in sorted(view.pull_config_failures.items()):
         out.add(catalogue.PULL_CONFIG_FAILURES, f'{instance},code="{escape(code)}"', count)
+    for reason, targets in sorted(view.target_anomalies.items()):
+        out.add(catalogue.TARGETS_ANOMALOUS, f'{instance},reason="{escape(reason)}"', targets)
     for (target_type, target_id), named in sorted(view.target_info.items()):
         labels = (
             f'{instance},target_type="{escape(target_type)}",target_id="{escape(target_id)}",'
@@ -486,7 +488,7 @@ class _InstanceRender:
         self.combined = Segment.of(())  # every block's segment as one
 
     def catalogue_segment(self, view: InstanceView) -> Segment:
-        sources = (view.target_info, view.pull_configs, view.pull_config_failures)
+        sources = (view.target_info, view.pull_configs, view.pull_config_failures, view.target_anomalies)
         if len(sources) != len(self.catalogue_sources) or any(
             a is not b for a, b in zip(sources, self.catalogue_sources, strict=True)
         ):

@@ -74,6 +74,7 @@ class InstanceView:
     target_info: Mapping[tuple[str, str], TargetInfo] = field(default_factory=dict)
     pull_configs: Mapping[str, PullConfigView] = field(default_factory=dict)
     pull_config_failures: Mapping[str, int] = field(default_factory=dict)  # error code -> count
+    target_anomalies: Mapping[str, int] = field(default_factory=dict)  # reason -> targets in the latest listing
     anomalies: Mapping[str, int] = field(default_factory=dict)  # reason -> jobs
     recent_jobs: tuple[FinishedJob, ...] = ()  # newest first
 

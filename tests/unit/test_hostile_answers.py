@@ -348,6 +348,8 @@ async def test_a_100_kb_target_name_is_cut_with_a_marker_and_counted(
     assert catalogue.label_anomalies == {"long_label": 2, "bad_target_id": 1}
     pages = await served(http)
     assert f'target_id="{target_id}",target_name="{cut}"' in pages["/metrics"]
+    assert f'idaas_exporter_targets_anomalous{{instance_id="{instance}",reason="long_label"}} 2' in pages["/metrics"]
+    assert f'idaas_exporter_targets_anomalous{{instance_id="{instance}",reason="bad_target_id"}} 1' in pages["/metrics"]
     for text in (pages["/metrics"], pages["openmetrics"]):
         longest = max(len(value) for line in text.splitlines() for value in _label_values(line))
         assert longest <= MAX_LABEL_LENGTH
