@@ -93,11 +93,12 @@ class BoundedLoader(yaml.SafeLoader):
         except ValueError as exc:
             # A plain value that looks like a date or a number but is not one (2024-13-01, an
             # integer of 5,000 digits) fails deep inside PyYAML with a bare ValueError.
+            # The value itself is not shown: it may be a secret written in the file.
             kind = node.tag.rsplit(":", 1)[-1]
-            shown = _shown(node.value) if isinstance(node.value, str) else "this value"
             raise _Refused(
                 node.start_mark.line + 1,
-                f"{shown} is not a valid {kind} ({str(exc).split(':')[0][:80]}); quote it to make it text",
+                f"the value at column {node.start_mark.column + 1} is not a valid {kind} "
+                f"({str(exc).split(':')[0][:80]}); quote it to make it text",
             ) from None
 
 
