@@ -250,11 +250,16 @@ class DefaultChainCredentialsProvider:
 _MAX_ERROR_CHARS = 300
 # The library quotes STS's whole answer in some errors ("result: {...}") and an HTTP library may
 # quote the request URL with its query: a value after one of these names is a credential, also
-# one the ``secrets`` list cannot know (STS's answer, a chained role's token).
-_SECRET_NAMED = re.compile(
-    r"""(["']?\b[\w-]*(?:secret|token|signature|password)[\w-]*["']?)(\s*[:=]\s*)(?:"(?:\\.|[^"\\])*"?|'(?:\\.|[^'\\])*'?|[^\s,;&}\]'"]+)""",
+# one the ``secrets`` list cannot know (STS's answer, a chained role's token). The name may be
+# quoted, and followed by ':' or '=' (JSON, a repr, a query), or by ',' when it opens a tuple or
+# list (a header pair such as ('x-acs-security-token', '...')).
+_SECRET_NAME = re.compile(
+    r"""(?P<item>[(\[]\s*\\?["']?)?[\w-]*(?:secret|token|signature|password)[\w-]*\\?["']?\s*(?:[:=]|(?(item),|(?!)))\s*""",
     re.IGNORECASE,
 )
+# A separator written percent-encoded (SecurityToken%3D..., also twice: %253D) is a separator too;
+# only these are decoded, as decoding a ',' or '&' inside a value would cut the value short.
+_ENCODED_SEPARATOR = re.compile(r"%(?:25)*(3[dDaA])")
 _MASK = "**********"
 
 
@@ -262,10 +267,54 @@ def scrub_library_text(text: str, secrets: list[str]) -> str:
     """A library's error text fit for a log line: secrets masked, one line of printable text, bounded."""
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, _MASK)
-    text = _SECRET_NAMED.sub(lambda match: f"{match[1]}{match[2]}{_MASK}", text)
+    text = _ENCODED_SEPARATOR.sub(lambda match: chr(int(match[1], 16)), text)
+    text = _mask_named_values(text)
     text = " ".join(text.split())
     text = "".join(character if character.isprintable() else "?" for character in text)
     return text[:_MAX_ERROR_CHARS]
+
+
+def _mask_named_values(text: str) -> str:
+    """``text`` with the whole value after each secret-ish name masked, however it is written.
+
+    The value runs to the next separator at its own nesting, so a quoted string (b'...' too), a
+    list or an object after the name is masked whole; an unclosed quote or bracket masks the rest.
+    """
+    pieces = []
+    done = 0
+    for match in _SECRET_NAME.finditer(text):
+        if match.start() < done:  # the name is inside a value already masked
+            continue
+        end = _value_end(text, match.end())
+        pieces += [text[done : match.end()], _MASK]
+        done = end
+    return "".join(pieces) + text[done:]
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the value starting at ``start`` ends: a separator outside quotes and brackets, or a closing bracket."""
+    depth = 0
+    quote = ""
+    index = start
+    while index < len(text):
+        character = text[index]
+        if quote:
+            if character == "\\":
+                index += 1
+            elif character == quote:
+                quote = ""
+        elif character in "\"'":
+            quote = character
+        elif character in "[{(":
+            depth += 1
+        elif character in "]})":
+            if depth == 0:
+                return index
+            depth -= 1
+        elif depth == 0 and (character in ",;&" or character.isspace()):
+            return index
+        index += 1
+    return index
 
 
 def silence_library_log() -> None:

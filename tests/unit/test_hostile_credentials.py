@@ -9,10 +9,13 @@ event loop; and no transport or library error text carries a header value or a s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
+import string
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +23,8 @@ from typing import Any, cast
 import httpx
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from exporter import accounts
@@ -323,6 +328,60 @@ def test_a_library_error_never_shows_credentials_quoted_in_it() -> None:
         assert _all_printable(scrubbed), "a control character stayed"
     assert scrub_library_text(url, []).endswith("SecurityToken=**********&Signature=**********")
     assert "SignatureDoesNotMatch" in scrub_library_text('http_code: 400, result: {"Code":"SignatureDoesNotMatch"}', [])
+
+
+_SECRET_NAMES = (
+    "AccessKeySecret",
+    "SecurityToken",
+    "access_key_secret",
+    "x-acs-security-token",
+    "Signature",
+    "password",
+)
+# Letters and digits of real secrets, base64's '+/=' and the separators a value must not be cut at.
+_VALUE_ALPHABET = st.sampled_from([*string.ascii_letters, *string.digits, *"+/=-_.,&;: ]})"])
+
+
+def _shapes(name: str, value: str) -> dict[str, str]:
+    """``value`` after ``name`` as JSON, a Python repr (str and bytes), a URL query (plain and encoded) and in lists."""
+    query = urllib.parse.urlencode({name: value})
+    return {
+        "JSON": json.dumps({name: value}),
+        "JSON list": json.dumps({name: [value, "other"]}),
+        "repr": repr({name: value}),
+        "bytes repr": repr({name: value.encode()}),
+        "bytes list repr": repr({name: [value.encode()]}),
+        "header pairs": repr([(name, value), ("next", "x")]),
+        "query": f"/?Action=Assume&{query}&Version=1",
+        "encoded query": f"url: /%3F{urllib.parse.quote(query)}%26Version%3D1",
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(_SECRET_NAMES),
+    value=st.text(_VALUE_ALPHABET, min_size=12, max_size=40),
+    before=st.text(string.ascii_letters + " :,", max_size=20),
+)
+def test_no_shape_of_a_named_secret_survives_the_scrub(name: str, value: str, before: str) -> None:
+    empty = _shapes(name, "")
+    for shape, text in _shapes(name, value).items():
+        scrubbed = scrub_library_text(f"{before} result: {text} end", [])
+        # Eight characters of the value in a row are a part of it, unless the text around it has them anyway.
+        around = scrub_library_text(f"{before} result: {empty[shape]} end", [])
+        for written in {value, urllib.parse.quote_plus(value), urllib.parse.quote(urllib.parse.quote_plus(value))}:
+            parts = {written[start : start + 8] for start in range(len(written) - 7)}
+            if any(part in scrubbed and part not in around for part in parts):
+                pytest.fail(f"a part of the secret survived in the {shape} shape", pytrace=False)
+
+
+def test_the_three_reported_bypasses_are_masked() -> None:
+    for text in (
+        f"result: {{'AccessKeySecret': b'{MARKER}'}}",
+        f"url /?SecurityToken%3D{MARKER}&x=1",
+        f'result: {{"AccessKeySecret":["{MARKER}"]}}',
+    ):
+        _never_shown(scrub_library_text(text, []))
 
 
 async def test_a_library_providers_bad_value_is_refused_naming_the_account() -> None:
