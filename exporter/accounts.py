@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -33,6 +32,7 @@ from exporter.api.credentials import (
     LibraryCredentialsProvider,
     checked_credential,
 )
+from exporter.files import SmallFileError, read_small_file
 
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -238,12 +238,12 @@ def read_environment_keys(accounts: list[Account], environ: Mapping[str, str]) -
             if variable is None:
                 continue
             if not environ.get(variable, "").strip():
+                named = f"the environment variable {variable}" if _shows_name(field_name) else _NAME_NOT_SHOWN
                 problems.append(
-                    f"{where}.{field_name}: the environment variable {variable} "
-                    "is not set or empty; set it, or read the value from a file (*_file)"
+                    f"{where}.{field_name}: {named} is not set or empty; set it, or read the value from a file (*_file)"
                 )
                 continue
-            problems += _problem_of(environ[variable], field_name, f"{where}.{field_name} {variable}")
+            problems += _problem_of(environ[variable], field_name, _source(f"{where}.{field_name}", variable))
         for field_name in ("id_file", "secret_file", "security_token_file"):
             path = getattr(key, field_name)
             if path is None:
@@ -251,10 +251,38 @@ def read_environment_keys(accounts: list[Account], environ: Mapping[str, str]) -
             try:
                 value = read_key_file(path)
             except KeyFileError as exc:
-                problems.append(f"{where}.{field_name}: {exc}")
+                problems.append(f"{where}.{field_name}: {_file_problem(exc, field_name, path)}")
                 continue
-            problems += _problem_of(value, field_name, f"{where}.{field_name} {path}")
+            problems += _problem_of(value, field_name, _source(f"{where}.{field_name}", path))
     return problems
+
+
+# A secret pasted into secret_env or secret_file instead of its name or path is a valid variable
+# name or path, so the name and path of a secret are never shown; those of an id may be.
+_NAME_NOT_SHOWN = "the environment variable it names (the name is not shown: it may be a pasted secret)"
+_PATH_NOT_SHOWN = "the file it names (the path is not shown: it may be a pasted secret)"
+
+
+def _shows_name(field_name: str) -> bool:
+    """Whether the variable name or path in ``field_name`` may be shown: only an id's."""
+    return field_name.startswith("id")
+
+
+def _source(field: str, name_or_path: str) -> str:
+    """How a problem names where a value came from: the field, with the variable or path when it may be shown."""
+    return f"{field} {name_or_path}" if _shows_name(field.rpartition(".")[2]) else field
+
+
+def _file_problem(error: OSError | KeyFileError, field_name: str, path: str) -> str:
+    """The problem of reading the file of ``field_name``, its path left out unless it may be shown."""
+    text = f"cannot read {path}: {error.strerror}" if isinstance(error, OSError) else str(error)
+    if _shows_name(field_name):
+        return text
+    # The path opens the message or follows "cannot read"; a short path may also be a part of other words.
+    for lead in ("", "cannot read "):
+        if text.startswith(lead + path):
+            return lead + _PATH_NOT_SHOWN + text[len(lead + path) :]
+    return text.replace(path, _PATH_NOT_SHOWN)
 
 
 def _problem_of(value: str, field_name: str, source: str) -> list[str]:
@@ -273,57 +301,20 @@ class KeyFileError(ValueError):
 def read_key_file(path: str) -> str:
     """The text of the key file at ``path`` (symlinks followed); KeyFileError if it is not a small regular file.
 
-    The file is checked before it is opened and again on the open descriptor, and opened without
-    blocking: a FIFO would otherwise wait for a writer forever, a device such as /dev/zero never
-    ends, and a file swapped between the two checks is caught by the second.
+    Read by :func:`exporter.files.read_small_file`: opened without blocking and judged on the
+    open descriptor, so a FIFO, a device such as /dev/zero or a file swapped in is refused at once.
     """
     try:
-        _check_key_file(path, os.stat(path))
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        _check_key_file(path, os.fstat(descriptor))
-        chunks: list[bytes] = []
-        size = 0
-        # /proc files say size 0 and come in pieces: read to the end, never past the bound.
-        while chunk := os.read(descriptor, _MAX_KEY_FILE_BYTES + 1 - size):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > _MAX_KEY_FILE_BYTES:
-                raise KeyFileError(_too_large(path))
-    except OSError as exc:
-        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
-    finally:
-        os.close(descriptor)
-    # Undecodable bytes become U+FFFD, which the value check refuses as non-ASCII.
-    return b"".join(chunks).decode("utf-8", errors="replace")
-
-
-def _check_key_file(path: str, status: os.stat_result) -> None:
-    if not stat.S_ISREG(status.st_mode):
-        raise KeyFileError(
-            f"{path} is not a regular file ({_file_kind(status.st_mode)}); point it at a file holding only the key"
+        data = read_small_file(
+            path,
+            _MAX_KEY_FILE_BYTES,
+            too_large="it should hold one key only",
+            not_regular="point it at a file holding only the key",
         )
-    if status.st_size > _MAX_KEY_FILE_BYTES:
-        raise KeyFileError(_too_large(path))
-
-
-def _too_large(path: str) -> str:
-    return f"{path} is larger than {_MAX_KEY_FILE_BYTES} bytes; it should hold one key only"
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a plain file"
+    except SmallFileError as exc:
+        raise KeyFileError(str(exc)) from None
+    # Undecodable bytes become U+FFFD, which the value check refuses as non-ASCII.
+    return data.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +354,7 @@ class _AccessKeyProvider:
             return lambda: self._read(file_part)
         if variable is not None:
             field_name, value = f"{name}_env", environ.get(variable, "")
-            source = f"{field_name} {variable}"
+            source = _source(field_name, variable)
         elif inline is not None:
             field_name, value, source = name, inline, f"{name} in the config file"
         else:
@@ -372,17 +363,15 @@ class _AccessKeyProvider:
         return lambda: checked_credential(value, part, source) if value.strip() else None
 
     def _read(self, part: _FilePart) -> str:
-        source = f"{part.field_name} {part.path}"
+        source = _source(part.field_name, part.path)
         try:
             signature = part.signature()
             cached = self._cache.get(part.path)
             if cached is not None and cached[0] == signature:
                 return cached[1]
             value = checked_credential(read_key_file(part.path), _PART_OF_FIELD[part.field_name], source)
-        except KeyFileError as exc:
-            raise CredentialsError(f"{part.field_name}: {exc}") from None
-        except OSError as exc:
-            raise CredentialsError(f"{part.field_name}: cannot read {part.path}: {exc.strerror}") from None
+        except (KeyFileError, OSError) as exc:
+            raise CredentialsError(f"{part.field_name}: {_file_problem(exc, part.field_name, part.path)}") from None
         self._cache[part.path] = (signature, value)
         return value
 

@@ -150,7 +150,13 @@ def _describe(exc: ValidationError) -> list[str]:
             hint = _PATTERN_HINTS.get(key, "see docs/configuration.md")
             if key.endswith("_env"):
                 hint = "an environment variable name (letters, digits and '_')"
-            message = f"must be {hint} (got {str(error.get('input'))[:80]!r})"
+            # An account's field may hold a secret pasted into the wrong key (secret_env: <the secret>).
+            shown_value = (
+                "the value is not shown: it may be a pasted secret"
+                if location[:1] == ("accounts",)
+                else f"got {str(error.get('input'))[:80]!r}"
+            )
+            message = f"must be {hint} ({shown_value})"
         problems.append(f"{_path(location)}: {message}")
     return problems
 

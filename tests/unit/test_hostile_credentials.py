@@ -233,7 +233,7 @@ def test_environment_values_are_stripped_and_checked_at_start(tmp_path: Path) ->
         plan_tenancy(settings, document, environ=bad, file_name="x.yml")
     _never_shown(str(refused.value.problems), STS_SECRET)
     (problem,) = refused.value.problems
-    assert problem.startswith("x.yml: accounts[0].access_key.security_token_env T: the STS security token has")
+    assert problem.startswith("x.yml: accounts[0].access_key.security_token_env: the STS security token has")
     good = {"I": STS_ID + "\n", "S": STS_SECRET + "\n", "T": STS_TOKEN + "\n"}
     tenancy = plan_tenancy(settings, document, environ=good, file_name="x.yml")
     account = tenancy.accounts["a"]
@@ -259,7 +259,8 @@ async def test_a_key_file_turned_bad_at_run_time_fails_the_request_in_one_line(
     token_file.write_text(f"{STS_TOKEN}\n{MARKER}\n")
     os.utime(token_file, ns=(1, 1))
     text = await _refusal(provider)
-    assert f"security_token_file {token_file}: the STS security token has a line break" in text
+    assert "security_token_file: the STS security token has a line break" in text
+    assert str(token_file) not in text  # a secret's path may be a pasted secret
     token_file.write_text(STS_TOKEN)
     id_file.unlink()
     id_file.symlink_to("/proc/self/environ")

@@ -119,11 +119,11 @@ def test_instances_take_their_own_region_account_interval_and_filters_else_the_s
         ),
         (
             "accounts: [{name: a, access_key: {id: x, secret_env: MISSING}}]",
-            "x.yml: accounts[0].access_key.secret_env: the environment variable MISSING is not set",
+            "x.yml: accounts[0].access_key.secret_env: the environment variable it names (the name is not shown",
         ),
         (
             "accounts: [{name: a, access_key: {id: x, secret_file: /nonexistent/key}}]",
-            "x.yml: accounts[0].access_key.secret_file: cannot read /nonexistent/key",
+            "x.yml: accounts[0].access_key.secret_file: cannot read the file it names (the path is not shown",
         ),
         (
             "accounts: [{name: a, default_chain: }, {name: a, default_chain: }]",
