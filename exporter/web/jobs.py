@@ -26,8 +26,17 @@ _LIMIT = re.compile(r"[0-9]{1,6}")
 _CHOICES = ", ".join(FINAL_STATUSES)
 
 
+# The longest a parameter name or value from the query is quoted in a message.
+QUOTED_CHARACTERS = 64
+
+
 class JobQueryError(ValueError):
     """A query parameter of the jobs pages is wrong; the message is one line naming it and the fix."""
+
+
+def quoted(text: str, limit: int = QUOTED_CHARACTERS) -> str:
+    """``text`` as a message quotes it: cut to ``limit`` with a marker; repr escapes CR, LF, ESC and the like."""
+    return repr(text[:limit]) + ("…" if len(text) > limit else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,18 +50,18 @@ class JobQuery:
     def parse(cls, params: dict[str, str]) -> JobQuery:
         unknown = sorted(set(params) - {"status", "target_id", "instance_id", "limit"})
         if unknown:
-            raise JobQueryError(f"unknown parameter {unknown[0]!r}; use status, target_id, instance_id or limit")
+            raise JobQueryError(f"unknown parameter {quoted(unknown[0])}; use status, target_id, instance_id or limit")
         statuses = frozenset(_status(part) for part in params.get("status", "").split(",") if part.strip())
         for name in ("target_id", "instance_id"):
             value = params.get(name)
             if value and not _FILTER_VALUE.fullmatch(value):
-                raise JobQueryError(f"{name} {value[:64]!r} is not an id; use letters, digits and _.:@/+=-")
+                raise JobQueryError(f"{name} {quoted(value)} is not an id; use letters, digits and _.:@/+=-")
         limit = MAX_LIMIT
         if params.get("limit"):
             text = params["limit"]
             # Only ASCII digits: str.isdigit also accepts '²' (which int() refuses) and '٣' (which it reads as 3).
             if not _LIMIT.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
-                raise JobQueryError(f"limit {text[:16]!r} must be a whole number from 1 to {MAX_LIMIT}")
+                raise JobQueryError(f"limit {quoted(text, 16)} must be a whole number from 1 to {MAX_LIMIT}")
             limit = int(text)
         return cls(statuses, params.get("target_id") or None, params.get("instance_id") or None, limit)
 
@@ -69,10 +78,10 @@ def _status(text: str) -> str:
     status = text.strip().lower()
     if status in FINAL_STATUSES:
         return status
-    shown = text.strip()[:32]
+    given = quoted(text.strip(), 32)
     if status in IN_PROGRESS_STATUSES:
-        raise JobQueryError(f"status {shown!r} is not a finished status; the list holds finished jobs only: {_CHOICES}")
-    raise JobQueryError(f"status {shown!r} is unknown; use {_CHOICES} (comma-separated)")
+        raise JobQueryError(f"status {given} is not a finished status; the list holds finished jobs only: {_CHOICES}")
+    raise JobQueryError(f"status {given} is unknown; use {_CHOICES} (comma-separated)")
 
 
 def recent_jobs(snapshot: Snapshot, query: JobQuery) -> Iterator[tuple[str, FinishedJob]]:

@@ -22,7 +22,7 @@ from exporter.shards import Shard
 from exporter.web.access import AccessControl
 from exporter.web.config import WebConfigWatcher
 from exporter.web.connections import ConnectionGuard
-from exporter.web.jobs import JobQuery, JobQueryError, jobs_json, jobs_page
+from exporter.web.jobs import JobQuery, JobQueryError, jobs_json, jobs_page, quoted
 from exporter.web.landing import landing_page
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
@@ -232,7 +232,7 @@ def _job_query(request: web.Request) -> JobQuery:
     params: dict[str, str] = {}
     for name, value in request.query.items():
         if name in params:
-            raise JobQueryError(f"{name} is given twice; give it once (status takes a comma-separated list)")
+            raise JobQueryError(f"{quoted(name)} is given twice; give it once (status takes a comma-separated list)")
         params[name] = value
     return JobQuery.parse(params)
 

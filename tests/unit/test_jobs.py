@@ -211,7 +211,7 @@ async def test_bad_queries_are_one_line_400s(deployment: Deployment) -> None:
             for query, expected in (
                 ("?limit=0", "limit '0' must be a whole number from 1 to 5000"),
                 ("?limit=x", "limit 'x' must be a whole number"),
-                ("?status=failed&status=success", "status is given twice"),
+                ("?status=failed&status=success", "'status' is given twice"),
                 ("?colour=red", "unknown parameter 'colour'"),
                 ("?target_id=%3Cscript%3E", "target_id '<script>' is not an id"),
                 ("?target_id=abc%0A", "target_id 'abc\\n' is not an id"),
@@ -230,6 +230,28 @@ async def test_bad_queries_are_one_line_400s(deployment: Deployment) -> None:
                 message = json.loads(text)["error"] if path.startswith("/api") else text.strip()
                 assert message.startswith(expected), (path, query, message)
                 assert "\n" not in message
+    finally:
+        await http.close()
+
+
+async def test_a_parameter_name_or_value_is_echoed_cut_and_escaped(deployment: Deployment) -> None:
+    http = await http_client(deployment.exporter)
+    forged = "a%0d%0aX%1b[31m"
+    try:
+        for path in ("/jobs", "/api/v1/jobs"):
+            for query in (
+                "?" + "n" * 6000 + "=1",
+                f"?{forged}=1&{forged}=2",
+                f"?{forged}=1",
+                "?target_id=" + "t%0d%0a" * 1000,
+                "?status=" + "%1b" * 1000,
+            ):
+                answer = await http.get(path + query)
+                assert answer.status == 400
+                text = await answer.text()
+                message = json.loads(text)["error"] if path.startswith("/api") else text.removesuffix("\n")
+                assert len(message) < 300, (path, query[:40], len(message))
+                assert not any(ord(c) < 0x20 or c == "\x7f" for c in message), (path, query[:40], message)
     finally:
         await http.close()
 
