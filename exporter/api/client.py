@@ -39,6 +39,7 @@ from exporter.api.answer import ACCEPT_ENCODING, CorruptCodingError, Unsupported
 from exporter.api.credentials import CredentialsProvider
 from exporter.api.endpoint import Endpoint
 from exporter.api.errors import (
+    MAX_REQUEST_ID_CHARS,
     ApiError,
     EiamError,
     MalformedResponseError,
@@ -46,9 +47,11 @@ from exporter.api.errors import (
     ResponseTooLargeError,
     TransportError,
     UnsupportedEncodingError,
+    shown_text,
 )
 from exporter.api.flatten import flatten
 from exporter.api.models import (
+    MAX_PLAUSIBLE_COUNT,
     Anomaly,
     Application,
     Examined,
@@ -68,6 +71,12 @@ MAX_PAGE_SIZE = 100
 # A page of 100 jobs is well under 1 MiB; anything far larger is not an answer to keep in memory.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 PARSE_SLICE = 10
+# A NextToken is an opaque cursor of some dozens of characters; it goes back into the next URL, so
+# a longer or non-ASCII one is refused as malformed rather than sent (httpx refuses URLs over 64 KB).
+MAX_NEXT_TOKEN_CHARS = 1024
+_NEXT_TOKEN_SHAPE = re.compile(rf"[!-~]{{1,{MAX_NEXT_TOKEN_CHARS}}}")
+# The longest x-acs-retry-after (milliseconds) taken as it is: the backoff cap applies after it anyway.
+MAX_RETRY_AFTER_MILLIS = 3_600_000
 # Requests that carry no InstanceId (ListInstances) are counted under this instance.
 _NO_INSTANCE = ""
 
@@ -356,7 +365,7 @@ class EiamClient:
             params = dict(base)
             if token is not None:
                 params["NextToken"] = token
-            page = await self._job_page(action, await self.call(action, params), counted)
+            page = await self._job_page(action, await self.call(action, params), counted, max_results)
             yield page
             if not page.next_token:
                 return
@@ -368,13 +377,17 @@ class EiamClient:
             seen_tokens.add(page.next_token)
             token = page.next_token
 
-    async def _job_page(self, action: str, body: dict[str, Any], counted: Container[str] = ()) -> JobPage:
-        request_id = str(body.get("RequestId") or "")
+    async def _job_page(
+        self, action: str, body: dict[str, Any], counted: Container[str] = (), max_results: int = MAX_PAGE_SIZE
+    ) -> JobPage:
+        request_id = request_id_of(body)
         total = body.get("TotalCount")
-        if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
+        if total is not None and (
+            isinstance(total, bool) or not isinstance(total, int) or not 0 <= total <= MAX_PLAUSIBLE_COUNT
+        ):
             raise MalformedResponseError(
                 action=action,
-                problem=f"TotalCount must be a non-negative integer, got {total!r}"[:200],
+                problem=f"TotalCount must be an integer 0-{MAX_PLAUSIBLE_COUNT}, got {shown_text(repr(total), 60)}",
                 request_id=request_id,
             )
         raw_jobs = body.get("SynchronizationJobs")
@@ -389,6 +402,14 @@ class EiamClient:
         if not isinstance(raw_jobs, list):
             raise MalformedResponseError(
                 action=action, problem="SynchronizationJobs must be a list", request_id=request_id
+            )
+        if len(raw_jobs) > max_results:
+            # Checked before any job is examined: millions of tiny bad entries would otherwise
+            # cost seconds of CPU and a warning each.
+            raise MalformedResponseError(
+                action=action,
+                problem=f"the page holds {len(raw_jobs)} jobs, more than the {max_results} asked for",
+                request_id=request_id,
             )
         parsed: list[SynchronizationJob] = []
         anomalies: list[Anomaly] = []
@@ -407,6 +428,13 @@ class EiamClient:
         token = body.get("NextToken")
         if token is not None and not isinstance(token, str):
             raise MalformedResponseError(action=action, problem="NextToken must be a string", request_id=request_id)
+        if token and not _NEXT_TOKEN_SHAPE.fullmatch(token):
+            raise MalformedResponseError(
+                action=action,
+                problem=f"NextToken must be 1-{MAX_NEXT_TOKEN_CHARS} printable ASCII characters, "
+                f"got {len(token)} characters",
+                request_id=request_id,
+            )
         return JobPage(jobs, total, token or None, request_id, tuple(anomalies))
 
     async def get_synchronization_job(self, instance_id: str, job_id: str) -> Examined:
@@ -429,7 +457,7 @@ class EiamClient:
                 items = []
             if not isinstance(items, list):
                 raise MalformedResponseError(
-                    action=action, problem=f"{list_key} must be a list", request_id=str(body.get("RequestId") or "")
+                    action=action, problem=f"{list_key} must be a list", request_id=request_id_of(body)
                 )
             for index, item in enumerate(items):
                 yield (f"{list_key}[{seen + index}]", item)
@@ -467,7 +495,7 @@ class EiamClient:
         action = "SetIdentityProviderUdPullConfiguration"
         params = {**configuration, "InstanceId": instance_id, "IdentityProviderId": identity_provider_id}
         body = await self.call(action, params)
-        return str(body.get("RequestId") or "")
+        return request_id_of(body)
 
 
 class _RetryWait:
@@ -576,13 +604,13 @@ def _decode_answer(action: str, response: httpx.Response, raw: bytes) -> dict[st
         body = {}
     code = body.get("Code") or body.get("code")
     message = body.get("Message") or body.get("message") or response.reason_phrase
-    request_id = body.get("RequestId") or body.get("requestId") or ""
+    request_id = request_id_of(body)
     retry_after = _retry_after_seconds(response.headers.get("x-acs-retry-after"))
     raise ApiError(
         action=action,
         code=str(code) if code else f"HTTP{status}",
         message=str(message)[:500],
-        request_id=str(request_id),
+        request_id=request_id,
         http_status=status,
         retry_after_seconds=retry_after,
     )
@@ -592,8 +620,15 @@ def _retry_after_seconds(value: str | None) -> float | None:
     # The SDK reads x-acs-retry-after as milliseconds.
     if not value:
         return None
-    try:
-        millis = int(value)
-    except ValueError:
+    # Digits only, few of them: int() of 400 digits is fine but dividing it overflows a float.
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
         return None
+    millis = min(int(value), MAX_RETRY_AFTER_MILLIS)
     return millis / 1000.0 if millis > 0 else None
+
+
+def request_id_of(body: Mapping[str, Any]) -> str:
+    """The answer's RequestId as it may be shown: cut and escaped (see exporter.api.errors.shown_text)."""
+    value = body.get("RequestId") or body.get("requestId") or ""
+    return shown_text(value, MAX_REQUEST_ID_CHARS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # Codes the API uses for flow control and transient server trouble; these, 5xx
 # answers and transport errors are the only failures worth a retry.
@@ -15,6 +16,44 @@ UNREADABLE_CODE = "UnreadableErrorCode"
 # before further new ones are counted as OTHER_CODE: hostile answers cannot add series forever.
 MAX_DISTINCT_CODES = 50
 OTHER_CODE = "other"
+
+
+# Text from the API shown in an error: errors reach /readyz, the landing page and a terminal's
+# stderr, none of which escapes, so a message can neither forge a line, run an ESC sequence,
+# nor reorder what is shown (bidi overrides). Escaped as JSON-style \uXXXX, like the log does.
+MAX_SHOWN_CHARS = 200
+MAX_REQUEST_ID_CHARS = 80
+CUT_SUFFIX = "\u2026"  # "…": the value was longer
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NOT_PRINTABLE_ASCII = re.compile(r"[^ -~]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    category = unicodedata.category(char)
+    if category == "Cs":
+        return "\ufffd"  # a lone surrogate cannot be written as UTF-8 at all
+    if category not in _UNSAFE_CATEGORIES:
+        return char
+    code = ord(char)
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def shown_text(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``value`` as an error may show it: cut to ``limit`` characters (marked with \u2026), and every
+    control, line or paragraph separator and format character written as its escape."""
+    text = value if isinstance(value, str) else str(value)
+    cut = len(text) > limit
+    text = text[:limit]
+    if not text.isprintable():
+        text = _NOT_PRINTABLE_ASCII.sub(_escape_char, text)
+    return text + CUT_SUFFIX if cut else text
 
 
 def readable_code(code: str) -> str:
@@ -59,13 +98,14 @@ class ApiError(EiamError):
     ) -> None:
         self.action = action
         self.code = readable_code(code)
-        self.message = message
-        self.request_id = request_id
+        # Kept only as shown: no writer downstream can then print the API's text raw or whole.
+        self.message = shown_text(message)
+        self.request_id = shown_text(request_id, MAX_REQUEST_ID_CHARS)
         self.http_status = http_status
         self.retry_after_seconds = retry_after_seconds
-        shown = self.code if self.code == code else f"{self.code} {code[:40]!r}"
+        shown = self.code if self.code == code else f"{self.code} {shown_text(code, 40)!r}"
         super().__init__(
-            f"{action} failed: {shown} (HTTP {http_status}): {message} [RequestId {request_id[:80] or '-'}]"
+            f"{action} failed: {shown} (HTTP {http_status}): {self.message} [RequestId {self.request_id or '-'}]"
         )
 
     @property
@@ -99,9 +139,9 @@ class MalformedResponseError(EiamError):
 
     def __init__(self, *, action: str, problem: str, request_id: str = "") -> None:
         self.action = action
-        self.problem = problem
-        self.request_id = request_id
-        super().__init__(f"{action} returned a malformed response: {problem} [RequestId {request_id or '-'}]")
+        self.problem = shown_text(problem, 2 * MAX_SHOWN_CHARS)
+        self.request_id = shown_text(request_id, MAX_REQUEST_ID_CHARS)
+        super().__init__(f"{action} returned a malformed response: {self.problem} [RequestId {self.request_id or '-'}]")
 
     @property
     def metric_code(self) -> str:

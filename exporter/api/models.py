@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Collection, Mapping
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
 from exporter.api.answer import RepairedText
-from exporter.api.errors import MalformedResponseError
+from exporter.api.errors import OTHER_CODE, MalformedResponseError, shown_text
 
 # The vocabularies of the API documentation, declared once for the whole exporter. Values the
 # API adds later are kept and exported too; these are the ones every target shows, at 0 if need be.
@@ -28,11 +28,27 @@ COUNT_RESULTS = ("success", "failed", "skipped")
 OBJECT_TYPES = ("user", "organizational_unit", "group", "group_member")
 ACTIONS = ("created", "updated", "binded", "deleted", "same", "pushed", "exported")
 TRIGGER_TYPES = ("auto", "manual")
+# Values beyond those documented that a target may show as labels (object types, actions, trigger
+# types, each counted on its own); further new ones are counted under OTHER_LABEL, so an API that
+# invents a name per job cannot add series, and state, forever. The documented ones are always kept.
+MAX_NEW_OBJECT_TYPES = 8
+MAX_NEW_ACTIONS = 8
+MAX_NEW_TRIGGER_TYPES = 4
+OTHER_LABEL = OTHER_CODE
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 # Counts larger than this are not plausible for one job and would lose precision
 # in a float64 sample; treat them as corruption rather than export them.
 MAX_PLAUSIBLE_COUNT = 2**53
+
+
+def bounded_label(value: str, documented: Collection[str], present: Collection[str], limit: int) -> str:
+    """``value``, or OTHER_LABEL when it is undocumented and ``present`` already holds ``limit`` undocumented
+    values: like exporter.api.errors.bounded_code, but what the API documents is never folded."""
+    if value in documented or value in present:
+        return value
+    new = sum(1 for known in present if known not in documented and known != OTHER_LABEL)
+    return value if new < limit else OTHER_LABEL
 
 
 @functools.lru_cache(maxsize=1024)
@@ -130,7 +146,8 @@ class _Examiner:
         self.anomalies: list[Anomaly] = []
 
     def note(self, reason: str, detail: str) -> None:
-        self.anomalies.append(Anomaly(self.job_id, reason, detail[:300]))
+        # Details quote keys from the answer: cut and escaped once here, for every writer after.
+        self.anomalies.append(Anomaly(self.job_id, reason, shown_text(detail, 300)))
 
     def required(self, key: str, shape: re.Pattern[str]) -> str:
         value = self.raw.get(key)
@@ -197,6 +214,7 @@ class _Examiner:
         statistics: dict[str, dict[str, ActionCounts]] = {}
         extra: dict[str, Any] = {}
         where = f"{self.where}.Result"
+        folded_any = False
         for key, value in result.items():
             if key in ("ErrorCode", "ErrorMessage"):
                 continue
@@ -209,7 +227,9 @@ class _Examiner:
             if not _WORD_SHAPE.fullmatch(object_type) or not isinstance(value, Mapping):
                 self.note("bad_statistic", f"{where}.{key[:60]} must be an object, got {_kind(value)}; left out")
                 continue
-            per_action: dict[str, ActionCounts] = {}
+            folded_type = bounded_label(object_type, OBJECT_TYPES, statistics, MAX_NEW_OBJECT_TYPES)
+            per_action = statistics.setdefault(folded_type, {})
+            folded = folded_type != object_type
             for action_key, counts in value.items():
                 if counts is None:
                     continue
@@ -217,10 +237,20 @@ class _Examiner:
                 problem = None if _WORD_SHAPE.fullmatch(action) else f"is not an action name: {_kind(action_key)}"
                 parsed = _counts(counts) if problem is None else problem
                 if isinstance(parsed, str):
-                    self.note("bad_statistic", f"{where}.{key}.{str(action_key)[:60]} {parsed}; left out")
-                else:
-                    per_action[action] = parsed
-            statistics[object_type] = per_action
+                    self.note("bad_statistic", f"{where}.{key[:60]}.{str(action_key)[:60]} {parsed}; left out")
+                    continue
+                folded_action = bounded_label(action, ACTIONS, per_action, MAX_NEW_ACTIONS)
+                folded = folded or folded_action != action
+                previous = per_action.get(folded_action)
+                # Counted whole under ``other``: folding keeps every total exact.
+                per_action[folded_action] = parsed if previous is None else _sum_counts(previous, parsed)
+            if folded and not folded_any:
+                folded_any = True
+                self.note(
+                    "bad_statistic",
+                    f"{where} has more than {MAX_NEW_OBJECT_TYPES} undocumented object types or "
+                    f"{MAX_NEW_ACTIONS} undocumented actions; the rest counted as {OTHER_LABEL}",
+                )
         return statistics, extra
 
 
@@ -262,6 +292,10 @@ def _counts(raw: Any) -> ActionCounts | str:
     return ActionCounts(*values)
 
 
+def _sum_counts(first: ActionCounts, second: ActionCounts) -> ActionCounts:
+    return ActionCounts(*(a + b for a, b in zip(first, second, strict=True)))
+
+
 def examine_job(raw: Any, where: str, *, statistics: bool = True) -> Examined:
     """Validate one job object from ListSynchronizationJobs/GetSynchronizationJob.
 
@@ -272,7 +306,7 @@ def examine_job(raw: Any, where: str, *, statistics: bool = True) -> Examined:
     empty statistics): for a job already counted, whose counts were read then.
     """
     if not isinstance(raw, Mapping):
-        return Examined(None, (Anomaly(None, "malformed", f"{where} must be an object, got {_kind(raw)}"),))
+        return Examined(None, (Anomaly(None, "malformed", shown_text(f"{where} must be an object, got {_kind(raw)}")),))
     examiner = _Examiner(raw, where)
     try:
         examiner.job_id = examiner.required("SynchronizationJobId", _ID_SHAPE)
@@ -298,7 +332,7 @@ def examine_job(raw: Any, where: str, *, statistics: bool = True) -> Examined:
             result_extra=extra,
         )
     except _QuarantineError as problem:
-        return Examined(None, (Anomaly(examiner.job_id, "malformed", str(problem)[:300]),))
+        return Examined(None, (Anomaly(examiner.job_id, "malformed", shown_text(str(problem), 300)),))
     return Examined(job, tuple(examiner.anomalies))
 
 
@@ -360,17 +394,26 @@ def _setting(rule: str) -> Any:
 
 # The inbound-sync configuration, once: parsed from Get answers here, and the file schema of
 # ``pull-config set`` (with each setting's rule) is derived from these models.
+# Numbers of a configuration answer become samples (thresholds) or schedule arithmetic (hours):
+# one out of range is refused at parse, so the configuration is reported unreadable, never exported.
+# A threshold past 2**53 would not even be an exact float64 sample; 400 digits are no float at all.
+Threshold = Annotated[int, Field(ge=0, le=MAX_PLAUSIBLE_COUNT)]
+Hour = Annotated[int, Field(ge=0, le=23)]
+# A cron expression is some dozens of characters; a longer one is refused before croniter sees it.
+MAX_CRON_CHARS = 256
+
+
 class PeriodicSyncConfig(WireModel):
     periodic_sync_type: str | None = _setting("type")
-    periodic_sync_cron: str | None = _setting("str")
+    periodic_sync_cron: Annotated[str, Field(max_length=MAX_CRON_CHARS)] | None = _setting("str")
     # The response model types this as int while the request takes a list; accept both.
-    periodic_sync_times: list[int] | int | None = _setting("hours")
+    periodic_sync_times: Annotated[list[Hour], Field(max_length=24 * 4)] | Hour | None = _setting("hours")
 
 
 class PullProtectedRule(WireModel):
-    user_deleted_threshold: int | None = _setting("count")
-    organizational_unit_deleted_threshold: int | None = _setting("count")
-    group_deleted_threshold: int | None = _setting("count")
+    user_deleted_threshold: Threshold | None = _setting("count")
+    organizational_unit_deleted_threshold: Threshold | None = _setting("count")
+    group_deleted_threshold: Threshold | None = _setting("count")
 
 
 class UdSyncScopeConfig(WireModel):

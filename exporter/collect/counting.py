@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from exporter.api.errors import bounded_code
-from exporter.api.models import COUNT_RESULTS, SynchronizationJob
+from exporter.api.models import (
+    ACTIONS,
+    COUNT_RESULTS,
+    MAX_NEW_ACTIONS,
+    MAX_NEW_OBJECT_TYPES,
+    MAX_NEW_TRIGGER_TYPES,
+    OBJECT_TYPES,
+    OTHER_LABEL,
+    TRIGGER_TYPES,
+    SynchronizationJob,
+    bounded_label,
+)
 from exporter.metrics.catalogue import JOB_DURATION_BUCKETS, bucket_index
+
+log = logging.getLogger(__name__)
+
+_DOCUMENTED_OBJECT_TYPES = frozenset(OBJECT_TYPES)
+_DOCUMENTED_ACTIONS = frozenset(ACTIONS)
+_DOCUMENTED_TRIGGER_TYPES = frozenset(TRIGGER_TYPES)
 
 
 class TargetKey(NamedTuple):
@@ -190,14 +208,53 @@ class TargetTally:
     error_exemplars: dict[str, Exemplar] = field(default_factory=dict)
     last_failure: FailedJob | None = None
 
+    def _trigger_label(self, job: SynchronizationJob) -> str:
+        trigger = job.trigger_type
+        if trigger in _DOCUMENTED_TRIGGER_TYPES or (trigger, job.status) in self.jobs:
+            return trigger
+        present = {known for known, _ in self.jobs}
+        folded = bounded_label(trigger, _DOCUMENTED_TRIGGER_TYPES, present, MAX_NEW_TRIGGER_TYPES)
+        if folded != trigger and OTHER_LABEL not in present:
+            _log_first_fold(job, "trigger types", MAX_NEW_TRIGGER_TYPES)
+        return folded
+
+    def objects_of(self, job: SynchronizationJob) -> dict[tuple[str, str, str], int]:
+        """``job_objects(job)`` with object types and actions past this target's bounds counted as ``other``.
+
+        Every count is kept, under its own label or ``other``, so the totals stay exact; a label,
+        once present, stays allowed, so the result depends only on what the target counted before.
+        """
+        objects = job_objects(job)
+        if all(
+            key in self.objects or (key[0] in _DOCUMENTED_OBJECT_TYPES and key[1] in _DOCUMENTED_ACTIONS)
+            for key in objects
+        ):
+            return objects  # the usual case, without building the sets below
+        types = {object_type for object_type, _, _ in self.objects}
+        actions = {action for _, action, _ in self.objects}
+        had_other = OTHER_LABEL in types or OTHER_LABEL in actions
+        folded: dict[tuple[str, str, str], int] = {}
+        cut = False
+        for (given_type, given_action, result), value in objects.items():
+            object_type = bounded_label(given_type, _DOCUMENTED_OBJECT_TYPES, types, MAX_NEW_OBJECT_TYPES)
+            action = bounded_label(given_action, _DOCUMENTED_ACTIONS, actions, MAX_NEW_ACTIONS)
+            cut = cut or (object_type, action) != (given_type, given_action)
+            types.add(object_type)
+            actions.add(action)
+            key = (object_type, action, result)
+            folded[key] = folded.get(key, 0) + value
+        if cut and not had_other:
+            _log_first_fold(job, "object types or actions", MAX_NEW_OBJECT_TYPES)
+        return folded
+
     def count(self, job: SynchronizationJob) -> str | None:
         """Add ``job`` to the counters; returns the error code it was counted under, if any."""
-        key = (job.trigger_type, job.status)
+        key = (self._trigger_label(job), job.status)
         self.jobs[key] = self.jobs.get(key, 0) + 1
         exemplar = Exemplar(job.job_id, job.end_ms)
         if exemplar.newer_than(self.job_exemplars.get(key)):
             self.job_exemplars[key] = exemplar
-        for object_key, value in job_objects(job).items():
+        for object_key, value in self.objects_of(job).items():
             self.objects[object_key] = self.objects.get(object_key, 0) + value
         code = None
         if job.error_code:
@@ -217,7 +274,7 @@ class TargetTally:
         current = self.last_job
         candidate = (job.start_ms, job.end_ms or 0, job.job_id)
         if current is None or candidate >= (current.start_ms, current.end_ms or 0, current.job_id):
-            self.last_job = LastJob(job.job_id, job.status, job.start_ms, job.end_ms, job_objects(job))
+            self.last_job = LastJob(job.job_id, job.status, job.start_ms, job.end_ms, self.objects_of(job))
         if (
             job.status == "success"
             and job.end_ms is not None
@@ -276,6 +333,20 @@ class TargetTally:
             error_exemplars={code: _exemplar(j, e) for code, j, e in raw.get("error_exemplars", ())},
             last_failure=_failure_of(raw.get("last_failure")),
         )
+
+
+def _log_first_fold(job: SynchronizationJob, what: str, limit: int) -> None:
+    # Once per target and kind: from then on ``other`` is present and the folding is silent.
+    log.warning(
+        "a target shows more undocumented label values than are exported; the rest are counted as other",
+        extra={
+            "target_type": job.target_type,
+            "target_id": job.target_id,
+            "job_id": job.job_id,
+            "labels": what,
+            "limit": limit,
+        },
+    )
 
 
 def _exemplar(job_id: Any, end_ms: Any) -> Exemplar:

@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 from exporter.api.client import EiamClient
 from exporter.api.credentials import CredentialsError
-from exporter.api.errors import EiamError, bounded_code
+from exporter.api.errors import EiamError, bounded_code, shown_text
 from exporter.api.models import UdPullConfiguration, is_plain_id, label_value
 from exporter.pullconfig.config import max_interval_seconds
 
@@ -157,13 +157,15 @@ class TargetCatalogue:
             try:
                 config = await self._client.get_ud_pull_configuration(self.instance_id, idp_id)
                 configs[idp_id] = pull_config_view(config, now=self._clock())
-            except (EiamError, ValueError) as exc:
+            # Any failure of one provider's schedule analysis (croniter raises more than ValueError
+            # on odd expressions) costs that provider only: the others are still read.
+            except Exception as exc:
                 code = exc.metric_code if isinstance(exc, EiamError) else "InvalidSchedule"
                 code = bounded_code(code, self.pull_config_failures)
                 self.pull_config_failures[code] = self.pull_config_failures.get(code, 0) + 1
                 log.warning(
                     "inbound-sync configuration not readable; skipped",
-                    extra={"instance_id": self.instance_id, "identity_provider_id": idp_id, "error": str(exc)},
+                    extra={"instance_id": self.instance_id, "identity_provider_id": idp_id, "error": shown_text(exc)},
                 )
                 previous = self.pull_configs.get(idp_id)
                 if previous is not None:

@@ -30,7 +30,8 @@ def dump_yaml(config: dict[str, Any]) -> str:
 
 def describe_api_error(exc: EiamError) -> str:
     if isinstance(exc, ApiError):
-        return f"{exc.action} failed: Code={exc.code} Message={exc.message!r} RequestId={exc.request_id or '-'}"
+        # message and request_id are already cut and escaped (see ApiError): repr would escape them twice.
+        return f'{exc.action} failed: Code={exc.code} Message="{exc.message}" RequestId={exc.request_id or "-"}'
     return str(exc)
 
 

@@ -23,7 +23,9 @@ from typing import Any
 from croniter import croniter
 from pydantic import BaseModel
 
-from exporter.api.models import UdPullConfiguration
+from exporter.api.errors import shown_text
+from exporter.api.models import MAX_CRON_CHARS, UdPullConfiguration
+from exporter.files import shown, shown_name
 
 # IDaaS evaluates schedules in China Standard Time.
 SCHEDULE_TZ = timezone(timedelta(hours=8))
@@ -87,14 +89,24 @@ def validate(config: Any) -> dict[str, Any]:
     return cleaned
 
 
+# Unknown keys named per mapping; the rest are counted in one line.
+_MAX_UNKNOWN_KEYS_SHOWN = 5
+
+
 def _walk(node: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, problems: list[str]) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
+    unknown = 0
     for key, value in node.items():
-        path = f"{prefix}{key}"
-        rule = schema.get(str(key))
+        # Keys come from the file: named bounded and escaped, as the values below.
+        path = f"{prefix}{shown_name(key)}"
+        rule = schema.get(key) if isinstance(key, str) else None
         if rule is None:
-            allowed = ", ".join(schema)
-            problems.append(f"{path}: unknown key (allowed here: {allowed})")
+            unknown += 1
+            # A file of thousands of unknown keys is one mistake, not thousands of lines.
+            if unknown <= _MAX_UNKNOWN_KEYS_SHOWN:
+                problems.append(f"{path}: unknown key (allowed here: {', '.join(schema)})")
+            elif unknown == _MAX_UNKNOWN_KEYS_SHOWN + 1:
+                problems.append(f"{prefix or 'the file: '}more unknown keys left out; fix the ones above first")
             continue
         if value is None:
             continue
@@ -113,12 +125,12 @@ def _walk(node: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, probl
 def _check(rule: str, value: Any, path: str, problems: list[str]) -> Any:
     if rule == "status":
         if value not in STATUS_VALUES:
-            problems.append(f"{path}: {value!r} is not one of enabled, disabled")
+            problems.append(f"{path}: {shown(value)} is not one of enabled, disabled")
             return None
         return value
     if rule == "type":
         if value not in ("cron", "time"):
-            problems.append(f"{path}: {value!r} is not one of cron, time")
+            problems.append(f"{path}: {shown(value)} is not one of cron, time")
             return None
         return value
     if rule == "str":
@@ -133,14 +145,14 @@ def _check(rule: str, value: Any, path: str, problems: list[str]) -> Any:
         return list(value)
     if rule == "count":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append(f"{path}: must be a non-negative integer, got {value!r}")
+            problems.append(f"{path}: must be a non-negative integer, got {shown(value)}")
             return None
         return value
     if rule == "hours":
         hours = value if isinstance(value, list) else [value]
         bad = [h for h in hours if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= 23]
         if bad or not hours:
-            problems.append(f"{path}: must be a list of hours 0-23, got {value!r}")
+            problems.append(f"{path}: must be a list of hours 0-23, got {shown(value)}")
             return None
         return sorted(set(hours))
     raise AssertionError(rule)
@@ -153,18 +165,22 @@ _QUARTZ_DOW = {str(n): str(n - 1) for n in range(1, 8)}  # Quartz 1=SUN..7=SAT, 
 
 def quartz_to_croniter(expression: str) -> str:
     """A Quartz expression (seconds first, ``?``, optional year) as a croniter 6-field expression."""
+    # The expression may come from the API: errors quote it cut and escaped, never whole.
+    shown = repr(shown_text(expression, 80))
+    if len(expression) > MAX_CRON_CHARS:
+        raise ValueError(f"{shown} is longer than {MAX_CRON_CHARS} characters")
     fields = expression.split()
     if len(fields) == 7:
         if fields[6] not in ("*", "?"):
-            raise ValueError(f"{expression!r}: a year field other than * is not supported")
+            raise ValueError(f"{shown}: a year field other than * is not supported")
         fields = fields[:6]
     if len(fields) != 6:
-        raise ValueError(f"{expression!r} must have 6 fields (seconds minutes hours day month weekday)")
+        raise ValueError(f"{shown} must have 6 fields (seconds minutes hours day month weekday)")
     fields = ["*" if f == "?" else f for f in fields]
     fields[5] = re.sub(r"(?<![A-Za-z#/])([1-7])(?![0-9])", lambda m: _QUARTZ_DOW[m.group(1)], fields[5])
     converted = " ".join(fields)
     if not croniter.is_valid(converted, second_at_beginning=True):
-        raise ValueError(f"{expression!r} is not a valid cron expression")
+        raise ValueError(f"{shown} is not a valid cron expression")
     return converted
 
 
@@ -175,7 +191,11 @@ def max_interval_seconds(periodic: Mapping[str, Any] | None, *, now: float | Non
     kind = periodic.get("PeriodicSyncType")
     if kind == "time":
         raw = periodic.get("PeriodicSyncTimes")
-        hours = sorted({int(h) for h in (raw if isinstance(raw, list) else [raw]) if h is not None})
+        given = [h for h in (raw if isinstance(raw, list) else [raw]) if h is not None]
+        # An hour past 23 is no schedule, and one of 400 digits would overflow the float below.
+        if any(isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= 23 for h in given):
+            raise ValueError("PeriodicSyncTimes must be hours 0-23")
+        hours = sorted(set(given))
         if not hours:
             return None
         gaps = [(b - a) * 3600 for a, b in itertools.pairwise(hours)]
