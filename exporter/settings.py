@@ -13,12 +13,16 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.api.endpoint import REGION_PATTERN, EndpointError, parse_endpoint
 from exporter.collect.finished import DEFAULT_CONSOLE_URL, check_console_url
+from exporter.collect.poller import TARGET_ID_CHARS_PER_QUERY, TARGET_IDS_PER_QUERY
+from exporter.files import SHOWN_CHARACTERS, shown_name, shown_path
+from exporter.files import shown as shown_value
 from exporter.logs import LOG_FORMATS, LOG_LEVELS
 from exporter.metrics.selfmetrics import REVISION_VARIABLE
 from exporter.yamlfile import YamlFileError, read_yaml
@@ -60,16 +64,40 @@ INSTANCE_ID_RULE = "1 to 64 letters, digits, '_' or '-', such as idaas_ue2jvisn3
 # Far above any tenant we know of, and low enough that a list pasted by mistake (or a hostile one)
 # is refused at start instead of costing minutes and gigabytes.
 MAX_INSTANCES = 1000
-MAX_TARGET_IDS = 10000
+# Target ids are sent in the URL of every window listing, which API fronts refuse past 8 KB: as
+# many as the poller's re-reads send at once (ids, and characters once encoded) is what fits.
+MAX_TARGET_IDS = TARGET_IDS_PER_QUERY
+MAX_TARGET_ID_CHARACTERS = TARGET_ID_CHARS_PER_QUERY
 MAX_FILTER_VALUES = 10
-# The longest a value given by the user is quoted in a message.
-SHOWN_CHARACTERS = 80
 
 
 def shown(value: Any) -> str:
-    """``repr(value)``, cut to :data:`SHOWN_CHARACTERS`: messages quote what was given, never without bound."""
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "…"
+    """``value`` quoted in a message, at most :data:`SHOWN_CHARACTERS` long, controls escaped; lists by their length.
+
+    Never builds the whole ``repr``: a list of a thousand aliases of one long text would cost gigabytes.
+    """
+    return shown_value(value, SHOWN_CHARACTERS)
+
+
+def check_target_ids(target_ids: list[str]) -> list[str]:
+    """``target_ids`` when they fit in the URL of one listing; ValueError naming the bound otherwise."""
+    if len(target_ids) > MAX_TARGET_IDS:
+        raise ValueError(
+            f"{len(target_ids)} target ids are more than the {MAX_TARGET_IDS} that fit in the URL of one job "
+            "listing (every poll would fail); filter by target_types or directions instead"
+        )
+    characters = sum(_query_characters(target_id) for target_id in target_ids)
+    if characters > MAX_TARGET_ID_CHARACTERS:
+        raise ValueError(
+            f"the target ids take {characters} characters of the listing URL once encoded, more than the "
+            f"{MAX_TARGET_ID_CHARACTERS} that fit (every poll would fail); list fewer or filter by target_types"
+        )
+    return target_ids
+
+
+def _query_characters(target_id: str) -> int:
+    """Characters one target id adds to a signed query: ``&TargetIds.100=`` and the percent-encoded id."""
+    return 16 + len(quote(target_id, safe="-_.~"))
 
 
 def check_endpoint(value: str) -> str:
@@ -168,7 +196,9 @@ class Settings(BaseSettings):
     directions: list[str] = Field(
         default_factory=list, max_length=MAX_FILTER_VALUES, description="only these directions"
     )
-    target_ids: list[str] = Field(default_factory=list, max_length=MAX_TARGET_IDS, description="only these target ids")
+    target_ids: list[str] = Field(
+        default_factory=list, description=f"only these target ids (at most {MAX_TARGET_IDS}: they are sent in each URL)"
+    )
     access_key_id: str | None = Field(None, description="AccessKey id (else the default credential chain)")
     access_key_secret: SecretStr | None = Field(None, description="AccessKey secret")
     security_token: SecretStr | None = Field(None, description="STS token for the AccessKey")
@@ -214,6 +244,11 @@ class Settings(BaseSettings):
         for instance_id in value:
             check_instance_id(instance_id)
         return value
+
+    @field_validator("target_ids")
+    @classmethod
+    def _target_ids(cls, value: list[str]) -> list[str]:
+        return check_target_ids(value)
 
     @field_validator("target_types")
     @classmethod
@@ -334,7 +369,7 @@ def read_config_document(path: str) -> dict[str, Any]:
     except YamlFileError as exc:
         raise SettingsError([f"config: {exc}"]) from None
     if not isinstance(data, dict):
-        raise SettingsError([f"config: {path} must be a mapping of setting names to values"])
+        raise SettingsError([f"config: {shown_path(path)} must be a mapping of setting names to values"])
     return data
 
 
@@ -350,14 +385,21 @@ def _yaml_values(path: str) -> dict[str, Any]:
         if name in spelled:
             # The reader refuses a key given twice; two spellings of one setting would still
             # let the later silently win.
-            raise SettingsError([f"config: {path}: {spelled[name]} and {key} are the same setting ({name}); keep one"])
-        spelled[name] = str(key)
+            raise SettingsError(
+                [
+                    f"config: {shown_path(path)}: {spelled[name]} and {shown_name(key)} are the same setting "
+                    f"({shown_name(name)}); keep one"
+                ]
+            )
+        spelled[name] = shown_name(key)
         values[name] = [str(v) for v in value] if isinstance(value, list) else value
     return values
 
 
 def closest_setting(name: str) -> str | None:
     """The setting ``name`` most likely misspells, if any is close."""
+    if len(name) > 100:
+        return None  # no setting is that long, and comparing costs time in the square of the length
     matches = difflib.get_close_matches(name.lower(), list(Settings.model_fields), n=1, cutoff=0.75)
     return matches[0] if matches else None
 
@@ -402,7 +444,7 @@ def load_settings(
     if config_file:
         for name, value in _yaml_values(config_file).items():
             merged[name] = value
-            given_as[name] = f"{config_file}: {name}"
+            given_as[name] = f"{shown_path(config_file)}: {shown_name(name)}"
     for name, value in _env_values().items():
         merged[name] = value
         given_as[name] = ENV_PREFIX + name.upper()

@@ -25,12 +25,12 @@ from exporter.settings import (
     INSTANCE_ID_RULE,
     MAX_FILTER_VALUES,
     MAX_INSTANCES,
-    MAX_TARGET_IDS,
     TARGET_TYPES,
     TENANCY_KEYS,
     Settings,
     SettingsError,
     check_endpoint,
+    check_target_ids,
     read_config_document,
     shown,
 )
@@ -48,7 +48,7 @@ class InstanceEntry(BaseModel):
     poll_interval_seconds: float | None = Field(None, ge=1, le=86400)
     target_types: list[str] | None = Field(None, max_length=MAX_FILTER_VALUES)
     directions: list[str] | None = Field(None, max_length=MAX_FILTER_VALUES)
-    target_ids: list[str] | None = Field(None, max_length=MAX_TARGET_IDS)
+    target_ids: list[str] | None = Field(None)
 
     @field_validator("endpoint")
     @classmethod
@@ -56,6 +56,12 @@ class InstanceEntry(BaseModel):
         if value is not None:
             check_endpoint(value)
         return value
+
+    @field_validator("target_ids")
+    @classmethod
+    def _target_ids(cls, value: list[str] | None) -> list[str] | None:
+        # Sent in the URL of every listing of this instance, as the setting's are.
+        return check_target_ids(value) if value is not None else None
 
     @field_validator("target_types")
     @classmethod
