@@ -325,3 +325,22 @@ def test_shown_text_marks_a_cut_and_keeps_printable_text() -> None:
     assert shown_text("plain text, ünïcode") == "plain text, ünïcode"
     assert shown_text("x" * 10, 4) == "xxxx\u2026"
     assert shown_text("a\nb\x1bc\u202ed\ud800") == "a\\nb\\u001bc\\u202ed\ufffd"
+
+
+# -- schedules that would hold the event loop -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quartz", "gap_seconds"),
+    [
+        ("* * * * * ?", 1),
+        ("* * 0 * * ?", 23 * 3600 + 1),  # every second of one hour: 00:59:59 to 00:00:00 the next day
+        ("0,30 * * ? * 2-6", 2 * 86400 + 30),  # Friday 23:59:30 to Monday 00:00:00
+        ("*/20 1,59 3,22 L * ?", 31 * 86400 - (22 * 3600 + 59 * 60 + 40 - (3 * 3600 + 60))),  # last days of months
+    ],
+)
+def test_a_dense_cron_schedule_is_analysed_without_walking_its_runs(quartz: str, gap_seconds: int) -> None:
+    started = time.process_time()
+    gap = max_interval_seconds({"PeriodicSyncType": "cron", "PeriodicSyncCron": quartz}, now=1_790_000_000)
+    assert time.process_time() - started < 0.1  # walking a per-second schedule's runs took 0.3 s
+    assert gap == gap_seconds
