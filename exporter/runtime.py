@@ -217,7 +217,8 @@ def replica_shard(settings: Settings) -> Shard:
 
 async def _reload_web_config(watcher: WebConfigWatcher) -> None:
     # A coroutine, so the scheduler runs it on the event loop: the check is one stat() (every
-    # request makes it too), not worth waking a worker thread for every 5 s.
+    # request makes it too); a changed file is read and checked in the watcher's own thread, and
+    # this does not wait for it, so a read that never returns cannot pile up scheduler runs.
     watcher.maybe_reload()
 
 

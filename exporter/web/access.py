@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,22 @@ PASSWORD_CHECK_THREADS = 2
 PASSWORD_CHECKS_WAITING = 16
 # aiohttp writes its line about a request it cannot parse to this logger.
 AIOHTTP_SERVER_LOGGER = "aiohttp.server"
-# How much of aiohttp's description of a malformed request (which quotes the request) a line keeps.
-REFUSAL_DETAIL_CHARS = 200
+# What a refused request is said to be, by the parser's exception: fixed words, since aiohttp's own
+# text quotes the request, Authorization and Cookie values included.
+REFUSAL_KINDS = {
+    "LineTooLong": "a request line or header over the size limit",
+    "InvalidURLError": "a URL the HTTP parser cannot read",
+    "BadHttpMethod": "a method the HTTP parser cannot read",
+    "BadStatusLine": "a request line the HTTP parser cannot read",
+    "InvalidHeader": "a header the HTTP parser refuses",
+    "ContentLengthError": "a body length the HTTP parser refuses",
+    "TransferEncodingError": "a transfer coding the HTTP parser refuses",
+    "ContentEncodingError": "a content coding the HTTP parser refuses",
+}
+REFUSED_REQUEST = "a request the HTTP parser refuses"
+# llhttp quotes the bytes from the line it stopped at: a header line starts with its name. Only a
+# name that is an RFC 9110 token is told; nothing after the colon ever is.
+_QUOTED_HEADER_NAME = re.compile(r":\n\n  b['\"]([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}):")
 
 
 class RefusedRequestLog(logging.Filter):
@@ -64,9 +79,12 @@ class RefusedRequestLog(logging.Filter):
         record.__dict__.update(
             kind=kind,
             status=error.code,
-            error=" ".join(str(error.message).split())[:REFUSAL_DETAIL_CHARS],
+            error=REFUSAL_KINDS.get(kind, REFUSED_REQUEST),
             suppressed_since_last=self._suppressed.pop(kind, 0),
         )
+        header = _QUOTED_HEADER_NAME.search(str(error.message))
+        if header is not None:
+            record.__dict__["header"] = header[1]
         return True
 
 

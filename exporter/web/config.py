@@ -20,14 +20,19 @@ changes; an invalid change is logged and the last good configuration stays in fo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
+import re
 import ssl
+import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import bcrypt
 
@@ -90,10 +95,61 @@ CIPHER_SUITES = {
 }
 # Go's curve names; Python's ssl module can pin one curve, not order several.
 CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": "X25519"}
+_HTTP_KEYS = {"headers"}
+# RFC 9110 field-value, ASCII only: visible characters, with spaces and tabs inside. aiohttp
+# refuses to send any control character, so one in a header would fail every response.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
+MAX_HEADER_VALUE_CHARS = 4096
+# A bcrypt hash as htpasswd and Go write it; the cost is bounded because each check costs
+# 2**cost rounds (cost 31 is days), at start, on each reload and for each new password.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
+MAX_BCRYPT_COST = 16
+MAX_USERS = 100
+MAX_USER_NAME_CHARS = 256
+# How much of a name or value given in the file a message quotes.
+SHOWN_CHARACTERS = 40
 
 
 class WebConfigError(ValueError):
     """The web configuration file is invalid; the message names the key and the fix."""
+
+
+def _shown(value: Any) -> str:
+    """A name or value from the file as a message may quote it: cut, escaped, one line; other types by type."""
+    if isinstance(value, str):
+        # repr escapes every control, separator and format character and every lone surrogate.
+        return repr(value[:SHOWN_CHARACTERS]) + ("…" if len(value) > SHOWN_CHARACTERS else "")
+    if value is None or isinstance(value, bool | float) or (isinstance(value, int) and abs(value) < 10**18):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _named(key: str) -> str:
+    """A key as one step of a dotted path in a message: plain when it is a plain name, else quoted and cut."""
+    return key if re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", key) else _shown(key)
+
+
+def _mapping(raw: Any, where: str, what: str) -> dict[str, Any]:
+    """``raw`` when it is a mapping with names for keys; mixed key types cannot be sorted or compared."""
+    if not isinstance(raw, dict):
+        raise WebConfigError(f"{where} must be a mapping of {what}")
+    for key in raw:
+        if not isinstance(key, str):
+            raise WebConfigError(f"{where}: key {_shown(key)} is not a name; write {what}")
+    return raw
+
+
+def _unknown(raw: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise WebConfigError(f"{where}: unknown key {_shown(unknown[0])} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _choice(raw: dict[str, Any], key: str, choices: dict[str, Any], where: str) -> str:
+    value = raw[key]
+    if not isinstance(value, str) or value not in choices:
+        raise WebConfigError(f"{where}.{key} {_shown(value)} is not one of {', '.join(sorted(choices))}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -117,11 +173,8 @@ def load(path: str) -> WebConfig:
         data = read_yaml(path) or {}
     except YamlFileError as exc:
         raise WebConfigError(f"web config: {exc}") from None
-    if not isinstance(data, dict):
-        raise WebConfigError(f"web config {path}: must be a mapping with tls_server_config, basic_auth_users, ...")
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise WebConfigError(f"web config {path}: unknown key {sorted(unknown)[0]!r} (allowed: {sorted(_TOP_KEYS)})")
+    data = _mapping(data, f"web config {path}", "tls_server_config, http_server_config, basic_auth_users")
+    _unknown(data, _TOP_KEYS, f"web config {path}")
     base = Path(path).parent
     tls = _tls(data.get("tls_server_config"), base, path)
     headers = _headers(data.get("http_server_config"), path)
@@ -134,29 +187,25 @@ def _resolve(base: Path, value: Any, key: str, path: str) -> str:
         raise WebConfigError(f"web config {path}: tls_server_config.{key} must be a file path")
     resolved = Path(value) if os.path.isabs(value) else base / value
     if not resolved.is_file():
-        raise WebConfigError(f"web config {path}: tls_server_config.{key}: {resolved} does not exist")
+        raise WebConfigError(
+            f"web config {path}: tls_server_config.{key}: {_shown(str(resolved))} is not an existing regular file"
+        )
     return str(resolved)
 
 
 def _tls(raw: Any, base: Path, path: str) -> dict[str, Any] | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise WebConfigError(f"web config {path}: tls_server_config must be a mapping")
-    unknown = set(raw) - _TLS_KEYS
-    if unknown:
-        raise WebConfigError(f"web config {path}: unknown key tls_server_config.{sorted(unknown)[0]}")
+    where = f"web config {path}: tls_server_config"
+    raw = _mapping(raw, where, "cert_file, key_file, client_auth_type, ...")
+    _unknown(raw, _TLS_KEYS, where)
     if not raw.get("cert_file") or not raw.get("key_file"):
         raise WebConfigError(f"web config {path}: tls_server_config needs both cert_file and key_file")
     tls: dict[str, Any] = {
         "cert_file": _resolve(base, raw["cert_file"], "cert_file", path),
         "key_file": _resolve(base, raw["key_file"], "key_file", path),
     }
-    auth = raw.get("client_auth_type", "NoClientCert")
-    if auth not in CLIENT_AUTH_TYPES:
-        raise WebConfigError(
-            f"web config {path}: tls_server_config.client_auth_type {auth!r} is not one of {sorted(CLIENT_AUTH_TYPES)}"
-        )
+    auth = _choice(raw, "client_auth_type", CLIENT_AUTH_TYPES, where) if "client_auth_type" in raw else "NoClientCert"
     tls["client_auth_type"] = auth
     if raw.get("client_ca_file"):
         tls["client_ca_file"] = _resolve(base, raw["client_ca_file"], "client_ca_file", path)
@@ -164,11 +213,7 @@ def _tls(raw: Any, base: Path, path: str) -> dict[str, Any] | None:
         raise WebConfigError(f"web config {path}: client_auth_type {auth} needs tls_server_config.client_ca_file")
     for key in ("min_version", "max_version"):
         if key in raw:
-            if raw[key] not in TLS_VERSIONS:
-                raise WebConfigError(
-                    f"web config {path}: tls_server_config.{key} {raw[key]!r} is not one of {sorted(TLS_VERSIONS)}"
-                )
-            tls[key] = raw[key]
+            tls[key] = _choice(raw, key, TLS_VERSIONS, where)
     if auth == "RequireAnyClientCert":
         # Python's ssl module cannot ask for a certificate without verifying it, so without a CA
         # every client would be refused in the handshake.
@@ -190,7 +235,9 @@ def _tls_options(raw: dict[str, Any], auth: str, path: str) -> dict[str, Any]:
             raise WebConfigError(f"{where}.cipher_suites must be a non-empty list of cipher suite names")
         unknown = [name for name in suites if name not in CIPHER_SUITES]
         if unknown:
-            raise WebConfigError(f"{where}.cipher_suites: {unknown[0]!r} is not one of {sorted(CIPHER_SUITES)}")
+            raise WebConfigError(
+                f"{where}.cipher_suites: {_shown(unknown[0])} is not one of {', '.join(sorted(CIPHER_SUITES))}"
+            )
         options["cipher_suites"] = [CIPHER_SUITES[name] for name in suites]
     prefer = raw.get("prefer_server_cipher_suites")
     if prefer is not None:
@@ -199,7 +246,12 @@ def _tls_options(raw: dict[str, Any], auth: str, path: str) -> dict[str, Any]:
         options["prefer_server_cipher_suites"] = prefer
     curves = raw.get("curve_preferences")
     if curves is not None:
-        if not isinstance(curves, list) or len(curves) != 1 or curves[0] not in CURVES:
+        if (
+            not isinstance(curves, list)
+            or len(curves) != 1
+            or not isinstance(curves[0], str)
+            or curves[0] not in CURVES
+        ):
             raise WebConfigError(
                 f"{where}.curve_preferences must name exactly one of {sorted(CURVES)} "
                 "(Python's ssl module pins one curve and cannot order several)"
@@ -233,39 +285,50 @@ def allowed_client(tls: dict[str, Any] | None, peercert: dict[str, Any] | None) 
 def _headers(raw: Any, path: str) -> dict[str, str]:
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise WebConfigError(f"web config {path}: http_server_config must be a mapping")
-    headers = raw.get("headers") or {}
-    if not isinstance(headers, dict):
-        raise WebConfigError(f"web config {path}: http_server_config.headers must be a mapping")
+    where = f"web config {path}: http_server_config"
+    raw = _mapping(raw, where, "headers")
+    _unknown(raw, _HTTP_KEYS, where)
+    headers = _mapping(raw.get("headers") or {}, f"{where}.headers", "header names to values")
     for name, value in headers.items():
         if name not in ALLOWED_HEADERS:
+            raise WebConfigError(f"{where}.headers: {_shown(name)} is not one of {', '.join(ALLOWED_HEADERS)}")
+        if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE_CHARS or not _HEADER_VALUE.fullmatch(value):
             raise WebConfigError(
-                f"web config {path}: http_server_config.headers.{name} is not one of {list(ALLOWED_HEADERS)}"
+                f"{where}.headers.{name} must be one line of visible ASCII characters (spaces and tabs inside), "
+                f"at most {MAX_HEADER_VALUE_CHARS}"
             )
-        if not isinstance(value, str) or "\n" in value or "\r" in value:
-            raise WebConfigError(f"web config {path}: http_server_config.headers.{name} must be a one-line string")
-    return {str(k): str(v) for k, v in headers.items()}
+    return dict(headers)
 
 
 def _users(raw: Any, path: str) -> dict[str, bytes]:
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise WebConfigError(f"web config {path}: basic_auth_users must map user names to bcrypt hashes")
+    where = f"web config {path}: basic_auth_users"
+    raw = _mapping(raw, where, "user names to bcrypt hashes")
+    if len(raw) > MAX_USERS:
+        raise WebConfigError(f"{where} holds {len(raw)} users; at most {MAX_USERS}")
     users: dict[str, bytes] = {}
     for user, hashed in raw.items():
-        if not isinstance(user, str) or not user or ":" in user:
-            raise WebConfigError(f"web config {path}: basic_auth_users: invalid user name {user!r}")
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        # A user name is compared as UTF-8: a lone surrogate could not be, and a control character
+        # could not be typed by any client.
+        if not user or len(user) > MAX_USER_NAME_CHARS or ":" in user or not user.isprintable():
             raise WebConfigError(
-                f"web config {path}: basic_auth_users.{user} must be a bcrypt hash ($2y$...), not a password"
+                f"{where}: invalid user name {_shown(user)}; use 1 to {MAX_USER_NAME_CHARS} printable characters "
+                "without ':'"
             )
-        encoded = hashed.encode()
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise WebConfigError(f"{where}.{_named(user)} must be a bcrypt hash ($2y$...), not a password")
+        shape = _BCRYPT_HASH.fullmatch(hashed)
+        if shape is None or not 4 <= int(shape["cost"]) <= MAX_BCRYPT_COST:
+            raise WebConfigError(
+                f"{where}.{_named(user)} is not a bcrypt hash of cost 4 to {MAX_BCRYPT_COST}; "
+                "make one with htpasswd -nbBC 10 '' PASSWORD"
+            )
+        encoded = hashed.encode("ascii")
         try:
             bcrypt.checkpw(b"", encoded)
         except ValueError:
-            raise WebConfigError(f"web config {path}: basic_auth_users.{user} is not a valid bcrypt hash") from None
+            raise WebConfigError(f"{where}.{_named(user)} is not a valid bcrypt hash") from None
         users[user] = encoded
     return users
 
@@ -367,42 +430,97 @@ def _parse_basic(header: str | None) -> tuple[str | None, str | None]:
     return user, password
 
 
+class _Stamp(NamedTuple):
+    """What a stat() tells of the file: a change of any of these is a new file to read."""
+
+    mtime_ns: int
+    size: int
+    inode: int
+    mode: int
+
+
 class WebConfigWatcher:
-    """Holds the configuration in force and re-reads the file when it changes."""
+    """Holds the configuration in force and re-reads the file when it changes.
+
+    On the event loop (each request, and the scheduler every few seconds) the file is only
+    stat()ed. Reading, parsing and checking it (bcrypt included) happen in a thread of its own:
+    a file swapped for a FIFO, or on a hung mount, must not stop /healthz and /metrics. The new
+    configuration is swapped in on the event loop once it is ready and whole; one reload at a time.
+    """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.config = load(path) if path else WebConfig(None)
         self._stamp = self._file_stamp()
         self.context = ssl_context(self.config.tls) if self.config.tls else None
+        self._reload: asyncio.Future[bool] | None = None
 
-    def _file_stamp(self) -> tuple[float, int] | None:
+    def _file_stamp(self) -> _Stamp | None:
         if not self.path:
             return None
         try:
             stat = os.stat(self.path)
-        except OSError:
+        except (OSError, ValueError):
             return None
-        return (stat.st_mtime, stat.st_size)
+        return _Stamp(stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_mode)
 
-    def maybe_reload(self) -> bool:
-        """Re-read the file if it changed; returns True when a new configuration took effect."""
+    def maybe_reload(self) -> None:
+        """Start re-reading the file in a thread if it changed; the configuration in force serves meanwhile."""
+        if not self.path or self._reload is not None:
+            return  # a change made while a reload runs is noticed after it
         stamp = self._file_stamp()
-        if not self.path or stamp == self._stamp:
-            return False
+        if stamp == self._stamp:
+            return
         self._stamp = stamp
-        try:
-            config = load(self.path)
-            self._apply_tls(config)
-        except WebConfigError as exc:
-            log.error("web config not reloaded; the last good one stays in force", extra={"error": str(exc)})  # noqa: TRY400 - the message says it all
+        loop = asyncio.get_running_loop()
+        self._reload = loop.create_future()
+        reader = threading.Thread(
+            target=self._read, args=(loop, self._reload, self.path), name="web-config-reload", daemon=True
+        )
+        reader.start()
+
+    async def reloaded(self) -> bool:
+        """Wait for the reload in flight, if any; True when it put a new configuration in force."""
+        if self._reload is None:
             return False
-        self.config = config
+        return await asyncio.shield(self._reload)
+
+    def _read(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool], path: str) -> None:
+        """In the reload thread: the whole file checked, certificates loaded once to prove they load."""
+        outcome: WebConfig | Exception
+        try:
+            outcome = load(path)
+            if outcome.tls is not None:
+                ssl_context(outcome.tls)
+        except Exception as exc:  # any failure keeps the last good configuration
+            outcome = exc
+        # A daemon thread (a read that never returns must not hold up the exit), so the loop may be gone.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._finish, done, outcome)
+
+    def _finish(self, done: asyncio.Future[bool], outcome: WebConfig | Exception) -> None:
+        self._reload = None
+        if not isinstance(outcome, Exception):
+            try:
+                self._apply_tls(outcome)
+            except Exception as exc:  # the live TLS context is left as it was
+                outcome = exc
+        if isinstance(outcome, Exception):
+            # Only a WebConfigError's text is ours; any other may quote the file, so only its kind is told.
+            error = (
+                str(outcome)
+                if isinstance(outcome, WebConfigError)
+                else f"web config {self.path}: cannot be used ({type(outcome).__name__}); fix the file"
+            )
+            log.error("web config not reloaded; the last good one stays in force", extra={"error": error})
+            done.set_result(False)
+            return
+        self.config = outcome
         log.info(
             "web config reloaded",
-            extra={"path": self.path, "tls": config.tls is not None, "basic_auth": config.auth_enabled},
+            extra={"path": self.path, "tls": outcome.tls is not None, "basic_auth": outcome.auth_enabled},
         )
-        return True
+        done.set_result(True)
 
     def _apply_tls(self, config: WebConfig) -> None:
         if (config.tls is None) != (self.config.tls is None):
@@ -410,4 +528,18 @@ class WebConfigWatcher:
                 f"web config {self.path}: turning TLS on or off needs a restart; keeping the running configuration"
             )
         if config.tls is not None and self.context is not None:
+            # The reload thread loaded these files a moment ago; on the event loop they are opened
+            # only if still regular files, so one swapped for a FIFO since cannot block it.
+            for key in ("cert_file", "key_file", "client_ca_file"):
+                if key in config.tls and not _regular(config.tls[key]):
+                    raise WebConfigError(
+                        f"web config {self.path}: tls_server_config.{key} is no longer a regular file; not loaded"
+                    )
             configure_ssl(self.context, config.tls)
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False

@@ -119,16 +119,21 @@ def test_tls_client_certificates_and_basic_auth(secured: tuple[int, Path, subpro
         plain.get(f"http://127.0.0.1:{port}/metrics")
 
     # Reload: a new password takes effect; an invalid file keeps the last good one.
-    time.sleep(1.1)  # a different mtime
     config.write_text(web_config(pki, NEW_PASSWORD))
+    # The file is read off the event loop: requests are answered under the old configuration until
+    # the new one is ready.
     with client(pki, auth=("prometheus", NEW_PASSWORD)) as http:
+        deadline = time.monotonic() + 15
+        while http.get(f"{url}/metrics").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert http.get(f"{url}/metrics").status_code == 200
     with client(pki, auth=("prometheus", PASSWORD)) as http:
         assert http.get(f"{url}/metrics").status_code == 401
-    time.sleep(1.1)
     config.write_text("basic_auth_users:\n  prometheus: plain-text-password\n")
     with client(pki, auth=("prometheus", NEW_PASSWORD)) as http:
-        assert http.get(f"{url}/metrics").status_code == 200
+        for _ in range(10):
+            assert http.get(f"{url}/metrics").status_code == 200
+            time.sleep(0.2)
     process.terminate()
     _, stderr = process.communicate(timeout=20)
     assert "web config not reloaded" in stderr and "must be a bcrypt hash" in stderr
@@ -212,6 +217,32 @@ def test_cli_refuses_an_invalid_web_config_at_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "basic_auth_users.prometheus must be a bcrypt hash" in result.stderr
     assert "hunter2-plain" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1: a\nb: c\n",
+        "tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n  client_auth_type: [a]\n",
+        'basic_auth_users:\n  u: "$2y$10$\\ud800abc"\n',
+        'http_server_config:\n  headers:\n    X-Frame-Options: "a\\x00b"\n',
+    ],
+    ids=["mixed_key_types", "client_auth_type_list", "hash_with_lone_surrogate", "header_value_nul"],
+)
+def test_a_web_config_that_crashed_the_start_is_one_line_and_exit_2(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    result = subprocess.run(
+        exporter_command("serve", "--demo", "--listen-address", "127.0.0.1:0", "--web.config.file", str(path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "web config" in line]
+    assert str(path) in line
 
 
 def test_authenticator_caches_only_successes(tmp_path: Path) -> None:
