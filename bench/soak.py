@@ -54,7 +54,9 @@ FAULTS = {
     "throttle_rate": 0.30,
     "server_error_rate": 0.10,
     "latency_seconds": 0.005,
-    "drop_rate": 0.03,
+    # The wire phases (bombs, trickles) leave fewer ordinary requests to drop: at 3% a 45 s run
+    # dropped none now and then, and the check that transport errors were seen failed.
+    "drop_rate": 0.06,
     "malformed_rate": 0.03,
     "truncated_rate": 0.03,
     "repeat_token_rate": 0.10,
