@@ -106,19 +106,21 @@ _BCRYPT_HASH = re.compile(r"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
 MAX_BCRYPT_COST = 16
 MAX_USERS = 100
 MAX_USER_NAME_CHARS = 256
-# How much of a name or value given in the file a message quotes.
+# How much of a name or value given in the file a message quotes; a path, which the operator needs
+# whole to find the file, a little more.
 SHOWN_CHARACTERS = 40
+SHOWN_PATH_CHARACTERS = 200
 
 
 class WebConfigError(ValueError):
     """The web configuration file is invalid; the message names the key and the fix."""
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
     """A name or value from the file as a message may quote it: cut, escaped, one line; other types by type."""
     if isinstance(value, str):
         # repr escapes every control, separator and format character and every lone surrogate.
-        return repr(value[:SHOWN_CHARACTERS]) + ("…" if len(value) > SHOWN_CHARACTERS else "")
+        return repr(value[:limit]) + ("…" if len(value) > limit else "")
     if value is None or isinstance(value, bool | float) or (isinstance(value, int) and abs(value) < 10**18):
         return repr(value)
     return f"a {type(value).__name__}"
@@ -186,10 +188,9 @@ def _resolve(base: Path, value: Any, key: str, path: str) -> str:
     if not isinstance(value, str) or not value:
         raise WebConfigError(f"web config {path}: tls_server_config.{key} must be a file path")
     resolved = Path(value) if os.path.isabs(value) else base / value
-    if not resolved.is_file():
-        raise WebConfigError(
-            f"web config {path}: tls_server_config.{key}: {_shown(str(resolved))} is not an existing regular file"
-        )
+    if not _regular(str(resolved)):
+        shown = _shown(str(resolved), SHOWN_PATH_CHARACTERS)
+        raise WebConfigError(f"web config {path}: tls_server_config.{key}: {shown} is not an existing regular file")
     return str(resolved)
 
 
@@ -539,6 +540,7 @@ class WebConfigWatcher:
 
 
 def _regular(path: str) -> bool:
+    """Whether ``path`` is a regular file; never raises (Path.is_file raises on a name too long)."""
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except (OSError, ValueError):
