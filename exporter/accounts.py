@@ -25,12 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from exporter.api.credentials import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
+    MAX_OIDC_TOKEN_BYTES,
+    MAX_PROFILE_FILE_BYTES,
     SECURITY_TOKEN,
     CredentialPart,
     CredentialsError,
     CredentialsProvider,
     LibraryCredentialsProvider,
+    LibraryFile,
     checked_credential,
+    default_chain_files,
+    library_file_problem,
 )
 from exporter.files import SmallFileError, read_small_file
 
@@ -225,6 +230,11 @@ def read_environment_keys(accounts: list[Account], environ: Mapping[str, str]) -
     """
     problems = []
     for index, account in enumerate(accounts):
+        # A file the library reads that is there already must be fit to read; one not there yet
+        # (an OIDC token still being mounted) fails the polls until it is.
+        for file in _own_library_files(account, environ):
+            if (problem := library_file_problem(file)) is not None:
+                problems.append(f"accounts[{index}].{account.source}: {problem}")
         key = account.access_key
         if key is None:
             continue
@@ -426,7 +436,8 @@ def _library_provider(account: Account, accounts: Mapping[str, Account], environ
         return OIDCRoleArnCredentialsProvider(
             role_arn=oidc.role_arn,
             oidc_provider_arn=oidc.oidc_provider_arn,
-            oidc_token_file_path=oidc.oidc_token_file,
+            # The file checked before each request is the file read, whoever names it.
+            oidc_token_file_path=_oidc_token_file(oidc, environ),
             role_session_name=oidc.session_name,
             duration_seconds=oidc.duration_seconds,
             sts_region_id=oidc.sts_region,
@@ -436,7 +447,7 @@ def _library_provider(account: Account, accounts: Mapping[str, Account], environ
         return EcsRamRoleCredentialsProvider(role_name=account.ecs_ram_role.role_name)
     if account.cli_profile is not None:
         return CLIProfileCredentialsProvider(
-            profile_name=account.cli_profile.profile, profile_file=account.cli_profile.file
+            profile_name=account.cli_profile.profile, profile_file=_cli_profile_file(account.cli_profile, environ)
         )
     return DefaultCredentialsProvider()
 
@@ -454,7 +465,43 @@ def credentials_for(
         lambda: _library_provider(account, accounts, env),
         label=f"account {account.name} ({account.describe()})",
         secrets=lambda: _secrets_of(account, accounts, env),
+        files=lambda: _library_files(account, accounts, env),
     )
+
+
+def _oidc_token_file(oidc: OidcSource, environ: Mapping[str, str]) -> str | None:
+    return oidc.oidc_token_file or environ.get("ALIBABA_CLOUD_OIDC_TOKEN_FILE") or None
+
+
+def _cli_profile_file(profile: CliProfileSource, environ: Mapping[str, str]) -> str:
+    home = environ.get("HOME") or environ.get("HOMEPATH") or os.path.expanduser("~")
+    return profile.file or os.path.join(home, ".aliyun", "config.json")
+
+
+def _own_library_files(account: Account, environ: Mapping[str, str]) -> list[LibraryFile]:
+    """The files the credentials library reads for ``account``'s own source (none for an access_key's)."""
+    if account.oidc is not None:
+        path = _oidc_token_file(account.oidc, environ)
+        named_by = "" if account.oidc.oidc_token_file else " (ALIBABA_CLOUD_OIDC_TOKEN_FILE)"
+        return [LibraryFile(f"the OIDC token file{named_by}", path, MAX_OIDC_TOKEN_BYTES)] if path else []
+    if account.cli_profile is not None:
+        path = _cli_profile_file(account.cli_profile, environ)
+        return [LibraryFile("the CLI profile file", path, MAX_PROFILE_FILE_BYTES)]
+    if account.default_chain is not None:
+        return default_chain_files(environ)
+    return []
+
+
+def _library_files(account: Account, accounts: Mapping[str, Account], environ: Mapping[str, str]) -> list[LibraryFile]:
+    """The files the library reads for ``account``: its source's and, for a role, its source account's."""
+    found = []
+    current: Account | None = account
+    seen: set[str] = set()
+    while current is not None and current.name not in seen:
+        seen.add(current.name)
+        found += _own_library_files(current, environ)
+        current = accounts.get(current.assume_role.source_account) if current.assume_role else None
+    return found
 
 
 def _secrets_of(account: Account, accounts: Mapping[str, Account], environ: Mapping[str, str]) -> list[str]:

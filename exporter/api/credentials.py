@@ -12,9 +12,12 @@ contents printed in the log and on the landing page.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -167,6 +170,95 @@ def credentials_of(
     )
 
 
+# The credentials library reads these files whole, with no bound and no check of what they are: a
+# device would fill the memory and a FIFO hold a thread forever. An OIDC token is a JWT of a few KiB;
+# the CLI's config.json and the credentials.ini hold a few profiles.
+MAX_OIDC_TOKEN_BYTES = 64 * 1024
+MAX_PROFILE_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryFile:
+    """A file the credentials library will read, in the words an error message uses."""
+
+    what: str
+    path: str
+    max_bytes: int
+
+
+def library_file_problem(file: LibraryFile) -> str | None:
+    """What makes ``file`` unfit for the library to read (never its contents), or None.
+
+    A file that is not there is the library's to report: the default chain looks for files that
+    need not exist, and an OIDC token file may still be being mounted. An empty file is refused,
+    as /proc files say size 0 whatever they hold: the library would send such a "token" to STS.
+    """
+    try:
+        status = os.stat(file.path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{file.what} {file.path}: cannot read it: {exc.strerror}"
+    if not stat.S_ISREG(status.st_mode):
+        return (
+            f"{file.what} {file.path} is not a regular file ({_file_kind(status.st_mode)}); point it at the file itself"
+        )
+    if status.st_size > file.max_bytes:
+        return f"{file.what} {file.path} is larger than {file.max_bytes} bytes; it is not that file"
+    if status.st_size == 0:
+        return f"{file.what} {file.path} is empty (or a /proc file, whose size is unknown)"
+    return None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def default_chain_files(environ: Mapping[str, str]) -> list[LibraryFile]:
+    """The files the library's default chain reads, as its own code finds them in ``environ``.
+
+    The chain stops at the environment's AccessKey when there is one; past it every file is
+    checked, also one a source before it in the chain would have made unnecessary.
+    """
+    if environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID") and environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+        return []
+    files = []
+    token_file = environ.get("ALIBABA_CLOUD_OIDC_TOKEN_FILE")
+    if token_file and environ.get("ALIBABA_CLOUD_ROLE_ARN") and environ.get("ALIBABA_CLOUD_OIDC_PROVIDER_ARN"):
+        files.append(
+            LibraryFile("the OIDC token file (ALIBABA_CLOUD_OIDC_TOKEN_FILE)", token_file, MAX_OIDC_TOKEN_BYTES)
+        )
+    home = environ.get("HOME") or environ.get("HOMEPATH") or os.path.expanduser("~")
+    if environ.get("ALIBABA_CLOUD_CLI_PROFILE_DISABLED", "false").lower() != "true":
+        files.append(
+            LibraryFile("the CLI profile file", os.path.join(home, ".aliyun", "config.json"), MAX_PROFILE_FILE_BYTES)
+        )
+    credentials_file = environ.get("ALIBABA_CLOUD_CREDENTIALS_FILE") or os.path.join(
+        home, ".alibabacloud", "credentials.ini"
+    )
+    files.append(LibraryFile("the credentials file", credentials_file, MAX_PROFILE_FILE_BYTES))
+    return files
+
+
+async def check_library_files(files: list[LibraryFile], label: str) -> None:
+    """CredentialsError naming ``label`` and the file if one of ``files`` is unfit to read; stat off the loop."""
+    if not files:
+        return
+    # A stat of a hung network mount blocks; never on the event loop.
+    problems = await asyncio.to_thread(lambda: [problem for file in files if (problem := library_file_problem(file))])
+    if problems:
+        raise CredentialsError(f"{label}: {problems[0]}")
+
+
 class CredentialsProvider(Protocol):
     async def get(self) -> Credentials:
         """Return credentials valid for the next request (refreshing as needed)."""
@@ -213,8 +305,10 @@ class DefaultChainCredentialsProvider:
     request so a rotated token is picked up without a restart.
     """
 
-    def __init__(self, client: ChainClient | None = None) -> None:
+    def __init__(self, client: ChainClient | None = None, environ: Mapping[str, str] | None = None) -> None:
         self._client = client
+        # The library reads its environment when it is imported: the process's.
+        self._environ = os.environ if environ is None else environ
 
     def _chain(self) -> ChainClient:
         # Built lazily: constructing the chain starts a background refresh thread
@@ -227,6 +321,7 @@ class DefaultChainCredentialsProvider:
         return self._client
 
     async def get(self) -> Credentials:
+        await check_library_files(default_chain_files(self._environ), "the default credential chain")
         try:
             model = await self._chain().get_credential_async()
         except Exception as exc:  # the chain raises bare Exceptions of several kinds
@@ -338,16 +433,26 @@ class LibraryCredentialsProvider:
 
     ``factory`` builds the provider on first use and again after it failed to build, so a
     source that is not there yet (an OIDC token file still being mounted) is retried on the
-    next poll. ``secrets`` lists values an error text must never show.
+    next poll. ``secrets`` lists values an error text must never show, ``files`` the files the
+    library will read, checked before each request.
     """
 
-    def __init__(self, factory: Callable[[], Any], *, label: str, secrets: Callable[[], list[str]] = list) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        *,
+        label: str,
+        secrets: Callable[[], list[str]] = list,
+        files: Callable[[], list[LibraryFile]] = list,
+    ) -> None:
         self._factory = factory
         self._provider: Any = None
         self._label = label
         self._secrets = secrets
+        self._files = files
 
     async def get(self) -> Credentials:
+        await check_library_files(self._files(), self._label)
         try:
             if self._provider is None:
                 self._provider = self._factory()

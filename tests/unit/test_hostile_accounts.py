@@ -8,17 +8,35 @@ like key files before it reads them: a FIFO, a device or a huge file is refused 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from exporter.accounts import Account, credentials_for, read_environment_keys
-from exporter.api.credentials import CredentialsError
+from exporter.api import credentials as credentials_module
+from exporter.api.credentials import (
+    MAX_OIDC_TOKEN_BYTES,
+    MAX_PROFILE_FILE_BYTES,
+    CredentialsError,
+    CredentialsProvider,
+    DefaultChainCredentialsProvider,
+    default_chain_files,
+)
 from exporter.settings import SettingsError, load_settings
 from exporter.tenancy import parse_tenancy_file, plan_tenancy
 from tests.conftest import AK_ID
 
+MARKER = "MARKER-7c2e0a-never-shown"
+# A file the library must not read is refused this fast; reading a FIFO never ends.
+QUICK_SECONDS = 2.0
+ROLE = "acs:ram::123456:role/r"
+OIDC_PROVIDER = "acs:ram::123456:oidc-provider/p"
 # A real secret is 30 letters and digits starting with a letter: a valid variable name and path.
 PASTED_SECRET = "Xp7BzQ0rTs9KdLm2NvW4yHj6UcEa8G"
 PASTED_TOKEN = "CAIS+/sEc2" + "q9Zt" * 20 + "=="
@@ -124,3 +142,163 @@ async def test_a_secret_file_gone_at_run_time_is_named_by_its_field_only(tmp_pat
         await provider.get()
     _never_shown(str(refused.value), PASTED_SECRET)
     assert "secret_file: cannot read the file it names (the path is not shown" in str(refused.value)
+
+
+# -- files the credentials library reads itself --------------------------------------------
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """A FIFO, a device, a directory, an empty and a huge file; a reader left on the FIFO is let go after."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge"
+    huge.write_text(MARKER * (MAX_PROFILE_FILE_BYTES // len(MARKER) + 1))
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    yield {
+        "a FIFO": fifo,
+        "a character device": Path("/dev/null"),
+        "a directory": tmp_path,
+        "empty": empty,
+        "larger than": huge,
+    }
+    _let_go(fifo)
+
+
+def _let_go(fifo: Path) -> None:
+    """Lets a reader blocked opening ``fifo`` go: a library thread left there would keep the tests from ending."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def _refused(provider: CredentialsProvider, *fifos: Path) -> str:
+    """The one-line refusal of ``provider``; a reader it left blocked on one of ``fifos`` is let go first.
+
+    Let go here, not after the test: the test's event loop waits for its threads when it closes.
+    """
+    try:
+        with pytest.raises(CredentialsError) as refused:
+            await asyncio.wait_for(provider.get(), QUICK_SECONDS)
+    finally:
+        for fifo in fifos:
+            _let_go(fifo)
+    text = str(refused.value)
+    _never_shown(text, MARKER)
+    assert "\n" not in text
+    return text
+
+
+def _oidc(token_file: Path | None) -> Account:
+    source: dict[str, str] = {"role_arn": ROLE, "oidc_provider_arn": OIDC_PROVIDER, "sts_endpoint": "127.0.0.1:9"}
+    if token_file is not None:
+        source["oidc_token_file"] = str(token_file)
+    return Account.model_validate({"name": "a", "oidc": source})
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device", "a directory", "empty", "larger than"])
+@pytest.mark.parametrize("from_environment", [False, True])
+async def test_an_oidc_token_file_unfit_to_read_is_refused_before_the_library_reads_it(
+    bad_files: dict[str, Path], kind: str, from_environment: bool
+) -> None:
+    path = bad_files[kind]
+    if kind == "larger than":
+        path.write_text(MARKER * (MAX_OIDC_TOKEN_BYTES // len(MARKER) + 1))
+    account = _oidc(None if from_environment else path)
+    environ = {"ALIBABA_CLOUD_OIDC_TOKEN_FILE": str(path)} if from_environment else {}
+    text = await _refused(credentials_for(account, {"a": account}, environ=environ), bad_files["a FIFO"])
+    named_by = " (ALIBABA_CLOUD_OIDC_TOKEN_FILE)" if from_environment else ""
+    assert text.startswith(f"account a (oidc): the OIDC token file{named_by} {path} ")
+    assert kind in text
+
+
+async def test_a_role_over_an_oidc_account_checks_the_token_file_too(bad_files: dict[str, Path]) -> None:
+    oidc = _oidc(bad_files["a FIFO"])
+    role = Account.model_validate(
+        {"name": "r", "assume_role": {"role_arn": ROLE, "source_account": "a", "sts_endpoint": "127.0.0.1:9"}}
+    )
+    text = await _refused(credentials_for(role, {"a": oidc, "r": role}, environ={}), bad_files["a FIFO"])
+    assert f"the OIDC token file {bad_files['a FIFO']} is not a regular file (a FIFO)" in text
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device", "larger than"])
+async def test_a_cli_profile_file_unfit_to_read_is_refused_naming_the_account(
+    bad_files: dict[str, Path], kind: str
+) -> None:
+    path = bad_files[kind]
+    account = Account.model_validate({"name": "a", "cli_profile": {"file": str(path)}})
+    text = await _refused(credentials_for(account, {"a": account}, environ={}), bad_files["a FIFO"])
+    assert text.startswith(f"account a (cli_profile): the CLI profile file {path} ")
+    assert kind in text
+
+
+@pytest.mark.parametrize(
+    ("variable", "what"),
+    [
+        ("HOME", "the CLI profile file"),
+        ("ALIBABA_CLOUD_CREDENTIALS_FILE", "the credentials file"),
+        ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", "the OIDC token file (ALIBABA_CLOUD_OIDC_TOKEN_FILE)"),
+    ],
+)
+async def test_the_default_chains_files_are_checked_before_it_reads_them(
+    tmp_path: Path, bad_files: dict[str, Path], variable: str, what: str
+) -> None:
+    home = tmp_path / "home"
+    (home / ".aliyun").mkdir(parents=True)
+    os.mkfifo(home / ".aliyun" / "config.json")
+    environ = {"HOME": str(tmp_path / "nobody"), "ALIBABA_CLOUD_CLI_PROFILE_DISABLED": "false"}
+    if variable == "HOME":
+        environ["HOME"] = str(home)
+    else:
+        environ[variable] = str(bad_files["larger than"])
+    environ |= {"ALIBABA_CLOUD_ROLE_ARN": ROLE, "ALIBABA_CLOUD_OIDC_PROVIDER_ARN": OIDC_PROVIDER}
+    fifo = home / ".aliyun" / "config.json"
+    text = await _refused(DefaultChainCredentialsProvider(environ=environ), fifo)
+    assert text.startswith(f"the default credential chain: {what} ")
+    account = Account.model_validate({"name": "a", "default_chain": {}})
+    assert (await _refused(credentials_for(account, {"a": account}, environ=environ), fifo)).startswith(
+        f"account a (default_chain): {what} "
+    )
+
+
+def test_the_default_chain_reads_no_file_past_an_access_key_in_the_environment(tmp_path: Path) -> None:
+    environ = {"HOME": str(tmp_path), "ALIBABA_CLOUD_ACCESS_KEY_ID": AK_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s"}
+    assert default_chain_files(environ) == []
+    environ["ALIBABA_CLOUD_CLI_PROFILE_DISABLED"] = "TRUE"
+    del environ["ALIBABA_CLOUD_ACCESS_KEY_ID"]
+    assert [file.what for file in default_chain_files(environ)] == ["the credentials file"]
+
+
+def test_a_library_file_unfit_to_read_stops_the_exporter_at_start(bad_files: dict[str, Path], tmp_path: Path) -> None:
+    arns = f"role_arn: '{ROLE}', oidc_provider_arn: '{OIDC_PROVIDER}'"
+    problems = _problems(
+        f"""
+accounts:
+  - {{name: a, oidc: {{{arns}, oidc_token_file: {bad_files["a FIFO"]}}}}}
+  - {{name: b, oidc: {{{arns}, oidc_token_file: {tmp_path}/later}}}}
+  - {{name: c, cli_profile: {{file: {bad_files["larger than"]}}}}}
+instances: [{{id: idaas_x, account: a}}]
+"""
+    )
+    assert problems == [
+        f"x.yml: accounts[0].oidc: the OIDC token file {bad_files['a FIFO']} is not a regular file (a FIFO); "
+        "point it at the file itself",
+        f"x.yml: accounts[2].cli_profile: the CLI profile file {bad_files['larger than']} is larger than "
+        f"{MAX_PROFILE_FILE_BYTES} bytes; it is not that file",
+    ]
+
+
+async def test_library_files_are_checked_off_the_event_loop(
+    bad_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked_in: list[int] = []
+    real_check = credentials_module.library_file_problem
+
+    def recording_check(file: credentials_module.LibraryFile) -> str | None:
+        checked_in.append(threading.get_ident())
+        return real_check(file)
+
+    monkeypatch.setattr(credentials_module, "library_file_problem", recording_check)
+    account = _oidc(bad_files["a FIFO"])
+    await _refused(credentials_for(account, {"a": account}, environ={}), bad_files["a FIFO"])
+    assert checked_in and threading.get_ident() not in checked_in
