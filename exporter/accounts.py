@@ -202,8 +202,9 @@ def check_account_problems(accounts: list[Account], *, allow_inline_secrets: boo
             continue
         if role.source_account not in first_index:
             problems.append(
-                f"accounts[{index}].assume_role.source_account: no account is named {role.source_account!r}; "
-                f"accounts are {', '.join(sorted(first_index))}"
+                # Not quoted: like every field of an account, it may hold a secret pasted into the wrong key.
+                f"accounts[{index}].assume_role.source_account: no account has the name given "
+                f"(the value is not shown: it may be a pasted secret); accounts are {', '.join(sorted(first_index))}"
             )
             continue
         seen = [account.name]

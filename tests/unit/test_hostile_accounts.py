@@ -97,6 +97,18 @@ def test_a_pasted_token_that_is_no_variable_name_is_not_quoted() -> None:
     ]
 
 
+def test_a_secret_pasted_as_a_source_account_is_not_quoted() -> None:
+    problems = _problems(
+        f"accounts: [{{name: a, assume_role: {{role_arn: '{ROLE}', source_account: {PASTED_SECRET}}}}}, "
+        "{name: b, default_chain: }]\ninstances: [{id: x, account: a}]"
+    )
+    _never_shown(str(problems), PASTED_SECRET)
+    assert problems == [
+        "x.yml: accounts[0].assume_role.source_account: no account has the name given "
+        "(the value is not shown: it may be a pasted secret); accounts are a, b"
+    ]
+
+
 def test_a_bad_value_in_a_secrets_variable_or_file_names_the_field_only(tmp_path: Path) -> None:
     key_file = tmp_path / PASTED_SECRET
     key_file.write_text("two\nlines\n")

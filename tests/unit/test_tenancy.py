@@ -97,7 +97,7 @@ def test_instances_take_their_own_region_account_interval_and_filters_else_the_s
         ),
         (
             "accounts: [{name: a, assume_role: {role_arn: 'acs:ram::1:role/r', source_account: b}}]",
-            "x.yml: accounts[0].assume_role.source_account: no account is named 'b'",
+            "x.yml: accounts[0].assume_role.source_account: no account has the name given (the value is not shown",
         ),
         (
             "accounts: [{name: a, assume_role: {role_arn: 'acs:ram::1:role/r', source_account: a, "
