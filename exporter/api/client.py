@@ -459,6 +459,12 @@ class EiamClient:
                 raise MalformedResponseError(
                     action=action, problem=f"{list_key} must be a list", request_id=request_id_of(body)
                 )
+            if len(items) > page_size:
+                raise MalformedResponseError(
+                    action=action,
+                    problem=f"the page holds {len(items)} entries, more than the {page_size} asked for",
+                    request_id=request_id_of(body),
+                )
             for index, item in enumerate(items):
                 yield (f"{list_key}[{seen + index}]", item)
             seen += len(items)

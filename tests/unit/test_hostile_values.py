@@ -191,6 +191,14 @@ async def test_a_page_with_more_jobs_than_asked_for_is_refused_unexamined() -> N
     assert time.process_time() - started < 1.0
 
 
+async def test_a_listing_page_with_more_entries_than_asked_for_is_refused() -> None:
+    providers = [{"IdentityProviderId": f"idp_{n}"} for n in range(150)]
+    answers = {"ListIdentityProviders": lambda _: _json({"IdentityProviders": providers, "TotalCount": 150})}
+    async with _client(_by_action(answers)) as client:
+        with pytest.raises(MalformedResponseError, match="150 entries, more than the 100 asked for"):
+            [idp async for idp in client.list_identity_providers("idaas_x")]
+
+
 # -- label values without end -----------------------------------------------------------------
 
 
