@@ -67,6 +67,9 @@ TARGET_ID_CHARS_PER_QUERY = 5000
 FUTURE_TOLERANCE_MS = 60_000
 # Jobs whose anomalies were logged, so that each is logged once, not every poll.
 REPORTED_LIMIT = 10_000
+# Odd jobs logged one by one in a poll; past this they are counted and summed up in one line, so
+# pages full of malformed entries cannot flood the log.
+ANOMALIES_LOGGED_PER_POLL = 50
 # Every reason of idaas_exporter_jobs_anomalous_total, so that each series exists from the start.
 ANOMALY_REASONS = ("malformed", *REPAIR_REASONS, "future_start", "late")
 _ANOMALY_MESSAGES = {
@@ -454,6 +457,9 @@ class PollRun:
             if len(reported) > REPORTED_LIMIT:
                 reported.popitem(last=False)
             self.stats.anomalies[anomaly.reason] += 1
+            if self.stats.anomalies.total() > ANOMALIES_LOGGED_PER_POLL:
+                self.stats.anomalies_not_logged += 1
+                continue
             log.warning(
                 _ANOMALY_MESSAGES.get(anomaly.reason, "job has a problem; counted without the bad part"),
                 extra={
@@ -549,6 +555,15 @@ class PollRun:
     def finish(self) -> InstanceState:
         """Let go of jobs past the lookback window, move the cursor, forget ids no check asks for."""
         work = self.work
+        if self.stats.anomalies_not_logged:
+            log.warning(
+                "more odd jobs than are logged one by one in a poll; the rest are counted, not logged",
+                extra={
+                    "instance_id": self.poller.instance_id,
+                    "logged": ANOMALIES_LOGGED_PER_POLL,
+                    "not_logged": self.stats.anomalies_not_logged,
+                },
+            )
         for _, _, job, key in self._cold_newest:
             work.seen_final.append(FinishedJob.of(job, key, job.error_code))
         for job_id, tracked in list(work.tracked.items()):
@@ -669,6 +684,7 @@ class _PollStats:
     individually: int = 0
     forced: int = 0
     anomalies: Counter[str] = dataclasses.field(default_factory=Counter)
+    anomalies_not_logged: int = 0
 
     def spare_calls(self) -> int:
         """Calls this poll may still make and stay within one per 100 jobs learned, plus one."""

@@ -183,3 +183,22 @@ async def test_the_late_check_costs_one_call_when_nothing_is_late(
     assert not any(r.anomalies.get("late") for r in results)
     # Each poll stays within ceil(new or changed / 100) + 1 calls, forced re-reads aside.
     assert all(r.api_calls <= -(-r.jobs_changed // 100) + 1 + r.forced_rechecks for r in results)
+
+
+async def test_pages_full_of_odd_jobs_are_counted_but_logged_in_a_bounded_number_of_lines(
+    world: World, client: EiamClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from exporter.collect.poller import ANOMALIES_LOGGED_PER_POLL
+
+    poller = InstancePoller(instance_id_of(world), client, StateStore(None), PollOptions(), clock=clock)
+    await poller.poll()
+    odd = [odd_job(world, f"flood-{index}", {"Status": None}, start_in_ms=1000 + index) for index in range(200)]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="exporter.collect.poller"):
+        results = await run_polls(poller, clock, 3)
+    assert sum(r.anomalies.get("malformed", 0) for r in results) == len(odd)  # every one counted, once
+    lines = [record for record in caplog.records if record.name == "exporter.collect.poller"]
+    one_by_one = [record for record in lines if getattr(record, "reason", None) == "malformed"]
+    summaries = [record for record in lines if getattr(record, "not_logged", None) is not None]
+    assert len(one_by_one) == ANOMALIES_LOGGED_PER_POLL
+    assert [record.__dict__["not_logged"] for record in summaries] == [len(odd) - ANOMALIES_LOGGED_PER_POLL]
