@@ -95,7 +95,9 @@ CIPHER_SUITES = {
 }
 # Go's curve names; Python's ssl module can pin one curve, not order several.
 CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": "X25519"}
-_HTTP_KEYS = {"headers"}
+# exporter-toolkit's http2 (default true there): this server speaks HTTP/1.1 only, so false is
+# honoured as it is and true is refused rather than silently ignored.
+_HTTP_KEYS = {"headers", "http2"}
 # RFC 9110 field-value, ASCII only: visible characters, with spaces and tabs inside. aiohttp
 # refuses to send any control character, so one in a header would fail every response.
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
@@ -289,6 +291,8 @@ def _headers(raw: Any, path: str) -> dict[str, str]:
     where = f"web config {path}: http_server_config"
     raw = _mapping(raw, where, "headers")
     _unknown(raw, _HTTP_KEYS, where)
+    if raw.get("http2", False) is not False:
+        raise WebConfigError(f"{where}.http2: this exporter serves HTTP/1.1 only; set http2: false or leave it out")
     headers = _mapping(raw.get("headers") or {}, f"{where}.headers", "header names to values")
     for name, value in headers.items():
         if name not in ALLOWED_HEADERS:

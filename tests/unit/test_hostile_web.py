@@ -63,6 +63,13 @@ def test_a_header_value_with_spaces_and_tabs_inside_is_sent(tmp_path: Path) -> N
     assert load(str(path)).headers == {"Content-Security-Policy": value}
 
 
+def test_http2_off_is_honoured_as_it_is(tmp_path: Path) -> None:
+    # exporter-toolkit's http2 key: this server speaks HTTP/1.1, so false needs nothing done.
+    path = tmp_path / "web.yml"
+    path.write_text("http_server_config:\n  http2: false\n  headers:\n    X-Frame-Options: deny\n")
+    assert load(str(path)).headers == {"X-Frame-Options": "deny"}
+
+
 TLS = "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.crt\n"
 HOSTILE_FILES = {
     "mixed_key_types": "1: a\nb: c\n",
@@ -87,7 +94,8 @@ HOSTILE_FILES = {
     "header_name_with_newline": 'http_server_config:\n  headers:\n    "X-\\nEvil: yes": a\n',
     "header_names_mixed": "http_server_config:\n  headers:\n    1: a\n    X-Frame-Options: deny\n",
     "header_value_nul": 'http_server_config:\n  headers:\n    X-Frame-Options: "a\\0b"\n',
-    "http_server_config_unknown_key": "http_server_config:\n  http2: true\n",
+    "http_server_config_unknown_key": "http_server_config:\n  http3: true\n",
+    "http2_asked_for": "http_server_config:\n  http2: true\n",
     "http_server_config_a_list": "http_server_config: [a]\n",
     "top_level_a_list": "[a, b]\n",
 }
