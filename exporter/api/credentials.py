@@ -343,17 +343,20 @@ class DefaultChainCredentialsProvider:
 
 # An error text of a credentials library is shown in logs and on the landing page; bound it.
 _MAX_ERROR_CHARS = 300
+_MAX_SCANNED_CHARS = 64 * 1024
 # The library quotes STS's whole answer in some errors ("result: {...}") and an HTTP library may
 # quote the request URL with its query: a value after one of these names is a credential, also
 # one the ``secrets`` list cannot know (STS's answer, a chained role's token). The name may be
 # quoted, and followed by ':' or '=' (JSON, a repr, a query), or by ',' when it opens a tuple or
 # list (a header pair such as ('x-acs-security-token', '...')).
 _SECRET_NAME = re.compile(
-    r"""(?P<item>[(\[]\s*\\?["']?)?[\w-]*(?:secret|token|signature|password)[\w-]*\\?["']?\s*(?:[:=]|(?(item),|(?!)))\s*""",
+    r"""(?P<item>[(\[]\s*\\?["']?)?(?<![\w-])(?=[\w-]*?(?:secret|token|signature|password))[\w-]++\\?["']?\s*(?:[:=]|(?(item),|(?!)))\s*""",
     re.IGNORECASE,
 )
 # A separator written percent-encoded (SecurityToken%3D..., also twice: %253D) is a separator too;
 # only these are decoded, as decoding a ',' or '&' inside a value would cut the value short.
+# A name is matched as a whole word, from its start and never given back: tried from inside a long
+# word, or backed off through it, it would cost the square of the word's length.
 _ENCODED_SEPARATOR = re.compile(r"%(?:25)*(3[dDaA])")
 _MASK = "**********"
 
@@ -362,6 +365,9 @@ def scrub_library_text(text: str, secrets: list[str]) -> str:
     """A library's error text fit for a log line: secrets masked, one line of printable text, bounded."""
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, _MASK)
+    # Only a few hundred characters are kept; cutting first bounds the work, and a value cut short
+    # is masked to the end like any unclosed value.
+    text = text[:_MAX_SCANNED_CHARS]
     text = _ENCODED_SEPARATOR.sub(lambda match: chr(int(match[1], 16)), text)
     text = _mask_named_values(text)
     text = " ".join(text.split())

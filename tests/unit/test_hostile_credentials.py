@@ -376,6 +376,15 @@ def test_no_shape_of_a_named_secret_survives_the_scrub(name: str, value: str, be
                 pytest.fail(f"a part of the secret survived in the {shape} shape", pytrace=False)
 
 
+@pytest.mark.parametrize(
+    "text", ["a" * 20_000, "a-" * 10_000, "xsecretx" * 2_500, "secret " * 3_000, "(" + '"' * 20_000]
+)
+def test_a_long_library_error_is_scrubbed_in_linear_time(text: str) -> None:
+    started = time.monotonic()
+    scrub_library_text(text * 3, [])
+    assert time.monotonic() - started < 0.5
+
+
 def test_the_three_reported_bypasses_are_masked() -> None:
     for text in (
         f"result: {{'AccessKeySecret': b'{MARKER}'}}",
