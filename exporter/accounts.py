@@ -37,7 +37,7 @@ from exporter.api.credentials import (
     default_chain_files,
     library_file_problem,
 )
-from exporter.files import SmallFileError, read_small_file
+from exporter.files import SmallFileError, read_small_file, shown_path
 
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -286,14 +286,18 @@ def _source(field: str, name_or_path: str) -> str:
 
 def _file_problem(error: OSError | KeyFileError, field_name: str, path: str) -> str:
     """The problem of reading the file of ``field_name``, its path left out unless it may be shown."""
-    text = f"cannot read {path}: {error.strerror}" if isinstance(error, OSError) else str(error)
+    text = f"cannot read {shown_path(path)}: {error.strerror}" if isinstance(error, OSError) else str(error)
     if _shows_name(field_name):
         return text
-    # The path opens the message or follows "cannot read"; a short path may also be a part of other words.
-    for lead in ("", "cannot read "):
-        if text.startswith(lead + path):
-            return lead + _PATH_NOT_SHOWN + text[len(lead + path) :]
-    return text.replace(path, _PATH_NOT_SHOWN)
+    # The path, as a message shows it (a long one quoted and cut), opens the message or follows
+    # "cannot read"; a short path may also be a part of other words.
+    for written in dict.fromkeys((shown_path(path), path)):
+        for lead in ("", "cannot read "):
+            if text.startswith(lead + written):
+                return lead + _PATH_NOT_SHOWN + text[len(lead + written) :]
+    for written in dict.fromkeys((shown_path(path), path)):
+        text = text.replace(written, _PATH_NOT_SHOWN)
+    return text
 
 
 def _problem_of(value: str, field_name: str, source: str) -> list[str]:

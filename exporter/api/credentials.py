@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import SecretStr
 
 from exporter.api.errors import EiamError
+from exporter.files import shown_path
 
 if TYPE_CHECKING:
     from alibabacloud_credentials.client import Client as ChainClient
@@ -193,20 +194,19 @@ def library_file_problem(file: LibraryFile) -> str | None:
     need not exist, and an OIDC token file may still be being mounted. An empty file is refused,
     as /proc files say size 0 whatever they hold: the library would send such a "token" to STS.
     """
+    named = f"{file.what} {shown_path(file.path)}"
     try:
         status = os.stat(file.path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return f"{file.what} {file.path}: cannot read it: {exc.strerror}"
+        return f"{named}: cannot read it: {exc.strerror}"
     if not stat.S_ISREG(status.st_mode):
-        return (
-            f"{file.what} {file.path} is not a regular file ({_file_kind(status.st_mode)}); point it at the file itself"
-        )
+        return f"{named} is not a regular file ({_file_kind(status.st_mode)}); point it at the file itself"
     if status.st_size > file.max_bytes:
-        return f"{file.what} {file.path} is larger than {file.max_bytes} bytes; it is not that file"
+        return f"{named} is larger than {file.max_bytes} bytes; it is not that file"
     if status.st_size == 0:
-        return f"{file.what} {file.path} is empty (or a /proc file, whose size is unknown)"
+        return f"{named} is empty (or a /proc file, whose size is unknown)"
     return None
 
 

@@ -85,6 +85,22 @@ instances: [{{id: idaas_x, account: prod}}]
     ]
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/run/" + PASTED_TOKEN * 4, f"/run/{PASTED_SECRET}\x1b[2J", PASTED_SECRET],
+    ids=["long", "control character", "plain"],  # an id made of the path would show the secret
+)
+def test_a_secret_files_path_is_not_shown_however_a_message_would_quote_it(tmp_path: Path, path: str) -> None:
+    accounts = list(
+        parse_tenancy_file(
+            {"accounts": [{"name": "a", "access_key": {"id": AK_ID, "secret_env": "S", "security_token_file": path}}]}
+        ).accounts
+    )
+    problems = read_environment_keys(accounts, {"S": "s" * 30})
+    _never_shown(str(problems), PASTED_TOKEN[5:15], PASTED_SECRET[:10])
+    assert problems[0].startswith("accounts[0].access_key.security_token_file: cannot read the file it names")
+
+
 def test_a_pasted_token_that_is_no_variable_name_is_not_quoted() -> None:
     key = {"id": AK_ID, "secret_env": "S", "security_token_env": PASTED_TOKEN}
     document = {"accounts": [{"name": "a", "access_key": key}]}
@@ -222,6 +238,14 @@ async def test_an_oidc_token_file_unfit_to_read_is_refused_before_the_library_re
     named_by = " (ALIBABA_CLOUD_OIDC_TOKEN_FILE)" if from_environment else ""
     assert text.startswith(f"account a (oidc): the OIDC token file{named_by} {path} ")
     assert kind in text
+
+
+async def test_a_token_files_path_with_a_control_character_is_shown_escaped(tmp_path: Path) -> None:
+    fifo = tmp_path / "token\x1b[2J\n"
+    os.mkfifo(fifo)
+    account = _oidc(fifo)
+    text = await _refused(credentials_for(account, {"a": account}, environ={}), fifo)
+    assert text.isprintable() and "is not a regular file (a FIFO)" in text
 
 
 async def test_a_role_over_an_oidc_account_checks_the_token_file_too(bad_files: dict[str, Path]) -> None:
