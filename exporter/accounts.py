@@ -8,7 +8,10 @@ alibabacloud-credentials provider of that name, which refreshes its own STS toke
 
 Each value is checked where it is read (see :func:`exporter.api.credentials.checked_credential`),
 at start and again whenever a file changes; a key file must be a small regular file, and is read
-off the event loop, so a FIFO or a device put in its place cannot stop the exporter.
+off the event loop, so a FIFO or a device put in its place cannot stop the exporter. The files the
+credentials library reads itself (an OIDC token, a CLI profile, the default chain's) are checked the
+same way before it reads them, as it reads them whole. A secret's variable name and file path are
+never shown: a secret pasted into the wrong field is a valid name and path.
 """
 
 from __future__ import annotations
