@@ -54,9 +54,7 @@ FAULTS = {
     "throttle_rate": 0.30,
     "server_error_rate": 0.10,
     "latency_seconds": 0.005,
-    # The wire phases (bombs, trickles) leave fewer ordinary requests to drop: at 3% a 45 s run
-    # dropped none now and then, and the check that transport errors were seen failed.
-    "drop_rate": 0.06,
+    "drop_rate": 0.03,
     "malformed_rate": 0.03,
     "truncated_rate": 0.03,
     "repeat_token_rate": 0.10,
@@ -212,13 +210,36 @@ class Soak:
 
     # -- the measurement -------------------------------------------------------------
 
-    def inject_burst(self) -> None:
+    def until_seen(self, fault: str, rate: float, marker: str, *, seconds: float = 20.0) -> None:
+        """Raise ``fault`` to ``rate`` until the exporter's log shows ``marker``, then put it back.
+
+        Some faults only bite on some requests (a repeated NextToken needs a listing of several
+        pages): at their usual rates a short run may meet none, and the check that each fault was
+        seen would fail by chance. Once each, forced, they are seen in every run.
+        """
+        usual = getattr(self.faults, fault)
+        setattr(self.faults, fault, rate)
+        start = len(self.output)
+        deadline = time.monotonic() + seconds
+        try:
+            while not any(marker in line for line in self.output[start:]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            setattr(self.faults, fault, usual)
+
+    def force_rare_faults(self) -> None:
+        """A listing of several pages answered with a repeated NextToken, then dropped connections."""
+        self.inject_burst(jobs=250)  # three pages at MaxResults 100
+        self.until_seen("repeat_token_rate", 1.0, "already returned")
+        self.until_seen("drop_rate", 1.0, "RemoteProtocolError")
+
+    def inject_burst(self, jobs: int | None = None) -> None:
         """Jobs of every outcome starting now; some finish within a poll, some many polls later."""
         for instance_id, state in self.world.instances.items():
             targets = [("identity_provider", p.identity_provider_id, "ingress") for p in state.providers]
             targets += [("application", a.application_id, "egress") for a in state.applications]
             now_ms = self.world.now_ms()
-            for index in range(self.rng.randint(60, 180)):
+            for index in range(jobs if jobs is not None else self.rng.randint(60, 180)):
                 target_type, target_id, direction = self.rng.choice(targets)
                 status = self.rng.choice(["success", "success", "partial_success", "failed"])
                 self.world.add_job(
@@ -344,6 +365,7 @@ class Soak:
             try:
                 before = self.settle()
                 deadline = time.monotonic() + self.seconds
+                self.force_rare_faults()
                 while time.monotonic() < deadline:
                     self.inject_burst()
                     self.hostile_phase()
