@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from exporter.settings import Settings, SettingsError, flag_name
+from exporter.settings import ENV_PREFIX, Settings, SettingsError, flag_name
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pull_config_command(commands)
     _add_simulate_command(commands)
     _add_rules_command(commands)
+    _add_healthcheck_command(commands)
     return parser
 
 
@@ -187,6 +188,78 @@ def _add_rules_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     rules.add_argument("--config", help="YAML rules config; default: the documented defaults")
 
 
+def _add_healthcheck_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from exporter.web.probe import DEFAULT_TIMEOUT_SECONDS
+
+    check = commands.add_parser(
+        "healthcheck",
+        help="probe /healthz of the server these settings describe (for container health checks)",
+        description="Read the settings as serve does (file, IDAAS_EXPORTER_* variables, flags) and GET /healthz "
+        "of the server they describe: over TLS when the web config enables it, on loopback when it listens on "
+        "all interfaces. Exit codes: 0 it answered 200, 1 anything else (one line on stderr says what).",
+    )
+    check.add_argument("--config", help="YAML settings file, as given to serve")
+    for setting in ("listen_address", "web_config_file"):
+        check.add_argument(
+            flag_name(setting),
+            dest=f"setting_{setting}",
+            default=None,
+            metavar="VALUE",
+            help=f"as for serve: {Settings.model_fields[setting].description} (env {ENV_PREFIX}{setting.upper()})",
+        )
+    for alias, setting in TOOLKIT_ALIASES.items():
+        if setting in ("listen_address", "web_config_file"):
+            check.add_argument(
+                alias, dest=f"alias_{setting}", default=None, metavar="VALUE", help=f"the same as {flag_name(setting)}"
+            )
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        help=f"seconds to wait for the answer; default {DEFAULT_TIMEOUT_SECONDS:g}",
+    )
+
+
+# Health checks are short; a longer wait (or an infinite one, which sockets refuse) is a mistake.
+MAX_HEALTHCHECK_TIMEOUT_SECONDS = 300
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 or 1 only: container engines reserve other exit codes of a health check."""
+    import ssl
+
+    from exporter.web.config import WebConfigError
+
+    try:
+        problem = _health_problem(args)
+    except SettingsError as exc:
+        problem = "invalid setting: " + "; ".join(exc.problems)
+    except (UsageError, WebConfigError) as exc:
+        problem = str(exc)
+    except (ssl.SSLError, OSError) as exc:
+        problem = f"cannot read the TLS certificate or key of the web config: {exc}"
+    if problem is None:
+        return EXIT_OK
+    # One line: a container engine keeps the output of its checks, and a log line is one line.
+    print(f"idaas-sync-exporter: healthcheck: {' '.join(problem.split())}", file=sys.stderr)
+    return EXIT_RUNTIME
+
+
+def _health_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the server the settings describe; None when /healthz answers 200."""
+    from exporter.web import probe
+    from exporter.web.config import load
+
+    if not 0 < args.timeout <= MAX_HEALTHCHECK_TIMEOUT_SECONDS:
+        raise UsageError(f"--timeout must be between 0 and {MAX_HEALTHCHECK_TIMEOUT_SECONDS}, got {args.timeout}")
+    settings = settings_from(args, defaults={"state_path": ""})
+    host, port = settings.listen_host_port
+    if port == 0:
+        raise UsageError(f"listen address {settings.listen_address} has no fixed port to probe")
+    tls = load(settings.web_config_file).tls if settings.web_config_file else None
+    return probe.probe(probe.target(host, port, tls), args.timeout)
+
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
@@ -212,6 +285,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _pull_config(args)
         if args.command == "rules":
             return _rules(args)
+        if args.command == "healthcheck":
+            return _healthcheck(args)
     except UsageError as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
