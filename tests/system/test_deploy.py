@@ -35,10 +35,20 @@ def test_dockerfile_passes_hadolint_and_matches_the_exporter() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert f"EXPOSE {DEFAULT_PORT}" in text
     assert "USER 10001:10001" in text
-    assert f"http://127.0.0.1:{DEFAULT_PORT}/healthz" in text
+    # The probe follows the settings (another port, TLS); a fixed URL here would not.
+    assert 'CMD ["idaas-sync-exporter", "healthcheck"]' in text
+    assert "/healthz" not in text
     assert 'ENTRYPOINT ["idaas-sync-exporter"]' in text
     assert 'VOLUME ["/var/lib/idaas-sync-exporter"]' in text
+    assert "IDAAS_EXPORTER_LOG_FORMAT=json" in text
     assert text.count("FROM ") == 2  # multi-stage
+    assert "COPY --from=build /opt/venv /opt/venv" in text
+    # Every builder must build it: Docker's legacy builder and kaniko reject BuildKit's RUN --mount,
+    # and a syntax directive makes BuildKit pull a frontend image from a registry.
+    assert "--mount" not in text
+    assert "# syntax=" not in text
+    # The dependency layer is cached on pyproject.toml alone: it is copied before the sources.
+    assert text.index("COPY pyproject.toml") < text.index("COPY exporter")
 
 
 def kustomizations() -> list[Path]:
