@@ -126,9 +126,24 @@ def strict(schema: Any) -> Any:
     return schema
 
 
-def test_the_example_secret_validates() -> None:
-    result = kubernetes_validate(K8S / "base" / "secret.example.yaml")
+@pytest.mark.parametrize(
+    "secret", sorted(K8S.rglob("secret.example.yaml")), ids=lambda path: str(path.relative_to(ROOT))
+)
+def test_the_example_secrets_validate(secret: Path) -> None:
+    result = kubernetes_validate(secret)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_tls_overlay_probes_and_scrapes_over_https() -> None:
+    objects = by_kind(kustomize(K8S / "overlays" / "tls"))
+    container = objects["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http-metrics", "scheme": "HTTPS"}
+    endpoint = objects["ServiceMonitor"]["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"]["ca"]["secret"]["key"] == "ca.crt"
+    # The certificate's name is the Service's, in the namespace the objects go to.
+    service = objects["Service"]["metadata"]
+    assert endpoint["tlsConfig"]["serverName"] == f"{service['name']}.{service['namespace']}.svc"
 
 
 def test_the_schema_check_rejects_an_unknown_field(tmp_path: Path) -> None:
@@ -184,6 +199,7 @@ def test_manifests_agree_with_each_other() -> None:
     state_path = next(e["value"] for e in container["env"] if e["name"] == "IDAAS_EXPORTER_STATE_PATH")
     assert str(Path(state_path).parent) in mounts
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     # An IDaaS outage must show as idaas_up 0, not as a target that left the Service.
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     security = container["securityContext"]
