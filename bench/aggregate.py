@@ -1,11 +1,12 @@
 """Min, median and max of the headline figures over several runs of bench/run.py.
 
-for n in 1 2 3; do python bench/run.py --json run$n.json; done
-python bench/aggregate.py run1.json run2.json run3.json
+for n in 1 2 3; do .venv/bin/python bench/run.py --json run$n.json; done
+.venv/bin/python bench/aggregate.py run1.json run2.json run3.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -16,11 +17,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.run import figures
 
 
-def main() -> int:
-    if len(sys.argv) < 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    runs = [json.loads(Path(name).read_text()) for name in sys.argv[1:]]
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench/aggregate.py",
+        description="Min, median and max of the headline figures over several runs of bench/run.py.",
+        epilog="for n in 1 2 3; do .venv/bin/python bench/run.py --json run$n.json; done; "
+        ".venv/bin/python bench/aggregate.py run1.json run2.json run3.json",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN.json", help="files written by bench/run.py --json")
+    args = parser.parse_args(argv)
+    runs = []
+    for name in args.runs:
+        try:
+            runs.append(json.loads(Path(name).read_text()))
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot read {name}: {exc}")
     by_targets: dict[int, list[dict[str, float]]] = {}
     for run in runs:
         by_targets.setdefault(run["targets"], []).append(figures(run))

@@ -40,6 +40,7 @@ SERVE_ONLY_SETTINGS = frozenset(
         "poll_interval_seconds",
         "target_refresh_seconds",
         "web_config_file",
+        "web_max_connections",
         "console_job_url",
     }
 )
@@ -261,15 +262,32 @@ def _health_problem(args: argparse.Namespace) -> str | None:
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report a tool whose reader went away
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a reader gone away is caught, not at the interpreter's exit
     except KeyboardInterrupt:
         # Ctrl-C before the signal handlers are installed (start-up, a prompt): no traceback.
         print("idaas-sync-exporter: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): stop quietly, as Unix tools do.
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is buffered cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -320,6 +338,7 @@ def _exporter_command(args: argparse.Namespace) -> int:
     demo = DemoOptions(speed=args.demo_speed, seed=args.demo_seed) if args.demo else None
     from exporter.api.endpoint import EndpointError
     from exporter.collect.store import StateError
+    from exporter.runtime import ListenError
     from exporter.shards import ShardError
     from exporter.web.config import WebConfigError
 
@@ -328,7 +347,7 @@ def _exporter_command(args: argparse.Namespace) -> int:
             asyncio.run(serve(settings, demo, tenancy=tenancy))
             return EXIT_OK
         body, errors = asyncio.run(once(settings, demo, tenancy=tenancy))
-    except (EndpointError, StateError, WebConfigError, ShardError) as exc:
+    except (EndpointError, StateError, WebConfigError, ShardError, ListenError) as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
@@ -481,8 +500,13 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve())
     except OSError as exc:
-        print(f"idaas-sync-exporter: error: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
-        return EXIT_RUNTIME
+        reason = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+        print(
+            f"idaas-sync-exporter: error: cannot listen on {args.listen}: {reason}; "
+            "choose another address with --listen",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import secrets
 import signal
 import socket
+import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -32,7 +35,14 @@ from exporter.memory import limit_malloc_arenas
 from exporter.metrics.api_requests import ApiStats
 from exporter.metrics.selfmetrics import InstanceLabels, SelfMetrics
 from exporter.service import Exporter
-from exporter.settings import ENV_PREFIX, Settings, SettingsError, flag_name
+from exporter.settings import (
+    ENV_PREFIX,
+    Settings,
+    SettingsError,
+    default_state_path,
+    flag_name,
+    parse_listen_address,
+)
 from exporter.shards import Shard, resolve
 from exporter.simulator.clock import ScaledClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
@@ -104,7 +114,8 @@ def build_exporter(
     # instances in every region, and no bucket shared between accounts.
     buckets: dict[str, TokenBucket] = {}
     clients: dict[tuple[str, str], EiamClient] = {}
-    store = StateStore(settings.state_path or None)
+    # Only the default path's tree (a directory named after the exporter) is created when missing.
+    store = StateStore(settings.state_path or None, create_directory=settings.state_path == default_state_path())
     pollers: dict[str, InstancePoller] = {}
     for instance in tenancy.instances:
         account = tenancy.accounts[instance.account]
@@ -186,7 +197,22 @@ async def open_exporter(
     for client in clients:
         stack.push_async_callback(client.aclose)
     stack.callback(exporter.store.close)
+    log_state(exporter.store)
     return settings, tenancy, exporter
+
+
+def log_state(store: StateStore) -> None:
+    """One line at start: where the state is kept and whether this start created the file."""
+    if store.path:
+        aside = {"moved_aside": store.moved_aside} if store.moved_aside else {}
+        log.info("state file", extra={"path": store.path, "new": store.created, **aside})
+    else:
+        log.info("state kept in memory only (state_path is empty): counting starts afresh at every start")
+
+
+def _shown_address(server: asyncio.Server) -> str:
+    host, port = server.sockets[0].getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def landing_url(host: str, port: int, *, tls: bool) -> str:
@@ -197,16 +223,96 @@ def landing_url(host: str, port: int, *, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{shown}:{port}/"
 
 
+class ListenError(Exception):
+    """The metrics server cannot listen where the settings say; the message names the address and the setting."""
+
+
+# Errors of an IPv6 socket where IPv6 is disabled (in the kernel, or on every interface).
+_NO_IPV6 = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
+
+
+def listens_on_every_interface(listen_address: str) -> bool:
+    """``:PORT``: every interface, IPv4 and IPv6, as Go's ``:PORT`` (``0.0.0.0:PORT`` is IPv4 only)."""
+    return listen_address.rpartition(":")[0] == ""
+
+
+def _bound_socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # IPv6 only: IPv4 has its own socket, so either stack can be missing without the other failing.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def listen(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.BaseProtocol],
+    listen_address: str,
+    context: ssl.SSLContext | None,
+) -> list[asyncio.Server]:
+    """The listening servers of ``listen_address``: two (IPv4 and IPv6) for ``:PORT``, IPv4 alone where
+    IPv6 is disabled; :class:`ListenError` naming the address and the setting when it cannot listen."""
+    host, port = parse_listen_address(listen_address)
+    servers: list[asyncio.Server] = []
+    try:
+        if listens_on_every_interface(listen_address):
+            await _listen_on_both_stacks(loop, factory, port, context, servers)
+        else:
+            servers.append(await loop.create_server(factory, host, port, ssl=context, reuse_address=True))
+    except OSError as exc:
+        for server in servers:
+            server.close()
+        raise ListenError(
+            f"cannot listen on {listen_address}: {_reason(exc)}; choose another address with --listen-address "
+            f"({ENV_PREFIX}LISTEN_ADDRESS)"
+        ) from None
+    return servers
+
+
+async def _listen_on_both_stacks(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.BaseProtocol],
+    port: int,
+    context: ssl.SSLContext | None,
+    servers: list[asyncio.Server],
+) -> None:
+    """IPv4's 0.0.0.0, then IPv6's :: on the same port (the one IPv4 got, for port 0), into ``servers``."""
+    ipv4 = _bound_socket(socket.AF_INET, "0.0.0.0", port)  # noqa: S104 - every interface was asked for
+    servers.append(await loop.create_server(factory, sock=ipv4, ssl=context))
+    try:
+        ipv6 = _bound_socket(socket.AF_INET6, "::", int(ipv4.getsockname()[1]))
+    except OSError as exc:
+        if exc.errno not in _NO_IPV6:
+            raise
+        log.info("IPv6 is not available: listening on IPv4 only", extra={"error": _reason(exc)})
+        return
+    servers.append(await loop.create_server(factory, sock=ipv6, ssl=context))
+
+
+def _reason(exc: OSError) -> str:
+    """An OS error's fixed text (``address already in use``), without the library's wording around it."""
+    return os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+
+
 async def _close_listener(server: asyncio.Server) -> None:
     server.close()
     await server.wait_closed()
 
 
-async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter) -> None:
-    """Stop scheduling; polls in flight finish and commit (for up to 5 s) first."""
-    # Pause, not shut down, first: shutting the scheduler down cancels the polls it runs.
+async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter, limit_seconds: float = 5.0) -> None:
+    """Stop scheduling; polls in flight finish and commit (for up to 5 s) first, then the rest end quietly."""
+    # Pause, not shut down, first: shutting the scheduler down cancels the polls it runs, and the
+    # scheduler logs each cancelled job as an error. The exporter ends its own jobs instead.
     scheduler.pause()
-    await exporter.wait_for_polls()
+    await exporter.stop_jobs(limit_seconds)
+    # Let the scheduler see its jobs' ends (done callbacks run on the next turn of the loop).
+    await asyncio.sleep(0)
     scheduler.shutdown(wait=False)
 
 
@@ -257,18 +363,18 @@ async def serve(
         await app[ENDPOINTS_KEY].prepare_current()
         loop = asyncio.get_running_loop()
         quiet_accept_errors(loop)
-        host, port = settings.listen_host_port
+        host, _ = settings.listen_host_port
         if runner.server is None:
             raise RuntimeError("aiohttp runner has no server after setup")
-        server = await loop.create_server(
-            connections.wrap(runner.server), host, port, ssl=watcher.context, reuse_address=True
-        )
-        stack.push_async_callback(_close_listener, server)
+        servers = await listen(loop, connections.wrap(runner.server), settings.listen_address, watcher.context)
+        for server in servers:
+            stack.push_async_callback(_close_listener, server)
         log.info(
             "listening",
             extra={
-                "url": landing_url(host, int(server.sockets[0].getsockname()[1]), tls=watcher.context is not None),
+                "url": landing_url(host, int(servers[0].sockets[0].getsockname()[1]), tls=watcher.context is not None),
                 "instances": ",".join(tenancy.instance_ids),
+                "addresses": ",".join(_shown_address(server) for server in servers),
             },
         )
 

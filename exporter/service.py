@@ -55,6 +55,9 @@ class Exporter:
         self.listeners: list[Callable[[Snapshot], None]] = []
         # The scheduler runs polls as its own tasks; these are the ones running now.
         self._polls_in_flight: set[asyncio.Task[Any]] = set()
+        # Target refreshes the scheduler runs now; like polls, ended by stop_jobs() on shutdown.
+        self._refreshes_in_flight: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     async def poll(self, instance_id: str) -> PollResult | None:
         """Poll one instance; failures are logged and counted, never raised."""
@@ -81,6 +84,44 @@ class Exporter:
         running = set(self._polls_in_flight)
         if running:
             await asyncio.wait(running, timeout=limit_seconds)
+
+    async def stop_jobs(self, limit_seconds: float = 5.0) -> None:
+        """On shutdown: polls in flight get ``limit_seconds`` to commit, then they and target refreshes end.
+
+        The scheduled jobs end quietly (see :meth:`_scheduled`): a poll cut off is simply redone
+        at the next start, which is no error to log.
+        """
+        self._stopping = True
+        await self.wait_for_polls(limit_seconds)
+        running = {task for task in self._polls_in_flight | self._refreshes_in_flight if not task.done()}
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    async def _scheduled(self, job: str, instance_id: str) -> None:
+        """What the scheduler runs: a poll or a target refresh, ended without an error by stop_jobs()."""
+        try:
+            if job == "poll":
+                await self.poll(instance_id)
+            else:
+                await self._tracked_refresh(instance_id)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            log.info(
+                "cut off by the shutdown; redone at the next start", extra={"instance_id": instance_id, "job": job}
+            )
+
+    async def _tracked_refresh(self, instance_id: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._refreshes_in_flight.add(task)
+        try:
+            await self.refresh_targets(instance_id)
+        finally:
+            if task is not None:
+                self._refreshes_in_flight.discard(task)
 
     async def _poll(self, instance_id: str) -> PollResult | None:
         health = self.health[instance_id]
@@ -145,15 +186,15 @@ class Exporter:
 
     def schedule(self, scheduler: AsyncIOScheduler, poll_interval: float, target_refresh: float) -> None:
         for instance_id in self.pollers:
-            for job, seconds, prefix in (
-                (self.poll, self.interval_of(instance_id, poll_interval), "poll"),
-                (self.refresh_targets, target_refresh, "targets"),
+            for seconds, prefix in (
+                (self.interval_of(instance_id, poll_interval), "poll"),
+                (target_refresh, "targets"),
             ):
                 scheduler.add_job(
-                    job,
+                    self._scheduled,
                     "interval",
                     seconds=seconds,
-                    args=[instance_id],
+                    args=[prefix, instance_id],
                     id=f"{prefix}:{instance_id}",
                     max_instances=1,
                     coalesce=True,

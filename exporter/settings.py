@@ -136,7 +136,10 @@ RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/jobs", "/api/v1/jobs"})
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``; ``:PORT`` for all interfaces, as in Go exporters); ValueError otherwise."""
+    """``HOST:PORT`` (``[v6]:PORT``; ``:PORT`` for all interfaces, as in Go exporters); ValueError otherwise.
+
+    An empty host is returned as ``0.0.0.0``; ``runtime.listen`` serves ``:PORT`` on IPv6 (``::``) as well.
+    """
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{shown(value)} must be HOST:PORT (or :PORT for all interfaces) with a port 0-65535")

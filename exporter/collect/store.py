@@ -113,9 +113,16 @@ class StateStore:
     untouched. An exclusive lock keeps a second exporter off the same file.
     """
 
-    def __init__(self, path: str | None, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | None, *, clock: Callable[[], float] = time.time, create_directory: bool = False
+    ) -> None:
+        """``create_directory``: create a missing directory tree (the default path's, named after the exporter);
+        otherwise a missing directory is refused in one line, and nothing is created."""
         self.path = path
         self.moved_aside: str | None = None
+        # Whether this start created the state file (False when it was there, or state is in memory).
+        self.created = False
+        self._create_directory = create_directory
         # Why instances without saved state start cold; logged when they do.
         self.cold_cause = "state is kept in memory only (state_path is empty)"
         self._lock = threading.Lock()
@@ -141,11 +148,20 @@ class StateStore:
 
     def _open_file(self, path: str, clock: Callable[[], float]) -> None:
         exists = _check_location(path)
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"cannot create the state directory for {path}: {exc.strerror}") from None
+        directory = Path(path).parent
+        if not exists and not directory.is_dir():
+            if not self._create_directory:
+                raise StateError(
+                    f"the directory of state path {path} does not exist; nothing was created: create it "
+                    f"(mkdir -p {directory}) or point IDAAS_EXPORTER_STATE_PATH (--state-path) at a file "
+                    "in an existing directory"
+                )
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(f"cannot create the state directory for {path}: {exc.strerror}") from None
         self._take_lock(path)
+        self.created = not exists
         try:
             problem = self._inspect(path) if exists else None
         except StateError:
@@ -158,6 +174,7 @@ class StateStore:
             self._release_lock()
             self.moved_aside = self._move_aside(path, problem, clock)
             self.cold_cause = f"the previous state file was moved aside ({problem})"
+            self.created = True
             self._take_lock(path)
 
     def _take_lock(self, path: str) -> None:

@@ -4,7 +4,7 @@ The registry holds prometheus-client's ProcessCollector (``process_*``) and a co
 snapshot's own families; its families are written out here in the same line format as the sync
 families (``exposition.py``) and follow them, once per published snapshot, never per scrape.
 With prometheus-client's own writers an idle poll cost 1/45 of a full re-render in
-``python bench/idle.py``; written here, 1/51. A test checks that both give the same families
+``.venv/bin/python bench/idle.py``; written here, 1/51. A test checks that both give the same families
 and samples.
 """
 

@@ -93,8 +93,10 @@ CIPHER_SUITES = {
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
 }
-# Go's curve names; Python's ssl module can pin one curve, not order several.
-CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": "X25519"}
+# Go's curve names; Python's ssl module can pin one curve, not order several. X25519 is OpenSSL's
+# default first group, and set_ecdh_curve cannot select it on some OpenSSL 3.0 builds ("EC:
+# UNKNOWN_GROUP"): it means "leave OpenSSL's default group list", which offers X25519 first.
+CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": None}
 # exporter-toolkit's http2 (default true there): this server speaks HTTP/1.1 only, so false is
 # honoured as it is and true is refused rather than silently ignored.
 _HTTP_KEYS = {"headers", "http2"}
@@ -259,7 +261,9 @@ def _tls_options(raw: dict[str, Any], auth: str, path: str) -> dict[str, Any]:
                 f"{where}.curve_preferences must name exactly one of {sorted(CURVES)} "
                 "(Python's ssl module pins one curve and cannot order several)"
             )
-        options["curve"] = CURVES[curves[0]]
+        curve = CURVES[curves[0]]
+        if curve is not None:
+            options["curve"] = curve
     sans = raw.get("client_allowed_sans")
     if sans is not None:
         if not isinstance(sans, list) or not sans or not all(isinstance(name, str) and name for name in sans):
@@ -338,33 +342,50 @@ def _users(raw: Any, path: str) -> dict[str, bytes]:
     return users
 
 
-def ssl_context(tls: dict[str, Any]) -> ssl.SSLContext:
+def ssl_context(tls: dict[str, Any], path: str | None = None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    configure_ssl(context, tls)
+    configure_ssl(context, tls, path)
     return context
 
 
-def configure_ssl(context: ssl.SSLContext, tls: dict[str, Any]) -> None:
-    """(Re)load certificates and client verification into ``context``; new connections use them."""
+def configure_ssl(context: ssl.SSLContext, tls: dict[str, Any], path: str | None = None) -> None:
+    """(Re)load certificates and client verification into ``context``; new connections use them.
+
+    A failure raises :class:`WebConfigError` naming the field at fault.
+    """
+    field_name = "cert_file/key_file"
     try:
         context.load_cert_chain(tls["cert_file"], tls["key_file"])
         auth = tls.get("client_auth_type", "NoClientCert")
+        field_name = "client_ca_file"
         if tls.get("client_ca_file"):
             context.load_verify_locations(cafile=tls["client_ca_file"])
+        field_name = "client_auth_type"
         context.verify_mode = CLIENT_AUTH_TYPES[auth]
+        field_name = "min_version"
         context.minimum_version = TLS_VERSIONS[tls.get("min_version", "TLS12")]
+        field_name = "max_version"
         if "max_version" in tls:
             context.maximum_version = TLS_VERSIONS[tls["max_version"]]
+        field_name = "cipher_suites"
         if "cipher_suites" in tls:
             context.set_ciphers(":".join(tls["cipher_suites"]))
+        field_name = "prefer_server_cipher_suites"
         if tls.get("prefer_server_cipher_suites") is True:
             context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         elif tls.get("prefer_server_cipher_suites") is False:
             context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+        field_name = "curve_preferences"
         if "curve" in tls:
             context.set_ecdh_curve(tls["curve"])
-    except (ssl.SSLError, OSError) as exc:
-        raise WebConfigError(f"web config: cannot load the TLS certificate or key: {exc}") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        what = {
+            "cert_file/key_file": "cannot load the TLS certificate or key",
+            "client_ca_file": "cannot load the client CA certificates",
+            "curve_preferences": "this Python's OpenSSL cannot select the curve",
+        }.get(field_name, "cannot be applied")
+        where = f"web config {path}" if path else "web config"
+        raise WebConfigError(f"{where}: tls_server_config.{field_name}: {what}: {exc}") from None
 
 
 class Authenticator:
@@ -457,7 +478,7 @@ class WebConfigWatcher:
         self.path = path
         self.config = load(path) if path else WebConfig(None)
         self._stamp = self._file_stamp()
-        self.context = ssl_context(self.config.tls) if self.config.tls else None
+        self.context = ssl_context(self.config.tls, path) if self.config.tls else None
         self._reload: asyncio.Future[bool] | None = None
 
     def _file_stamp(self) -> _Stamp | None:
@@ -496,7 +517,7 @@ class WebConfigWatcher:
         try:
             outcome = load(path)
             if outcome.tls is not None:
-                ssl_context(outcome.tls)
+                ssl_context(outcome.tls, path)
         except Exception as exc:  # any failure keeps the last good configuration
             outcome = exc
         # A daemon thread (a read that never returns must not hold up the exit), so the loop may be gone.
@@ -540,7 +561,7 @@ class WebConfigWatcher:
                     raise WebConfigError(
                         f"web config {self.path}: tls_server_config.{key} is no longer a regular file; not loaded"
                     )
-            configure_ssl(self.context, config.tls)
+            configure_ssl(self.context, config.tls, self.path)
 
 
 def _regular(path: str) -> bool:

@@ -71,6 +71,7 @@ def test_our_file_with_damaged_pages_is_moved_aside_and_counting_restarts_cold(
     damaged = path.read_bytes()
     store = StateStore(str(path))
     assert store.moved_aside is not None
+    assert store.created, "the file in its place is new"
     assert Path(store.moved_aside).read_bytes() == damaged
     assert store.load("idaas_1").is_cold
     assert "moved aside" in caplog.text
@@ -220,7 +221,7 @@ def test_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StateError, match="cannot create the state directory"):
-        StateStore(str(blocker / "sub" / "state.sqlite3"))
+        StateStore(str(blocker / "sub" / "state.sqlite3"), create_directory=True)
 
 
 def test_disk_full_fails_the_commit_and_keeps_the_last_state(tmp_path: Path) -> None:
