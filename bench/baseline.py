@@ -1,9 +1,9 @@
 """The designs the benchmark compares the exporter with, each run as its own process.
 
-    python bench/baseline.py serve --mode per-scrape --files DIR --port P
-    python bench/baseline.py serve --mode cached --files DIR --port P --render-every 2
-    python bench/baseline.py serve --mode raw --files DIR --port P
-    python bench/baseline.py poll-window --endpoint URL --instance-id I --access-key-id K
+    .venv/bin/python bench/baseline.py serve --mode per-scrape --files DIR --port P
+    .venv/bin/python bench/baseline.py serve --mode cached --files DIR --port P --render-every 2
+    .venv/bin/python bench/baseline.py serve --mode raw --files DIR --port P
+    .venv/bin/python bench/baseline.py poll-window --endpoint URL --instance-id I --access-key-id K
 
 ``serve`` exposes the same samples the exporter served (``DIR`` holds its four bodies):
 

@@ -1,7 +1,7 @@
 """What exemplars cost to render, side by side in one run: the same snapshot with and without them.
 
-    python bench/exemplars.py                # 1,000 targets, 10 renders of each kind, interleaved
-    python bench/exemplars.py --targets 5000
+    .venv/bin/python bench/exemplars.py                # 1,000 targets, 10 renders of each kind, interleaved
+    .venv/bin/python bench/exemplars.py --targets 5000
 
 A cold poll counts nothing, so the tenant is polled cold, then simulated time runs for a few
 simulated hours and is polled again: every target whose jobs finished meanwhile now has counted

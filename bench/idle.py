@@ -1,7 +1,7 @@
 """What a poll that changes nothing costs, hot, beside what re-rendering everything costs, in one run.
 
-    python bench/idle.py                     # 1,000 targets, 20 idle polls of each kind
-    python bench/idle.py --targets 5000
+    .venv/bin/python bench/idle.py                     # 1,000 targets, 20 idle polls of each kind
+    .venv/bin/python bench/idle.py --targets 5000
 
 bench/run.py measures the exporter process's CPU across real poll intervals, which on these
 virtual machines is mostly what waking after seconds asleep costs (bench/wake.py). Here the

@@ -1,9 +1,9 @@
 """Benchmark: idaas-sync-exporter against the simulator at scale, every figure measured side by side.
 
-    python bench/run.py                    # 1,000 targets, ~107,000 jobs in the window, about 12 minutes
-    python bench/run.py --targets 5000     # the scale curve (add --skip-baselines above 1,000)
-    python bench/run.py --smoke            # seconds, small tenant; checks correctness, not speed
-    python bench/run.py --json out.json    # also write every figure, for bench/aggregate.py
+    .venv/bin/python bench/run.py                    # 1,000 targets, ~107,000 jobs in the window, about 12 minutes
+    .venv/bin/python bench/run.py --targets 5000     # the scale curve (add --skip-baselines above 1,000)
+    .venv/bin/python bench/run.py --smoke            # seconds, small tenant; checks correctness, not speed
+    .venv/bin/python bench/run.py --json out.json    # also write every figure, for bench/aggregate.py
 
 The simulator runs in this process (so jobs can be injected and the ground truth read). Every
 server runs as its own process and is scraped over HTTP by a scraper process (bench/scrape.py):

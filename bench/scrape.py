@@ -1,7 +1,7 @@
 """Scrapes one /metrics endpoint the way Prometheus does (one kept-alive connection), timing each.
 
-    python bench/scrape.py PORT --count 200 [--openmetrics] [--gzip]      # prints a JSON list of seconds
-    python bench/scrape.py PORT --gzip --out FILE --pause 0.05             # until terminated, a line per scrape
+    .venv/bin/python bench/scrape.py PORT --count 200 [--openmetrics] [--gzip]  # prints a JSON list of seconds
+    .venv/bin/python bench/scrape.py PORT --gzip --out FILE --pause 0.05         # until terminated, a line per scrape
 
 Run as its own process, so the benchmark's own work (it also runs the simulator) never
 delays the scraper and passes for server latency.

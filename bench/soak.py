@@ -1,7 +1,7 @@
 """Fault-injection soak: the exporter's counters must equal the simulator's ground truth exactly.
 
-    python bench/soak.py --seconds 600     # the long mode
-    python bench/soak.py --seconds 45      # what the test suite runs
+    .venv/bin/python bench/soak.py --seconds 600     # the long mode
+    .venv/bin/python bench/soak.py --seconds 45      # what the test suite runs
 
 The simulator throttles 30% of requests, answers 10% with 5xx, adds latency, drops
 connections, sends malformed and truncated bodies, repeats a NextToken, duplicates

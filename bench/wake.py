@@ -1,7 +1,7 @@
 """What waking up costs on this machine, apart from any exporter.
 
-    python bench/wake.py                  # the same small task hot and after sleeps of 0.01 to 5 s
-    python bench/wake.py --idle-loop 2    # a process that only wakes every 2 s (bench/run.py's control)
+    .venv/bin/python bench/wake.py                  # the same small task hot and after sleeps of 0.01 to 5 s
+    .venv/bin/python bench/wake.py --idle-loop 2    # a process that only wakes every 2 s (bench/run.py's control)
 
 An idle poll does a few milliseconds of work once per poll interval, after seconds asleep.
 On some virtual machines the first work after a sleep runs many times slower than the same

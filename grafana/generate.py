@@ -1,7 +1,7 @@
 """Builds the IDaaS sync dashboard with grafana-foundation-sdk and writes grafana/dashboards/idaas-sync.json.
 
-python grafana/generate.py          # regenerate the committed JSON
-python grafana/generate.py --check  # exit 1 when the committed JSON is out of date
+.venv/bin/python grafana/generate.py          # regenerate the committed JSON
+.venv/bin/python grafana/generate.py --check  # exit 1 when the committed JSON is out of date
 """
 
 from __future__ import annotations
@@ -354,7 +354,7 @@ def main() -> int:
     text = render()
     if args.check:
         if OUTPUT.read_text(encoding="utf-8") != text:
-            print(f"{OUTPUT} is out of date: run python grafana/generate.py", file=sys.stderr)
+            print(f"{OUTPUT} is out of date: run .venv/bin/python grafana/generate.py", file=sys.stderr)
             return 1
         return 0
     OUTPUT.write_text(text, encoding="utf-8")

@@ -50,7 +50,7 @@ def dashboard() -> dict[str, Any]:
 
 def test_committed_dashboard_is_what_the_code_generates() -> None:
     assert generator().render() == (ROOT / "grafana" / "dashboards" / "idaas-sync.json").read_text(), (
-        "run python grafana/generate.py"
+        "run .venv/bin/python grafana/generate.py"
     )
 
 
