@@ -277,6 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of stdout went away (`| head`): stop quietly, as Unix tools do.
         _discard_stdout()
         return EXIT_BROKEN_PIPE
+    except SystemExit:
+        # argparse exits from parse_args (--help, usage errors) with its text still buffered: flush it
+        # here too, or the interpreter's own flush at exit fails on a closed pipe and exits 120.
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
+        raise
     return code
 
 
