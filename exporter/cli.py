@@ -483,6 +483,11 @@ def _simulate(args: argparse.Namespace) -> int:
     app = SimulatorApp(world, [AccessKey(args.access_key_id, SecretStr(secret), token)], faults=faults, seed=args.seed)
 
     async def serve() -> None:
+        # Handlers first: a SIGTERM that comes as soon as the port answers must stop it cleanly, not kill it.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         running = await start_simulator(app, host, port)
         for instance_id, state in world.instances.items():
             log.info(
@@ -497,10 +502,6 @@ def _simulate(args: argparse.Namespace) -> int:
             "simulator listening",
             extra={"endpoint": running.endpoint, "scenario": args.scenario, "seed": args.seed, "speed": args.speed},
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await running.stop()
         log.info("simulator stopped")

@@ -362,6 +362,11 @@ async def serve(
         # The state file's counters are served from the first scrape on, without it waiting.
         await app[ENDPOINTS_KEY].prepare_current()
         loop = asyncio.get_running_loop()
+        # Handlers before the port opens: a SIGTERM sent as soon as /healthz answers must stop it
+        # cleanly (exit 0), not kill it with the default action.
+        stop_event = stop or asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_event.set)
         quiet_accept_errors(loop)
         host, _ = settings.listen_host_port
         if runner.server is None:
@@ -385,10 +390,6 @@ async def serve(
             scheduler.add_job(_reload_web_config, "interval", args=[watcher], seconds=5, id="web-config", coalesce=True)
         scheduler.start()
 
-        stop_event = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_event.set)
         await stop_event.wait()
         log.info("stopping: waiting for polls in flight to save their state")
         await stop_polling(scheduler, exporter)
