@@ -509,7 +509,9 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve())
     except OSError as exc:
-        reason = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+        from exporter.runtime import os_error_reason
+
+        reason = os_error_reason(exc)
         print(
             f"idaas-sync-exporter: error: cannot listen on {args.listen}: {reason}; "
             "choose another address with --listen",

@@ -115,7 +115,7 @@ def read_small_file(path: str, max_bytes: int, *, too_large: str, not_regular: s
 
 def _check(name: str, status: os.stat_result, max_bytes: int, too_large: str, not_regular: str) -> None:
     if not stat.S_ISREG(status.st_mode):
-        raise SmallFileError(f"{name} is not a regular file ({_file_kind(status.st_mode)}); {not_regular}")
+        raise SmallFileError(f"{name} is not a regular file ({file_kind(status.st_mode)}); {not_regular}")
     if status.st_size > max_bytes:
         raise SmallFileError(_too_large(name, max_bytes, too_large))
 
@@ -126,7 +126,8 @@ def _too_large(name: str, max_bytes: int, too_large: str) -> str:
     return f"{name} is larger than {bound}; {too_large}"
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in the words of a message ("a FIFO")."""
     for test, kind in (
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),

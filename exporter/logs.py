@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-import unicodedata
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from exporter.text import escape_invisible
 
 # Attributes every LogRecord has; anything else came from `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -47,36 +47,6 @@ def _text(value: Any) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
-# Characters a log line never carries raw: controls (a terminal runs ESC sequences, a CR overprints
-# the line), line and paragraph separators and NEL (Python's splitlines and some log shippers end a
-# line there) and format characters (bidi overrides reorder what a terminal shows). They are written
-# as JSON-style \uXXXX escapes, which both formats read back. A lone surrogate cannot be written as
-# UTF-8, and jq refuses its escape, so it becomes U+FFFD.
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_NOT_PRINTABLE_ASCII = re.compile(r"[^ -~]")
-
-
-def _escape_char(match: re.Match[str]) -> str:
-    char = match.group()
-    if char in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[char]
-    category = unicodedata.category(char)
-    if category == "Cs":
-        return "\ufffd"
-    if category not in _ESCAPED_CATEGORIES:
-        return char
-    code = ord(char)
-    if code > 0xFFFF:  # as a UTF-16 surrogate pair, the only form JSON has for it
-        code -= 0x10000
-        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
-    return f"\\u{code:04x}"
-
-
-def _escape_invisible(text: str) -> str:
-    return text if text.isprintable() else _NOT_PRINTABLE_ASCII.sub(_escape_char, text)
-
-
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = _fields(record)
@@ -88,7 +58,7 @@ class JsonFormatter(logging.Formatter):
         # ensure_ascii=False keeps names readable; json escapes only U+0000-U+001F, so the rest
         # (DEL, C1 with NEL, U+2028, U+2029, format characters) is escaped here, lone surrogates replaced.
         # Outside strings a JSON line is ASCII, so every escape lands inside a string.
-        return _escape_invisible(line)
+        return escape_invisible(line)
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -101,7 +71,7 @@ def _logfmt_value(value: Any) -> str:
     # Python's isprintable is False for every character that must be escaped (and for spaces other than ' ').
     if text and text.isprintable() and not any(c in text for c in ' ="\\'):
         return text
-    escaped = _escape_invisible(text.replace("\\", "\\\\").replace('"', '\\"'))
+    escaped = escape_invisible(text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
 
 

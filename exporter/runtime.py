@@ -269,7 +269,7 @@ async def listen(
         for server in servers:
             server.close()
         raise ListenError(
-            f"cannot listen on {listen_address}: {_reason(exc)}; choose another address with --listen-address "
+            f"cannot listen on {listen_address}: {os_error_reason(exc)}; choose another address with --listen-address "
             f"({ENV_PREFIX}LISTEN_ADDRESS)"
         ) from None
     return servers
@@ -290,12 +290,12 @@ async def _listen_on_both_stacks(
     except OSError as exc:
         if exc.errno not in _NO_IPV6:
             raise
-        log.info("IPv6 is not available: listening on IPv4 only", extra={"error": _reason(exc)})
+        log.info("IPv6 is not available: listening on IPv4 only", extra={"error": os_error_reason(exc)})
         return
     servers.append(await loop.create_server(factory, sock=ipv6, ssl=context))
 
 
-def _reason(exc: OSError) -> str:
+def os_error_reason(exc: OSError) -> str:
     """An OS error's fixed text (``address already in use``), without the library's wording around it."""
     return os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import SecretStr
 
 from exporter.api.errors import EiamError
-from exporter.files import shown_path
+from exporter.files import file_kind, shown_path
 
 if TYPE_CHECKING:
     from alibabacloud_credentials.client import Client as ChainClient
@@ -202,25 +202,12 @@ def library_file_problem(file: LibraryFile) -> str | None:
     except OSError as exc:
         return f"{named}: cannot read it: {exc.strerror}"
     if not stat.S_ISREG(status.st_mode):
-        return f"{named} is not a regular file ({_file_kind(status.st_mode)}); point it at the file itself"
+        return f"{named} is not a regular file ({file_kind(status.st_mode)}); point it at the file itself"
     if status.st_size > file.max_bytes:
         return f"{named} is larger than {file.max_bytes} bytes; it is not that file"
     if status.st_size == 0:
         return f"{named} is empty (or a /proc file, whose size is unknown)"
     return None
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a plain file"
 
 
 def default_chain_files(environ: Mapping[str, str]) -> list[LibraryFile]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from exporter.text import escape_invisible
 
 # Codes the API uses for flow control and transient server trouble; these, 5xx
 # answers and transport errors are the only failures worth a retry.
@@ -24,25 +25,6 @@ OTHER_CODE = "other"
 MAX_SHOWN_CHARS = 200
 MAX_REQUEST_ID_CHARS = 80
 CUT_SUFFIX = "\u2026"  # "…": the value was longer
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_NOT_PRINTABLE_ASCII = re.compile(r"[^ -~]")
-
-
-def _escape_char(match: re.Match[str]) -> str:
-    char = match.group()
-    if char in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[char]
-    category = unicodedata.category(char)
-    if category == "Cs":
-        return "\ufffd"  # a lone surrogate cannot be written as UTF-8 at all
-    if category not in _UNSAFE_CATEGORIES:
-        return char
-    code = ord(char)
-    if code > 0xFFFF:
-        code -= 0x10000
-        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
-    return f"\\u{code:04x}"
 
 
 def shown_text(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
@@ -50,9 +32,7 @@ def shown_text(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
     control, line or paragraph separator and format character written as its escape."""
     text = value if isinstance(value, str) else str(value)
     cut = len(text) > limit
-    text = text[:limit]
-    if not text.isprintable():
-        text = _NOT_PRINTABLE_ASCII.sub(_escape_char, text)
+    text = escape_invisible(text[:limit])
     return text + CUT_SUFFIX if cut else text
 
 
