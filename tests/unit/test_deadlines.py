@@ -4,41 +4,20 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-from pydantic import SecretStr
 
-from exporter.api.client import MAX_RESPONSE_BYTES, ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
+from exporter.api.client import MAX_RESPONSE_BYTES, EiamClient
 from exporter.api.errors import ResponseTooLargeError
 from exporter.collect.poller import InstancePoller, PollOptions
 from exporter.collect.store import StateStore
 from exporter.metrics.api_requests import ApiStats
 from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator, SimulatorApp
+from exporter.simulator.server import SimulatorApp
 from exporter.simulator.world import World
-from tests.conftest import AK_ID, AK_SECRET, instance_id_of
-
-
-@pytest.fixture
-async def make(simulator: RunningSimulator) -> AsyncIterator[Callable[..., EiamClient]]:
-    clients: list[EiamClient] = []
-
-    def factory(**options: float) -> EiamClient:
-        client = EiamClient(
-            endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
-            credentials=StaticCredentialsProvider(AK_ID, SecretStr(AK_SECRET)),
-            options=ClientOptions(requests_per_second=1000, burst=1000, max_attempts=1, **options),
-        )
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in clients:
-        await client.aclose()
+from tests.conftest import instance_id_of
 
 
 async def test_a_trickling_answer_fails_the_call_at_its_deadline_and_the_poll_is_counted(

@@ -22,37 +22,16 @@ from exporter.api.credentials import StaticCredentialsProvider
 from exporter.api.endpoint import resolve_endpoint
 from exporter.api.errors import ResponseTooLargeError, UnsupportedEncodingError
 from exporter.api.models import CUT_MARKER, MAX_LABEL_LENGTH
-from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.store import StateStore
-from exporter.metrics.api_requests import ApiStats
 from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator, SimulatorApp
+from exporter.simulator.server import SimulatorApp
 from exporter.simulator.world import World
-from exporter.web.server import ENDPOINTS_KEY, build_app
+from exporter.web.server import ENDPOINTS_KEY
 from tests.conftest import AK_ID, AK_SECRET, inject_failed_job, instance_id_of
 
 GIB = 1024**3
 # What a bomb may add to the peak memory of the whole test process, as the plain 200 MB case in test_deadlines.
 MAX_GROWTH_MIB = 64
-
-
-@pytest.fixture
-async def make(simulator: RunningSimulator) -> AsyncIterator[Callable[..., EiamClient]]:
-    clients: list[EiamClient] = []
-
-    def factory(**options: float) -> EiamClient:
-        client = EiamClient(
-            endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
-            credentials=StaticCredentialsProvider(AK_ID, SecretStr(AK_SECRET)),
-            options=ClientOptions(requests_per_second=1000, burst=1000, max_attempts=1, **options),
-        )
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in clients:
-        await client.aclose()
 
 
 def peak_rss_mib() -> float:
@@ -218,32 +197,6 @@ def test_repair_makes_every_string_valid_and_marks_it() -> None:
     assert not isinstance(body["fine"], RepairedText)  # a real U+FFFD is text, not a repair
     assert parse_json(b'{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}  # a proper pair stays one character
     assert parse_json(b"[" * 100_000) is None  # too deep to parse is no JSON, not a crash
-
-
-@pytest.fixture
-async def exporter(simulator: RunningSimulator, world: World, clock: ManualClock) -> AsyncIterator[Exporter]:
-    stats = ApiStats()
-    client = EiamClient(
-        endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
-        credentials=StaticCredentialsProvider(AK_ID, SecretStr(AK_SECRET)),
-        options=ClientOptions(requests_per_second=1000, burst=1000, max_attempts=1),
-        observer=stats.observe,
-    )
-    instance = instance_id_of(world)
-    store = StateStore(None)
-    poller = InstancePoller(instance, client, store, PollOptions(), clock=clock)
-    yield Exporter(store=store, pollers={instance: poller}, api_stats=stats, clock=clock)
-    await client.aclose()
-
-
-@pytest.fixture
-async def http(exporter: Exporter, clock: ManualClock) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    client: TestClient[web.Request, web.Application] = TestClient(
-        TestServer(build_app(exporter, poll_interval=60, clock=clock))
-    )
-    await client.start_server()
-    yield client
-    await client.close()
 
 
 async def served(http: TestClient[web.Request, web.Application]) -> dict[str, str]:

@@ -5,54 +5,20 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from pydantic import SecretStr
 
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.store import StateStore
-from exporter.metrics.api_requests import ApiStats
 from exporter.runtime import stop_polling
 from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator, SimulatorApp
+from exporter.simulator.server import SimulatorApp
 from exporter.simulator.world import World
 from exporter.web.access import RefusedRequestLog
 from exporter.web.server import ENDPOINTS_KEY, Endpoints, build_app, wants_gzip, wants_openmetrics
-from tests.conftest import AK_ID, AK_SECRET, instance_id_of
-
-
-@pytest.fixture
-async def exporter(simulator: RunningSimulator, world: World, clock: ManualClock) -> AsyncIterator[Exporter]:
-    stats = ApiStats()
-    client = EiamClient(
-        endpoint=resolve_endpoint("cn-hangzhou", simulator.endpoint),
-        credentials=StaticCredentialsProvider(AK_ID, SecretStr(AK_SECRET)),
-        options=ClientOptions(requests_per_second=1000, burst=1000, max_attempts=1),
-        observer=stats.observe,
-    )
-    instance = instance_id_of(world)
-    store = StateStore(None)
-    poller = InstancePoller(instance, client, store, PollOptions(), clock=clock)
-    yield Exporter(store=store, pollers={instance: poller}, api_stats=stats, clock=clock)
-    await client.aclose()
-
-
-@pytest.fixture
-async def http(exporter: Exporter, clock: ManualClock) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    client: TestClient[web.Request, web.Application] = TestClient(
-        TestServer(build_app(exporter, poll_interval=60, clock=clock))
-    )
-    await client.start_server()
-    yield client
-    await client.close()
+from tests.conftest import instance_id_of
 
 
 def endpoints_of(http: TestClient[web.Request, web.Application]) -> Endpoints:
