@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from exporter import PROJECT_URL
+from exporter.links import DOCS_URL, check_docs_url, docs_page
 from exporter.yamlfile import YamlFileError, read_yaml
 
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -42,9 +42,12 @@ class RulesConfig(BaseModel):
         ("instance", "pod"),
         description="labels that tell replicas of the exporter apart; merged before anything is summed",
     )
-    runbook_url_pattern: str = Field(
-        f"{PROJECT_URL}/blob/main/docs/alerts.md#{{alert}}",
-        description="runbook link of each alert; {alert} is the alert name in lower case",
+    docs_url: str = Field(
+        DOCS_URL, description="base URL of the documentation; runbook links are its alerts.md#<alert>"
+    )
+    runbook_url_pattern: str | None = Field(
+        None,
+        description="runbook link of each alert ({alert}: its name in lower case); default docs_url/alerts.md#{alert}",
     )
     failed_window: str = Field("15m", description="how far back a failed or partially failed job fires")
     stale_seconds: Seconds = Field(3 * 3600, description="IDaaSSyncStale: no success for this long")
@@ -84,14 +87,21 @@ class RulesConfig(BaseModel):
             raise ValueError("must be a Prometheus duration such as 15m")
         return value
 
+    @field_validator("docs_url")
+    @classmethod
+    def _docs_url(cls, value: str) -> str:
+        return check_docs_url(value)
+
     @field_validator("runbook_url_pattern")
     @classmethod
-    def _runbook(cls, value: str) -> str:
-        if "{alert}" not in value or not re.match(r"https?://", value):
+    def _runbook(cls, value: str | None) -> str | None:
+        if value is not None and ("{alert}" not in value or not re.match(r"https?://", value)):
             raise ValueError("must be an absolute http(s) URL containing {alert}")
         return value
 
     def runbook_url(self, alert: str) -> str:
+        if self.runbook_url_pattern is None:
+            return docs_page(self.docs_url, "alerts.md", alert.lower())
         return self.runbook_url_pattern.replace("{alert}", alert.lower())
 
 
