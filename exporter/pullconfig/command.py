@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import yaml
 
 from exporter.api.client import EiamClient
-from exporter.api.errors import ApiError, EiamError
+from exporter.api.errors import ApiError, EiamError, shown_text
 from exporter.api.flatten import flatten
 from exporter.pullconfig.config import PullConfigError, from_response, to_request, validate
 from exporter.yamlfile import YamlFileError, read_yaml
@@ -55,6 +55,32 @@ async def get(client: EiamClient, instance_id: str, idp_id: str, output: str, ou
     return EXIT_OK
 
 
+def is_directory_provider(kind: str) -> bool:
+    """Whether a provider kind (``microsoft:ad:pull``, ``unknown:ldap:pull``) reads an AD or LDAP directory."""
+    return bool({"ad", "ldap"} & set(kind.split(":")))
+
+
+async def provider_kind(client: EiamClient, instance_id: str, idp_id: str) -> str | None:
+    """The identity provider's kind as ListIdentityProviders gives it; None when unknown or not listed."""
+    async for provider in client.list_identity_providers(instance_id):
+        if provider.identity_provider_id == idp_id:
+            return provider.provider_kind if provider.identity_provider_type else None
+    return None
+
+
+async def misplaced_ldap_block(client: EiamClient, instance_id: str, idp_id: str, wanted: dict[str, Any]) -> str | None:
+    """Why ``wanted``'s LdapUdPullConfig cannot apply to the provider; None when it can, or is absent."""
+    if "LdapUdPullConfig" not in wanted:
+        return None
+    kind = await provider_kind(client, instance_id, idp_id)
+    if kind is None or is_directory_provider(kind):
+        return None
+    return (
+        f"LdapUdPullConfig is for AD/LDAP identity providers only, and {idp_id} is of type "
+        f"{shown_text(kind, 80)}; remove the LdapUdPullConfig block"
+    )
+
+
 def load_file(path: str) -> dict[str, Any]:
     """Read and validate a configuration file; raises PullConfigError naming every problem."""
     try:
@@ -90,6 +116,10 @@ async def set_(
     if client is None:
         raise ValueError("a client is needed unless dry_run")
     try:
+        misplaced = await misplaced_ldap_block(client, instance_id, idp_id, wanted)
+        if misplaced is not None:
+            print(f"idaas-sync-exporter: invalid configuration: {path}: {misplaced}", file=sys.stderr)
+            return EXIT_INPUT
         current = await read_current(client, instance_id, idp_id)
     except EiamError as exc:
         return api_failure(exc)

@@ -245,3 +245,28 @@ def test_api_errors_exit_1_with_code_message_and_request_id(
     code, _, err = run(monkeypatch, capsys, "get", *connection(sim, world, oidc))
     assert code == 1
     assert "Code=OperationNotSupported.IdentityProvider" in err and "RequestId=" in err and "Message=" in err
+
+
+@pytest.mark.parametrize("kind", ["dingtalk", "ad", "ldap"])
+def test_an_ldap_block_is_refused_for_a_provider_that_is_not_ad_or_ldap(
+    kind: str,
+    sim: SimulatorThread,
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    providers = world.instances[instance_id_of(world)].providers
+    index = next(i for i, p in enumerate(providers) if f":{kind}:" in p.provider_type)
+    args = connection(sim, world, idp_index=index)
+    path = tmp_path / "idp.yaml"
+    path.write_text(FILE + "LdapUdPullConfig:\n  UserObjectClass: inetOrgPerson\n")
+    code, before, _ = run(monkeypatch, capsys, "get", *args)
+    code, out, err = run(monkeypatch, capsys, "set", *args, "--file", str(path), "--yes")
+    if kind == "dingtalk":
+        assert code == 2, err
+        assert err.count("\n") == 1
+        assert "LdapUdPullConfig is for AD/LDAP identity providers only" in err and "alibaba:dingtalk:pull" in err
+        assert run(monkeypatch, capsys, "get", *args)[1] == before  # nothing was sent
+    else:
+        assert code == 0 and "applied (RequestId " in out, err
