@@ -14,11 +14,24 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from exporter.api.models import FINAL_STATUSES, IN_PROGRESS_STATUSES
+from exporter.api.models import ACTIONS, FINAL_STATUSES, IN_PROGRESS_STATUSES, OBJECT_TYPES
 from exporter.collect.counting import FinishedJob
 from exporter.collect.finished import console_link, describe, iso_time
 from exporter.metrics.snapshot import Snapshot
-from exporter.web.landing import shown
+from exporter.web.page import (
+    PageContext,
+    QueryError,
+    ago,
+    breakable,
+    cut,
+    demo_banner,
+    duration,
+    head,
+    shown,
+    status_badge,
+    status_class,
+    utc,
+)
 
 MAX_LIMIT = 5000
 _FILTER_VALUE = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
@@ -30,7 +43,7 @@ _CHOICES = ", ".join(FINAL_STATUSES)
 QUOTED_CHARACTERS = 64
 
 
-class JobQueryError(ValueError):
+class JobQueryError(QueryError):
     """A query parameter of the jobs pages is wrong; the message is one line naming it and the fix."""
 
 
@@ -51,10 +64,10 @@ class JobQuery:
         unknown = sorted(set(params) - {"status", "target_id", "instance_id", "limit"})
         if unknown:
             raise JobQueryError(f"unknown parameter {quoted(unknown[0])}; use status, target_id, instance_id or limit")
-        statuses = frozenset(_status(part) for part in params.get("status", "").split(",") if part.strip())
+        statuses = parse_statuses(params.get("status", ""))
         for name in ("target_id", "instance_id"):
             value = params.get(name)
-            if value and not _FILTER_VALUE.fullmatch(value):
+            if value and not is_filter_value(value):
                 raise JobQueryError(f"{name} {quoted(value)} is not an id; use letters, digits and _.:@/+=-")
         limit = MAX_LIMIT
         if params.get("limit"):
@@ -71,6 +84,16 @@ class JobQuery:
             and (self.target_id is None or job.target.target_id == self.target_id)
             and (self.instance_id is None or instance_id == self.instance_id)
         )
+
+
+def is_filter_value(text: str) -> bool:
+    """Whether ``text`` can be a ``target_id`` or ``instance_id`` filter (a page links to it only then)."""
+    return _FILTER_VALUE.fullmatch(text) is not None
+
+
+def parse_statuses(text: str) -> frozenset[str]:
+    """The finished statuses of a comma-separated ``status`` parameter; :class:`JobQueryError` for any other."""
+    return frozenset(_status(part) for part in text.split(",") if part.strip())
 
 
 def _status(text: str) -> str:
@@ -110,63 +133,131 @@ def jobs_json(snapshot: Snapshot, query: JobQuery, console_url: str) -> dict[str
     return {"jobs": jobs, "count": len(jobs), "shown_at": iso_time(round(snapshot.created * 1000))}
 
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse}td,th{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd}
-th{background:#f4f4f4}.id{color:#666;font-family:monospace;font-size:.9em}
-.failed{color:#cf222e}.partial_success{color:#9a6700}.success{color:#1a7f37}.note{color:#666;font-size:.9em}
-form{margin:1em 0}.esc{color:#9a6700;background:#fff8c5;font-family:monospace}
-"""
+# Objects whose action is "same" did not change; they and skipped ones are in the JSON only.
+_UNCHANGED = "same"
 
 
-def _objects_summary(job: FinishedJob) -> str:
-    """Objects done per action and failed, across object types: the numbers the on-call person scans for."""
-    totals: dict[str, int] = {}
-    for (_, action, result), count in job.objects:
-        # Done (success) by action, failed in one sum; skipped objects are in the JSON only.
-        key = action if result == "success" else "failed" if result == "failed" else None
-        if key is not None:
-            totals[key] = totals.get(key, 0) + count
-    return ", ".join(f"{name} {count}" for name, count in sorted(totals.items())) or "-"
+def _place(name: str, known: tuple[str, ...]) -> tuple[int, str]:
+    """Where ``name`` sorts: the documented names in their documented order, then any others by name."""
+    return (known.index(name) if name in known else len(known), name)
 
 
-def jobs_page(snapshot: Snapshot, query: JobQuery, console_url: str) -> str:
-    rows = []
-    for instance_id, job in recent_jobs(snapshot, query):
-        name = _name(snapshot, instance_id, job)
-        link = html.escape(console_link(console_url, instance_id, job))
-        duration = "" if job.end_ms is None else f"{max(0, job.end_ms - job.start_ms) / 1000:.0f} s"
-        rows.append(
-            "<tr>"
-            f"<td>{html.escape(iso_time(job.sort_ms) or '')}</td>"
-            f'<td class="{html.escape(job.status)}">{shown(job.status)}</td>'
-            f'<td>{shown(name or "")} <span class="id">{shown(job.target.target_id)}</span></td>'
-            f"<td>{shown(job.target.direction)}</td><td>{shown(job.trigger_type)}</td>"
-            f"<td>{shown(job.error_code or '')}</td><td>{shown(_objects_summary(job))}</td>"
-            f"<td>{duration}</td>"
-            f'<td><a class="id" href="{link}">{shown(job.job_id)}</a></td>'
-            f'<td class="id">{shown(instance_id)}</td>'
-            "</tr>"
+def _counts(per_action: dict[str, int]) -> list[str]:
+    return [
+        f'<span class="nw">{shown(action)} {count}</span>'
+        for action, count in sorted(per_action.items(), key=lambda item: _place(item[0], ACTIONS))
+    ]
+
+
+def _objects(job: FinishedJob) -> str:
+    """One line per object type that changed or failed: failed objects first, by action, then those done."""
+    done: dict[str, dict[str, int]] = {}
+    failed: dict[str, dict[str, int]] = {}
+    for (object_type, action, result), count in job.objects:
+        if result == "failed":
+            into = failed
+        elif result == "success" and action != _UNCHANGED:
+            into = done
+        else:
+            continue
+        per_action = into.setdefault(object_type, {})
+        per_action[action] = per_action.get(action, 0) + count
+    lines = []
+    for object_type in sorted(done.keys() | failed.keys(), key=lambda name: _place(name, OBJECT_TYPES)):
+        parts = []
+        if object_type in failed:
+            parts.append(
+                f'<strong class="bad nw">{sum(failed[object_type].values())} failed</strong> '
+                f'<span class="bad">({", ".join(_counts(failed[object_type]))})</span>'
+            )
+        parts += _counts(done.get(object_type, {}))
+        lines.append(f'<div><span class="ot">{shown(object_type)}:</span> {"&nbsp;&middot; ".join(parts)}</div>')
+    return "".join(lines) or '<span class="neutral">no changes</span>'
+
+
+def _job_row(snapshot: Snapshot, instance_id: str, job: FinishedJob, console_url: str) -> str:
+    name = _name(snapshot, instance_id, job)
+    target_id = job.target.target_id
+    label = cut(name, "w12", "") if name else cut(target_id, "w12")
+    if is_filter_value(target_id):
+        label = f'<a href="/jobs?{html.escape(urlencode({"target_id": target_id}))}">{label}</a>'
+    ident = f"<br>{cut(target_id, 'w12')}" if name else ""
+    now = snapshot.created
+    finished = ago(job.sort_ms / 1000, now)
+    took = "" if job.end_ms is None else "took " + duration(max(0, job.end_ms - job.start_ms) / 1000)
+    link = html.escape(console_link(console_url, instance_id, job))
+    started = f"started {utc(job.start_ms / 1000)}"
+    return (
+        f'<tr class="row-{status_class(job.status)}">'
+        f'<td>{finished}<br><span class="small nw" title="{started}">{took}</span></td>'
+        f'<td>{status_badge(job.status)}<br><span class="small">{shown(job.trigger_type)}</span></td>'
+        f'<td>{label} <span class="small">{shown(job.target.direction)}</span>{ident}</td>'
+        f"<td><div class='err'>{breakable(job.error_code) if job.error_code else ''}</div></td>"
+        f'<td><div class="objects">{_objects(job)}</div></td>'
+        f'<td><a class="console" href="{link}">{cut(job.job_id, "w9")}</a></td>'
+        f"<td>{cut(instance_id, 'w9')}</td>"
+        "</tr>"
+    )
+
+
+def _filters(query: JobQuery) -> str:
+    status = ",".join(sorted(query.statuses))
+    # Kept through a new search from the form, which has no field for them.
+    kept = "".join(
+        f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+        for name, value in (
+            ("instance_id", query.instance_id or ""),
+            ("limit", str(query.limit) if query.limit != MAX_LIMIT else ""),
+        )
+        if value
+    )
+    return (
+        '<form method="get" action="/jobs">'
+        f'<label>Status <input type="text" name="status" value="{html.escape(status)}" '
+        'placeholder="failed,partial_success"></label>'
+        f'<label>Target ID <input type="text" name="target_id" value="{html.escape(query.target_id or "")}"></label>'
+        f'{kept}<button type="submit">Filter</button>'
+        + (' <a href="/jobs">Clear</a>' if query.statuses or query.target_id or query.instance_id else "")
+        + "</form>\n"
+    )
+
+
+def jobs_page(snapshot: Snapshot, query: JobQuery, console_url: str, context: PageContext | None = None) -> str:
+    chosen = list(recent_jobs(snapshot, query))
+    rows = [_job_row(snapshot, instance_id, job, console_url) for instance_id, job in chosen]
+    counts: dict[str, int] = {}
+    for _, job in chosen:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    tally = "".join(
+        f' &middot; <span class="{status_class(status)}">{counts[status]} {status}</span>'
+        for status in ("failed", "partial_success", "success")
+        if counts.get(status)
+    )
+    filtered = bool(query.statuses or query.target_id or query.instance_id)
+    if rows:
+        table = (
+            '<table id="jobs"><tr><th>Finished</th><th>Status, trigger</th><th>Target</th><th>Error code</th>'
+            "<th>Objects (failed first)</th><th>Job ID (console)</th><th>Instance ID</th></tr>\n"
+            + "\n".join(rows)
+            + "</table>\n"
+        )
+    elif filtered:
+        table = '<p class="empty" id="no-jobs">No finished job matches these filters.</p>\n'
+    else:
+        table = (
+            '<p class="empty" id="no-jobs">No finished jobs yet: the list fills as polls read them, and each '
+            "instance keeps its latest ones in the state file.</p>\n"
         )
     status = ",".join(sorted(query.statuses))
     failures = "?" + urlencode({"status": "failed,partial_success"})
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>Recent sync jobs - IDaaS sync exporter</title>
-<style>{_STYLE}</style></head>
-<body><h1>Recent sync jobs</h1>
+    api = html.escape("?" + urlencode({"status": status}) if status else "")
+    return f"""{head("Recent sync jobs - IDaaS sync exporter")}<body>
+{demo_banner(context or PageContext())}<h1>Recent sync jobs</h1>
 <nav><a href="/">Exporter</a> &middot; <a href="/jobs">All</a> &middot;
 <a href="/jobs{html.escape(failures)}">Failed and partially successful</a> &middot;
-<a href="/api/v1/jobs{html.escape("?" + urlencode({"status": status}) if status else "")}">JSON</a></nav>
-<form method="get" action="/jobs">
-<label>Status <input name="status" value="{html.escape(status)}" placeholder="failed,partial_success"></label>
-<label>Target ID <input name="target_id" value="{html.escape(query.target_id or "")}"></label>
-<button type="submit">Filter</button></form>
-<table id="jobs"><tr><th>Finished (UTC)</th><th>Status</th><th>Target</th><th>Direction</th><th>Trigger</th>
-<th>Error code</th><th>Objects</th><th>Duration</th><th>Job ID (console)</th><th>Instance ID</th></tr>
-{"".join(rows)}</table>
-<p class="note">{len(rows)} job(s), newest first; each instance keeps its latest finished jobs in the state file.</p>
+<a href="/api/v1/jobs{api}">JSON</a></nav>
+{_filters(query)}<p class="note" id="count">{len(rows)} job(s), newest first{tally}</p>
+{table}<footer>Data as of {utc(snapshot.created)}; times are relative to it (hover for the UTC time). Each instance
+keeps its latest finished jobs in the state file. Skipped and unchanged objects are in the JSON.</footer>
 </body></html>
 """

@@ -1,4 +1,4 @@
-"""HTTP endpoints: ``/metrics``, ``/`` (landing page), ``/healthz``, ``/readyz``.
+"""HTTP endpoints: ``/metrics``, ``/`` (landing page), ``/jobs``, ``/api/v1/jobs``, ``/healthz``, ``/readyz``.
 
 A scrape reads the current snapshot's cached exposition; it never calls the API
 and never waits for a poll.
@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
 from exporter.collect.finished import DEFAULT_CONSOLE_URL
+from exporter.links import DOCS_URL
 from exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.metrics.exposition import ExpositionCache, Prepared, Renderer
 from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.snapshot import Snapshot
 from exporter.service import Exporter
 from exporter.shards import Shard
+from exporter.tenancy import PlannedInstance
 from exporter.web.access import AccessControl
 from exporter.web.config import WebConfigWatcher
 from exporter.web.connections import ConnectionGuard
 from exporter.web.jobs import JobQuery, JobQueryError, jobs_json, jobs_page, quoted
-from exporter.web.landing import landing_page
+from exporter.web.landing import TargetQuery, landing_page
+from exporter.web.page import PageContext, QueryError
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 ENDPOINTS_KEY: web.AppKey[Endpoints] = web.AppKey("endpoints")
@@ -92,7 +95,12 @@ def build_app(
     self_metrics: SelfMetrics | None = None,
     shard: Shard | None = None,
     console_url: str = DEFAULT_CONSOLE_URL,
+    docs_url: str = DOCS_URL,
+    instances: Sequence[PlannedInstance] = (),
+    demo_speed: float | None = None,
 ) -> web.Application:
+    """The exporter's HTTP application; ``instances`` (where each is polled, as whom) and ``demo_speed``
+    (when serving the demo) are only shown on the pages."""
     app = web.Application()
     AccessControl(web_config or WebConfigWatcher(None), connections).install(app)
     app[EXPORTER_KEY] = exporter
@@ -104,6 +112,7 @@ def build_app(
         self_metrics=self_metrics or SelfMetrics(shard=shard),
         shard=shard,
         console_url=console_url,
+        page=PageContext(docs_url=docs_url, instances=tuple(instances), demo_speed=demo_speed),
     )
     app[ENDPOINTS_KEY] = endpoints
     exporter.listeners.append(endpoints.on_publish)
@@ -127,8 +136,10 @@ class Endpoints:
         self_metrics: SelfMetrics,
         shard: Shard | None = None,
         console_url: str = DEFAULT_CONSOLE_URL,
+        page: PageContext | None = None,
     ) -> None:
         self._exporter = exporter
+        self._page = page or PageContext()
         self._console_url = console_url
         self._telemetry_path = telemetry_path
         self._shard = shard
@@ -173,7 +184,7 @@ class Endpoints:
             query = _job_query(request)
         except JobQueryError as exc:
             return web.Response(status=400, text=f"{exc}\n")
-        page = jobs_page(self._exporter.snapshot, query, self._console_url)
+        page = jobs_page(self._exporter.snapshot, query, self._console_url, self._page)
         return web.Response(text=page, content_type="text/html")
 
     async def jobs_api(self, request: web.Request) -> web.Response:
@@ -198,10 +209,22 @@ class Endpoints:
         return web.Response(text="ready\n")
 
     async def landing(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=landing_page(self._exporter.snapshot, telemetry_path=self._telemetry_path, shard=self._shard),
-            content_type="text/html",
+        try:
+            # Other parameters are ignored, as they were before the page had a filter.
+            query = TargetQuery.parse(_single_params(request, ("q", "status")))
+        except QueryError as exc:
+            return web.Response(status=400, text=f"{exc}\n")
+        snapshot = self._exporter.snapshot
+        page = landing_page(
+            snapshot,
+            telemetry_path=self._telemetry_path,
+            shard=self._shard,
+            context=self._page,
+            query=query,
+            poll_intervals={i: self._exporter.interval_of(i, self._poll_interval) for i in snapshot.instances},
+            state_path=self._exporter.store.path,
         )
+        return web.Response(text=page, content_type="text/html")
 
 
 async def _stream(
@@ -228,13 +251,20 @@ async def _stream(
     return response
 
 
-def _job_query(request: web.Request) -> JobQuery:
+def _single_params(request: web.Request, names: Sequence[str] | None = None) -> dict[str, str]:
+    """The query's parameters (those in ``names``, when given), each given at most once."""
     params: dict[str, str] = {}
     for name, value in request.query.items():
+        if names is not None and name not in names:
+            continue
         if name in params:
             raise JobQueryError(f"{quoted(name)} is given twice; give it once (status takes a comma-separated list)")
         params[name] = value
-    return JobQuery.parse(params)
+    return params
+
+
+def _job_query(request: web.Request) -> JobQuery:
+    return JobQuery.parse(_single_params(request))
 
 
 def readiness_problems(

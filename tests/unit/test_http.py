@@ -11,14 +11,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from exporter.collect.store import StateStore
+from exporter.metrics.api_requests import ApiStats
 from exporter.runtime import stop_polling
 from exporter.service import Exporter
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.server import SimulatorApp
 from exporter.simulator.world import World
+from exporter.tenancy import PlannedInstance
+from exporter.web import landing
 from exporter.web.access import RefusedRequestLog
+from exporter.web.page import ago
 from exporter.web.server import ENDPOINTS_KEY, Endpoints, build_app, wants_gzip, wants_openmetrics
-from tests.conftest import instance_id_of
+from tests.conftest import inject_failed_job, instance_id_of
 
 
 def endpoints_of(http: TestClient[web.Request, web.Application]) -> Endpoints:
@@ -88,6 +93,130 @@ async def test_landing_page_lists_instances_and_targets(
     assert some_target.target_id in page
     assert 'href="https://' in page and "Documentation" in page
     assert '<meta http-equiv="refresh"' in page and "<script" not in page
+
+
+async def test_each_target_links_to_its_jobs_and_problems_come_first(
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    await exporter.refresh_targets(instance)
+    await exporter.poll(instance)
+    failing = world.instances[instance].providers[1].identity_provider_id
+    inject_failed_job(world, instance, failing)
+    clock.advance(120)
+    await exporter.poll(instance)
+    page = await (await http.get("/")).text()
+    targets = page[page.index('<table id="targets">') :]
+    rows = targets.split("<tr")[2:]
+    assert 'class="st bad">failed</span>' in rows[0] and failing in rows[0]  # the failure first
+    # Its link to its jobs, and the error code of its last job, breakable only after the dots.
+    assert f'href="/jobs?target_id={failing}"' in rows[0] and 'class="small">IdentityProvider.<wbr>' in rows[0]
+    assert "<time " in rows[0] and 'title="20' in rows[0]  # relative, with the UTC time on hover
+
+
+async def test_the_landing_page_filters_targets_and_bounds_the_filter(
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World
+) -> None:
+    instance = instance_id_of(world)
+    await exporter.refresh_targets(instance)
+    await exporter.poll(instance)
+    total = sum(len(view.targets) for view in exporter.snapshot.instances.values())
+    page = await (await http.get("/", params={"q": "dingtalk"})).text()
+    shown_rows = page[page.index('<table id="targets">') :].count("<tr") - 1
+    assert shown_rows == 1 and "DingTalk" in page and "HR Portal" not in page
+    assert f"1 of {total} targets" in page and 'value="dingtalk"' in page
+    success = await (await http.get("/", params={"status": "SUCCESS"})).text()
+    assert 'class="st warn"' not in success and 'class="st bad"' not in success
+    assert '<option value="success" selected>' in success
+    hostile = await (await http.get("/", params={"q": '"><script>alert(1)</script>'})).text()
+    assert "<script" not in hostile and 'value="&quot;&gt;&lt;script&gt;' in hostile
+    assert 'id="no-match"' in hostile
+    assert (await http.get("/", params={"utm_source": "chat"})).status == 200  # other parameters are ignored
+    for params, message in (
+        ({"q": "x" * 201}, "q is 201 characters long; use at most 200"),
+        ({"q": "a\u202eb"}, "q holds a control or invisible character"),
+        ({"status": "running"}, "status 'running' is not a finished status"),
+    ):
+        answer = await http.get("/", params=params)
+        text = await answer.text()
+        assert answer.status == 400 and text.startswith(message) and text.count("\n") == 1, text
+    twice = await http.get("/?q=a&q=b")
+    assert twice.status == 400 and "'q' is given twice" in await twice.text()
+
+
+async def test_the_landing_page_shows_at_most_max_rows_targets(
+    http: TestClient[web.Request, web.Application], exporter: Exporter, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(landing, "MAX_ROWS", 3)
+    instance = instance_id_of(world)
+    await exporter.poll(instance)
+    total = sum(len(view.targets) for view in exporter.snapshot.instances.values())
+    page = await (await http.get("/")).text()
+    assert page[page.index('<table id="targets">') :].count("<tr") - 1 == 3
+    assert f"{total} targets, the first 3 shown" in page
+
+
+async def test_the_landing_page_says_where_each_instance_is_polled_and_what_runs(
+    exporter: Exporter, world: World, clock: ManualClock
+) -> None:
+    instance = instance_id_of(world)
+    planned = PlannedInstance(instance, "ap-southeast-1", None, "finance", 45.0, (), (), ())
+    exporter.poll_intervals[instance] = 45.0
+    app = build_app(
+        exporter,
+        poll_interval=60,
+        clock=clock,
+        docs_url="https://git.example/mirror/docs",
+        instances=[planned],
+        demo_speed=30,
+    )
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        before = await (await client.get("/")).text()
+        assert "No targets: the first poll has not finished yet" in before
+        await exporter.poll(instance)
+        page = await (await client.get("/")).text()
+    finally:
+        await client.close()
+    instances = page[page.index('<table id="instances">') : page.index("</table>")]
+    assert "ap-southeast-1" in instances and "finance" in instances and "every 45 s" in instances
+    assert 'id="demo"' in page and "simulated data" in page and "runs 30× faster" in page
+    assert 'href="https://git.example/mirror/docs">Documentation</a>' in page
+    assert 'href="https://git.example/mirror/docs/alerts.md"' in page
+    assert "state in memory only" in page
+
+
+async def test_the_landing_page_says_when_there_are_no_instances(clock: ManualClock) -> None:
+    exporter = Exporter(store=StateStore(None), pollers={}, api_stats=ApiStats(), clock=clock)
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(build_app(exporter, poll_interval=60, clock=clock))
+    )
+    await client.start_server()
+    try:
+        page = await (await client.get("/")).text()
+    finally:
+        await client.close()
+        exporter.store.close()
+    assert 'id="no-instances"' in page and 'id="demo"' not in page
+
+
+@pytest.mark.parametrize(
+    ("offset", "text"),
+    [
+        (0.2, "just now"),
+        (45, "45 s ago"),
+        (180, "3 min ago"),
+        (5 * 3600, "5 h ago"),
+        (3 * 86400, "3 d ago"),
+        (-120, "in 2 min"),
+    ],
+)
+def test_times_are_relative_to_the_snapshot_with_the_utc_time_on_hover(offset: float, text: str) -> None:
+    now = 1_800_000_000.0
+    shown = ago(now - offset, now)
+    assert f">{text}</time>" in shown and 'title="2027-' in shown and " UTC" in shown
+    assert "never" in ago(None, now)
 
 
 async def test_metrics_are_served_under_the_configured_telemetry_path(
@@ -361,7 +490,8 @@ async def test_malformed_requests_are_400s_never_500s_on_every_endpoint(
             assert status == 400, (path, query[:40])
         for query in ODD_QUERIES:
             status, body = await raw_get(http, path.encode() + query)
-            if "jobs" in path:
+            # The landing page reads its own filters (q, status) and ignores other parameters.
+            if "jobs" in path or (path == "/" and query.startswith(b"?status=")):
                 assert status == 400 and body.count(b"\n") <= 1, (path, query, body)
             else:
                 assert status in (200, 503), (path, query)  # /readyz: 503 before the first poll

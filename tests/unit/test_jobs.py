@@ -138,7 +138,15 @@ async def test_a_failed_job_is_one_event_one_latest_failure_and_one_recent_job(
         assert job["objects"] == {"user": {"deleted": {"success": 3, "failed": 2}}}
         assert all(j["status"] == "failed" and j["target_id"] == target_id for j in body["jobs"])
         page = await (await http.get("/jobs", params={"status": "failed,partial_success"})).text()
-        assert JOB_ID in page and "IdentityProvider.ConnectionFailed" in page and "deleted 3" in page
+        assert JOB_ID in page and "IdentityProvider.<wbr>ConnectionFailed" in page and "deleted 3" in page
+        # The failed objects by type and action come first in the job's line for that type.
+        row = page[page.index(f'title="{JOB_ID}"') - 2000 : page.index(f'title="{JOB_ID}"')]
+        assert (
+            '<span class="ot">user:</span> <strong class="bad nw">2 failed</strong> '
+            '<span class="bad">(<span class="nw">deleted 2</span>)</span>'
+            '&nbsp;&middot; <span class="nw">deleted 3</span>'
+        ) in row
+        assert 'class="st bad">failed</span>' in row and "took 31 s" in row and ">manual<" in row
         metrics = await (await http.get("/metrics")).text()
         assert (
             f'idaas_sync_last_failed_job_info{{instance_id="{deployment.instance}",target_type="identity_provider",'
