@@ -97,7 +97,12 @@ class Actions:
     def known(self, action: str) -> bool:
         return action in self._handlers
 
-    def handle(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    def handle(
+        self, action: str, params: Mapping[str, Any], *, visible: frozenset[str] | None = None
+    ) -> dict[str, Any]:
+        """The answer to ``action``; ``visible`` limits ListInstances to the instances the caller's account owns."""
+        if action == "ListInstances":
+            return self.list_instances(params, visible)
         return self._handlers[action](params)
 
     # -- helpers ----------------------------------------------------------------
@@ -117,7 +122,7 @@ class Actions:
 
     # -- actions --------------------------------------------------------------------
 
-    def list_instances(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def list_instances(self, params: Mapping[str, Any], visible: frozenset[str] | None = None) -> dict[str, Any]:
         wanted = {str(v) for v in _as_list(params.get("InstanceIds"))}
         rows = [
             {
@@ -128,7 +133,7 @@ class Actions:
                 "DefaultEndpoint": {"Endpoint": f"{state.instance_id[6:14]}.aliyunidaas.com", "Status": "resolved"},
             }
             for state in self.world.instances.values()
-            if not wanted or state.instance_id in wanted
+            if (not wanted or state.instance_id in wanted) and (visible is None or state.instance_id in visible)
         ]
         number, size = self._page(params)
         return {"TotalCount": len(rows), "Instances": rows[(number - 1) * size : number * size]}
@@ -194,9 +199,12 @@ class Actions:
         max_results = _int_param(params, "MaxResults", low=1, high=MAX_PAGE)
         token = params.get("NextToken")
         now_ms = self.world.now_ms()
+        # StartTime and EndTime are the API's times; the world's may run on another timeline.
+        api_ms = self.world.api_ms
 
         def matches(plan: JobPlan) -> bool:
-            if (start is not None and plan.start_ms < start) or (end is not None and plan.start_ms > end):
+            started = api_ms(plan.start_ms)
+            if (start is not None and started < start) or (end is not None and started > end):
                 return False
             if (direction and plan.direction != direction) or (target_type and plan.target_type != target_type):
                 return False
@@ -213,13 +221,15 @@ class Actions:
         with self.world.reading(instance_id, now_ms) as (jobs, visible):
             # Both time filters apply to the job's start time, so the oldest wanted job
             # can be found by bisection instead of a scan.
-            lowest = _first_at_or_after(jobs, start, visible) if start is not None else 0
+            lowest = _first_at_or_after(jobs, start, visible, api_ms) if start is not None else 0
             if max_results is not None or token:
                 fingerprint = _fingerprint(instance_id, start, end, status, direction, target_type, target_ids, filters)
-                return _token_page(jobs, lowest, visible, matches, params, max_results or 20, fingerprint, now_ms)
+                return _token_page(
+                    jobs, lowest, visible, matches, params, max_results or 20, fingerprint, now_ms, api_ms
+                )
             number, size = self._page(params)
             matching = [plan for plan in reversed(jobs[lowest:visible]) if matches(plan)]
-        rows = [plan.to_wire(now_ms) for plan in matching[(number - 1) * size : number * size]]
+        rows = [plan.to_wire(now_ms, api_ms) for plan in matching[(number - 1) * size : number * size]]
         return {"TotalCount": len(matching), "SynchronizationJobs": rows}
 
     def _filters(self, raw: Any) -> dict[str, set[str]]:
@@ -245,7 +255,7 @@ class Actions:
             raise ActionError(
                 404, "EntityNotExists.SynchronizationJob", f"The synchronization job {job_id} does not exist."
             )
-        wire = plan.to_wire(now_ms)
+        wire = plan.to_wire(now_ms, self.world.api_ms)
         wire.pop("Description", None)  # GetSynchronizationJob does not return it
         return {"SynchronizationJob": wire}
 
@@ -351,6 +361,7 @@ def _token_page(
     limit: int,
     fingerprint: str,
     now_ms: int,
+    api_ms: Callable[[int], int],
 ) -> dict[str, Any]:
     """One NextToken page of ``jobs[lowest:visible]``, newest first; TotalCount on the first page only (as the API)."""
     token = params.get("NextToken")
@@ -367,7 +378,7 @@ def _token_page(
     while index >= lowest and len(page) < limit:
         plan = jobs[index]
         if matches(plan):
-            page.append(plan.to_wire(now_ms))
+            page.append(plan.to_wire(now_ms, api_ms))
             last = plan
         index -= 1
     body: dict[str, Any] = {"SynchronizationJobs": page}
@@ -380,11 +391,12 @@ def _token_page(
     return body
 
 
-def _first_at_or_after(jobs: list[JobPlan], start_ms: int, hi: int) -> int:
+def _first_at_or_after(jobs: list[JobPlan], start_ms: int, hi: int, api_ms: Callable[[int], int]) -> int:
+    """The first of ``jobs[:hi]`` the API reports as started at or after ``start_ms`` (the mapping keeps the order)."""
     lo = 0
     while lo < hi:
         mid = (lo + hi) // 2
-        if jobs[mid].start_ms < start_ms:
+        if api_ms(jobs[mid].start_ms) < start_ms:
             lo = mid + 1
         else:
             hi = mid

@@ -121,10 +121,14 @@ class SimulatorApp:
         faults: Faults | None = None,
         seed: int = 0,
         wall_clock: Callable[[], float] = time.time,
+        session_keys: Callable[[str, str | None], AccessKey | None] | None = None,
     ) -> None:
+        """``session_keys`` recognises temporary (STS) keys from their id and security token:
+        the key, None for an id it does not issue, or ActionError for a bad token."""
         self.world = world
         self.actions = Actions(world)
         self.keys = {key.access_key_id: key for key in keys}
+        self._session_keys = session_keys
         self.faults = faults or Faults()
         self.requests = RequestLog()
         self._rng = random.Random(f"{seed}/faults")
@@ -138,8 +142,9 @@ class SimulatorApp:
         return app
 
     async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
-        # The API's clock is the simulated world's, which a demo runs faster than real time.
-        response.headers["Date"] = formatdate(self.world.now(), usegmt=True)
+        # The API's clock is the world's present as the API reports it: with a demo's compressed
+        # clock, the wall clock, however fast the world runs.
+        response.headers["Date"] = formatdate(self.world.api_now(), usegmt=True)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.UUID(int=self._rng.getrandbits(128))).upper()
@@ -163,11 +168,12 @@ class SimulatorApp:
                 if self._roll(self.faults.duplicate_rate):
                     params["DuplicateBoundary"] = "1"
                 if self._roll(self.faults.repeat_token_rate):
-                    answer = await asyncio.to_thread(self.actions.handle, action, dict(params))
+                    answer = await asyncio.to_thread(self.actions.handle, action, dict(params), visible=key.instances)
                     answer["NextToken"] = params["NextToken"]
                     text = _dumps({"RequestId": request_id, **answer})
                     return web.Response(body=_wire_bytes(text), content_type="application/json")
-            answer = await asyncio.to_thread(self.actions.handle, action, params)
+            # Another account's instances are not listed, as they do not exist for this key.
+            answer = await asyncio.to_thread(self.actions.handle, action, params, visible=key.instances)
         except ActionError as exc:
             return self._error(request_id, exc)
         if action == "ListSynchronizationJobs" and self._roll(self.faults.regress_rate):
@@ -261,6 +267,8 @@ class SimulatorApp:
         if headers["x-acs-content-sha256"] != body_hash:
             raise ActionError(400, "IncompleteSignature", "x-acs-content-sha256 does not match the request body.")
         key = self.keys.get(parsed.access_key_id)
+        if key is None and self._session_keys is not None:
+            key = self._session_keys(parsed.access_key_id, headers.get("x-acs-security-token"))
         if key is None:
             raise ActionError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
         signed = {name: headers[name] for name in parsed.signed_headers}

@@ -10,6 +10,10 @@ Everything is a pure function of the seed and the simulated time:
 
 Tests and demos can add jobs by hand (:meth:`World.add_job`), which is how a
 failure is injected on demand.
+
+Times are the world's own (``start_ms``, the clock's ``now``); the API reports them through
+:meth:`World.api_ms`, which is the identity unless the clock is a
+:class:`~exporter.simulator.clock.CompressedClock`.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import contextlib
 import hashlib
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from croniter import croniter
+
+from exporter.simulator.clock import CompressedClock
 
 # IDaaS schedules are evaluated in China Standard Time.
 SCHEDULE_TZ = timezone(timedelta(hours=8))
@@ -35,11 +41,58 @@ EGRESS_ACTIONS = ("Created", "Updated", "Deleted", "Pushed")
 # The SDK knows Exported on users and organizational units only.
 EXPORT_OBJECT_TYPES = ("User", "OrganizationalUnit")
 DELETION_PROTECTION_ERROR = "UdPullProtectedRule.DeletedThresholdExceeded"
-FAILURE_CODES = (
-    ("IdentityProvider.ConnectionFailed", "Failed to connect to the identity provider API."),
-    ("IdentityProvider.AccessTokenInvalid", "The access token of the identity provider is invalid."),
-    ("Application.ScimEndpointUnavailable", "The SCIM endpoint of the application returned 503."),
+
+# Why a job failed, by what it synchronizes. The API document lists no job error codes (its one
+# example is MissingParameter.Username); these are our model, kept apart by target so that a
+# dashboard never shows an application's SCIM failure on an identity provider or the reverse.
+CONNECTION_FAILED = ("IdentityProvider.ConnectionFailed", "Failed to connect to the identity provider API.")
+# Any inbound identity provider, whatever its kind.
+IDENTITY_PROVIDER_FAILURES: tuple[tuple[str, str], ...] = (
+    CONNECTION_FAILED,
+    ("MissingParameter.Username", "A user of the identity provider has no user name."),
 )
+# By the kind in the provider type (urn:alibaba:idaas:idp:<vendor>:<kind>:pull).
+PROVIDER_KIND_FAILURES: dict[str, tuple[tuple[str, str], ...]] = {
+    "dingtalk": (
+        ("IdentityProvider.AccessTokenInvalid", "The DingTalk access token is invalid or has expired."),
+        ("IdentityProvider.PermissionDenied", "The DingTalk application may not read the contacts."),
+    ),
+    "wecom": (
+        ("IdentityProvider.AccessTokenInvalid", "The WeCom access token is invalid or has expired."),
+        ("IdentityProvider.IpNotAllowed", "The WeCom application's trusted IP list does not allow IDaaS."),
+    ),
+    "lark": (
+        ("IdentityProvider.AccessTokenInvalid", "The Lark tenant access token is invalid or has expired."),
+        ("IdentityProvider.RateLimitExceeded", "The Lark open platform refused the request: rate limit exceeded."),
+    ),
+    "ad": (
+        ("IdentityProvider.LdapBindFailed", "The directory refused the bind DN or its password."),
+        ("IdentityProvider.LdapSearchFailed", "The directory search of the synchronization scope failed."),
+    ),
+    "ldap": (
+        ("IdentityProvider.LdapBindFailed", "The directory refused the bind DN or its password."),
+        ("IdentityProvider.LdapSearchFailed", "The directory search of the synchronization scope failed."),
+    ),
+}
+APPLICATION_FAILURES: tuple[tuple[str, str], ...] = (
+    ("Application.ScimEndpointUnavailable", "The SCIM endpoint of the application returned 503."),
+    ("Application.ScimAuthenticationFailed", "The SCIM endpoint of the application refused the token (401)."),
+    ("Application.ScimRequestRejected", "The SCIM endpoint of the application rejected a user (400)."),
+)
+
+
+def provider_kind(provider_type: str) -> str:
+    """``urn:alibaba:idaas:idp:tencent:wecom:pull`` -> ``wecom``; the last part of a type without ``:pull``."""
+    parts = provider_type.split(":")
+    return parts[-2] if parts[-1] == "pull" and len(parts) > 1 else parts[-1]
+
+
+def failure_codes(target_type: str, provider_type: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The (code, message) pairs a job of this target may fail with."""
+    if target_type == "application":
+        return APPLICATION_FAILURES
+    kind = provider_kind(provider_type) if provider_type else ""
+    return IDENTITY_PROVIDER_FAILURES + PROVIDER_KIND_FAILURES.get(kind, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +193,12 @@ class JobPlan:
             return "running"
         return self.final_status
 
-    def to_wire(self, now_ms: int) -> dict[str, Any]:
+    def to_wire(self, now_ms: int, api_ms: Callable[[int], int] | None = None) -> dict[str, Any]:
+        """The job as the API answers at the world's time ``now_ms``, its times reported through ``api_ms``."""
+        report = api_ms or _same_time
         status = self.status_at(now_ms)
-        final = status == self.final_status
+        # A job planned to stay running (the demo's stuck job) never has a result or an end time.
+        final = status == self.final_status and status not in ("pending", "running", self.initial_status)
         result: dict[str, Any] = {}
         if final:
             result = {f"{name}Statistics": stats for name, stats in self.stats().items()}
@@ -154,14 +210,14 @@ class JobPlan:
             "TargetType": self.target_type,
             "TargetId": self.target_id,
             "Direction": self.direction,
-            "StartTime": self.start_ms,
+            "StartTime": report(self.start_ms),
             "TriggerType": self.trigger_type,
             "Status": status,
             "Result": result,
             "Description": self.description,
         }
         if final:
-            job["EndTime"] = self.end_ms
+            job["EndTime"] = report(self.end_ms)
         if self.wire_overrides:
             job.update(self.wire_overrides)
         return job
@@ -200,6 +256,10 @@ SCENARIOS: dict[str, ScenarioSpec] = {
 
 def scenario_names() -> list[str]:
     return sorted(SCENARIOS)
+
+
+def _same_time(world_ms: int) -> int:
+    return world_ms
 
 
 def _stable_id(prefix: str, *parts: object, length: int = 24) -> str:
@@ -252,16 +312,30 @@ def _pull_config(instance_id: str, idp_id: str, schedule: str, rng: random.Rando
 class World:
     """Thread-safe: the simulator's HTTP handlers and tests may share one world."""
 
-    def __init__(self, spec: ScenarioSpec, *, seed: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        spec: ScenarioSpec,
+        *,
+        seed: int,
+        clock: Callable[[], float],
+        instance_ids: Sequence[str] | None = None,
+    ) -> None:
+        """A tenant of ``spec``; with ``instance_ids``, those instances (as many) instead of ids made from the seed."""
         self.spec = spec
         self.seed = seed
         self._clock = clock
+        self._api_ms: Callable[[int], int] = clock.api_ms if isinstance(clock, CompressedClock) else _same_time
         self._lock = threading.RLock()
         self._origin_hour = int(clock() // HOUR) - spec.history_hours
         self.instances: dict[str, InstanceState] = {}
         rng = random.Random(f"{seed}/layout")
-        for index in range(spec.instances):
-            instance_id = _stable_id("idaas", seed, "instance", index, length=26)
+        if instance_ids is not None and len(set(instance_ids)) != len(instance_ids):
+            raise ValueError("instance ids must be distinct")
+        count = spec.instances if instance_ids is None else len(instance_ids)
+        for index in range(count):
+            instance_id = (
+                _stable_id("idaas", seed, "instance", index, length=26) if instance_ids is None else instance_ids[index]
+            )
             providers: list[ProviderSpec] = []
             pull_configs: dict[str, dict[str, Any]] = {}
             for p in range(spec.providers_per_instance):
@@ -305,6 +379,14 @@ class World:
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    def api_ms(self, world_ms: int) -> int:
+        """The time the API reports for the world's time ``world_ms``."""
+        return self._api_ms(world_ms)
+
+    def api_now(self) -> float:
+        """The API's clock (its Date header): the world's present as the API reports it."""
+        return self._api_ms(self.now_ms()) / 1000
 
     # -- queries --------------------------------------------------------------
 
@@ -420,6 +502,7 @@ class World:
         if rng.random() < 0.03:
             starts.append((hour * HOUR + rng.uniform(0, HOUR), "manual", False))
         threshold = int((config.get("PullProtectedRule") or {}).get("UserDeletedThreshold") or 0)
+        failures = failure_codes("identity_provider", provider.provider_type)
         return [
             self._plan(
                 rng,
@@ -432,6 +515,7 @@ class World:
                 provider.users,
                 threshold,
                 index,
+                failures,
                 incremental=incremental,
             )
             for index, (start, trigger, incremental) in enumerate(sorted(starts))
@@ -446,7 +530,17 @@ class World:
             starts.append((hour * HOUR + rng.uniform(0, HOUR), "manual"))
         return [
             self._plan(
-                rng, state.instance_id, "application", app.application_id, "egress", trigger, start, app.users, 0, index
+                rng,
+                state.instance_id,
+                "application",
+                app.application_id,
+                "egress",
+                trigger,
+                start,
+                app.users,
+                0,
+                index,
+                APPLICATION_FAILURES,
             )
             for index, (start, trigger) in enumerate(sorted(starts))
         ]
@@ -463,6 +557,7 @@ class World:
         population: int,
         user_threshold: int,
         index: int,
+        failures: tuple[tuple[str, str], ...],
         *,
         incremental: bool = False,
     ) -> JobPlan:
@@ -471,7 +566,9 @@ class World:
         error: tuple[str, str] | None = None
         if roll < self.spec.failure_rate:
             status = "failed"
-            error = rng.choice(FAILURE_CODES)
+            # One draw whatever the number of codes, so a code added to a table changes which
+            # code a job has, not every job generated after it.
+            error = failures[min(len(failures) - 1, int(rng.random() * len(failures)))]
         elif roll < self.spec.failure_rate + self.spec.partial_rate:
             status = "partial_success"
         else:
@@ -521,7 +618,7 @@ class World:
                 )
                 failing = inbound[min(1, len(inbound) - 1)]
                 failed = self._anchor(rng, state, failing.identity_provider_id, now - 40 * 60, "failed", 90)
-                failed.error_code, failed.error_message = FAILURE_CODES[0]
+                failed.error_code, failed.error_message = CONNECTION_FAILED
                 plans.append(failed)
                 protected = inbound[-1]
                 threshold = (
@@ -547,7 +644,8 @@ class World:
                 # Shortly after start, so a freshly started exporter counts a failure (cold starts
                 # count nothing that was already final) and every dashboard panel has data.
                 soon = self._anchor(rng, state, failing.identity_provider_id, now + 30, "failed", 60)
-                soon.error_code, soon.error_message = FAILURE_CODES[1]
+                own = PROVIDER_KIND_FAILURES.get(provider_kind(failing.provider_type), ())
+                soon.error_code, soon.error_message = own[0] if own else CONNECTION_FAILED
                 plans.append(soon)
             if state.applications:
                 app = state.applications[0]
