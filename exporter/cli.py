@@ -9,17 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from exporter.settings import ENV_PREFIX, Settings, SettingsError, flag_name
+
+if TYPE_CHECKING:
+    from exporter.simulator.launch import Tenant
+    from exporter.simulator.server import SimulatorApp
+    from exporter.simulator.sts import Sessions
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -42,6 +46,21 @@ SERVE_ONLY_SETTINGS = frozenset(
         "web_config_file",
         "web_max_connections",
         "console_job_url",
+    }
+)
+# The settings that say which tenant to read: a demo replaces them with its simulator's.
+DEMO_REPLACES = frozenset(
+    {
+        "instance_ids",
+        "region_id",
+        "endpoint",
+        "access_key_id",
+        "access_key_secret",
+        "security_token",
+        "target_ids",
+        # the config file's tenancy keys
+        "accounts",
+        "instances",
     }
 )
 # The flag names Prometheus exporters share (exporter-toolkit), as aliases of our own.
@@ -98,14 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_exporter_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, help_text in (
         ("serve", "run the exporter daemon"),
-        ("once", "poll every instance once and print the exposition"),
+        (
+            "once",
+            "poll every instance once and print the exposition. It reads and updates the same state "
+            "file as serve (--state-path; '' keeps state in memory), so jobs it counts are not counted "
+            "again by a later serve, a first run counts none (it sets the baseline), and it is refused "
+            "while a serve holds that file",
+        ),
     ):
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.add_argument(
             "--config", help="YAML file of settings, accounts and instances (see docs/configuration.md)"
         )
         command.add_argument(
-            "--demo", action="store_true", help="start the built-in simulator in-process and export it"
+            "--demo",
+            action="store_true",
+            help="start the built-in simulator in-process and export it; the tenant settings (instances, "
+            "region, endpoint, AccessKey, target ids, the config file's accounts and instances) are "
+            "ignored, every other setting applies; state is kept in memory unless --state-path is set",
         )
         command.add_argument(
             "--demo-speed", type=float, default=30.0, help="simulated seconds per real second in demo mode; default 30"
@@ -156,20 +185,56 @@ def _add_simulate_command(commands: argparse._SubParsersAction[argparse.Argument
     sim = commands.add_parser(
         "simulate",
         help="run the built-in IDaaS API simulator",
-        description="Serve a simulated IDaaS (EIAM 2021-12-01) API that verifies ACS3 signatures.",
+        description="Serve a simulated IDaaS (EIAM 2021-12-01) API that verifies ACS3 signatures: one AccessKey "
+        "(the --access-key-* flags) or the accounts, keys, roles and instances of an --accounts file "
+        "(see docs/simulator.md).",
     )
     sim.add_argument("--listen", default="127.0.0.1:18080", help="HOST:PORT (default 127.0.0.1:18080)")
-    sim.add_argument("--access-key-id", default=os.environ.get("IDAAS_SIMULATOR_ACCESS_KEY_ID", "simulator"))
+    sim.add_argument(
+        "--access-key-id",
+        default=None,
+        help="the AccessKey id accepted (default: IDAAS_SIMULATOR_ACCESS_KEY_ID, else 'simulator')",
+    )
     sim.add_argument(
         "--access-key-secret",
         default=None,
-        help="secret the simulator accepts; prefer the IDAAS_SIMULATOR_ACCESS_KEY_SECRET variable "
-        "(command lines are visible to other users)",
+        help="secret the simulator accepts; prefer --access-key-secret-file or the IDAAS_SIMULATOR_ACCESS_KEY_SECRET "
+        "variable (command lines are visible to other users)",
     )
+    sim.add_argument("--access-key-secret-file", default=None, metavar="FILE", help="read the secret from FILE")
     sim.add_argument("--security-token", default=None, help="require this STS token as well")
+    sim.add_argument(
+        "--instance-ids",
+        default=None,
+        metavar="IDS",
+        help="comma-separated ids of the simulated instances (default: ids made from the seed, as many as the "
+        "scenario has)",
+    )
+    sim.add_argument(
+        "--accounts",
+        default=None,
+        metavar="FILE",
+        help="YAML file of accounts, their AccessKeys, RAM roles and instances by region; replaces the "
+        "--access-key-* flags and --instance-ids",
+    )
+    sim.add_argument("--region", default=None, help="with --accounts: serve the file's instances in this region only")
+    sim.add_argument(
+        "--sts-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --accounts: also answer STS AssumeRole for the file's roles here, over TLS",
+    )
+    sim.add_argument("--sts-tls-cert", default=None, metavar="FILE", help="PEM certificate of --sts-listen")
+    sim.add_argument("--sts-tls-key", default=None, metavar="FILE", help="PEM private key of --sts-listen")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--scenario", choices=scenario_names(), default="demo")
-    sim.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
+    sim.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="the simulated tenant lives this many times faster than real time (jobs come more often and take "
+        "less long); the times the API reports never pass the wall clock (default 1)",
+    )
     sim.add_argument("--throttle-rate", type=float, default=0.0, help="fraction of requests answered Throttling.User")
     sim.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500/503")
     sim.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
@@ -326,12 +391,22 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _exporter_command(args: argparse.Namespace) -> int:
     from exporter.runtime import DemoOptions, once, serve
+    from exporter.tenancy import load_tenancy, plan_tenancy
 
-    # A demo starts fresh unless told where to keep state.
-    from exporter.tenancy import load_tenancy
-
-    settings = settings_from(args, defaults={"state_path": ""} if args.demo else {})
-    tenancy = load_tenancy(settings, args.config)
+    if args.demo_speed <= 0 or not math.isfinite(args.demo_speed):
+        raise UsageError(
+            f"--demo-speed must be a positive number of simulated seconds per second, got {args.demo_speed}"
+        )
+    ignored: list[str] = []
+    if args.demo:
+        # The demo is hermetic about the tenant, so a shell set up for production cannot point it at
+        # a real instance or fail it on a real key; every other setting applies as given. A demo
+        # starts fresh unless told where to keep state (by any source).
+        settings = settings_from(args, defaults={"state_path": ""}, ignored=DEMO_REPLACES, ignored_given=ignored)
+        tenancy = plan_tenancy(settings)
+    else:
+        settings = settings_from(args, defaults={})
+        tenancy = load_tenancy(settings, args.config)
     if not tenancy.instances and not args.demo:
         print(
             "idaas-sync-exporter: invalid setting: IDAAS_EXPORTER_INSTANCE_IDS is required "
@@ -340,9 +415,16 @@ def _exporter_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if args.demo_speed <= 0:
-        raise UsageError(f"--demo-speed must be positive, got {args.demo_speed}")
+    from exporter.runtime import start_problems
+
+    problems = start_problems(settings, tenancy, demo=args.demo, serving=args.command == "serve")
+    if problems:
+        for problem in problems:
+            print(f"idaas-sync-exporter: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
+    if ignored:
+        log.info("demo mode ignores the tenant settings given", extra={"ignored": ", ".join(ignored)})
     demo = DemoOptions(speed=args.demo_speed, seed=args.demo_seed) if args.demo else None
     from exporter.api.endpoint import EndpointError
     from exporter.collect.store import StateError
@@ -368,9 +450,16 @@ def _exporter_command(args: argparse.Namespace) -> int:
     return EXIT_RUNTIME if errors else EXIT_OK
 
 
-def settings_from(args: argparse.Namespace, *, defaults: dict[str, Any]) -> Settings:
+def settings_from(
+    args: argparse.Namespace,
+    *,
+    defaults: dict[str, Any],
+    ignored: frozenset[str] = frozenset(),
+    ignored_given: list[str] | None = None,
+) -> Settings:
     """The settings of the file, the environment and the ``--setting`` flags; ``defaults`` where none is given.
 
+    Settings in ``ignored`` are dropped from every source (their names as given go to ``ignored_given``).
     Raises :class:`SettingsError`, which :func:`main` prints one line per problem.
     """
     from exporter.settings import load_settings
@@ -390,7 +479,9 @@ def settings_from(args: argparse.Namespace, *, defaults: dict[str, Any]) -> Sett
             raise UsageError(f"{alias} and {flag_name(setting)} are the same setting; give one of them")
         flags[setting] = value
         flag_names[setting] = alias
-    return load_settings(args.config, {**defaults, **flags}, flag_names=flag_names)
+    return load_settings(
+        args.config, flags, flag_names=flag_names, defaults=defaults, ignored=ignored, ignored_given=ignored_given
+    )
 
 
 def _pull_config(args: argparse.Namespace) -> int:
@@ -453,72 +544,134 @@ def _rate(name: str, value: float) -> float:
     return value
 
 
+class _ListenError(Exception):
+    """A listener of ``simulate`` could not start: which flag's address, and why."""
+
+    def __init__(self, flag: str, address: str, error: OSError) -> None:
+        super().__init__(flag)
+        self.flag = flag
+        self.address = address
+        self.error = error
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from exporter.settings import parse_listen_address
-    from exporter.simulator.clock import ScaledClock
-    from exporter.simulator.server import AccessKey, Faults, SimulatorApp, start_simulator
+    from exporter.simulator.clock import CompressedClock
+    from exporter.simulator.launch import LaunchError, TenantFlags, tenant
+    from exporter.simulator.server import Faults, SimulatorApp
+    from exporter.simulator.sts import Sessions
     from exporter.simulator.world import SCENARIOS, World
 
     try:
         host, port = parse_listen_address(args.listen)
     except ValueError as exc:
         raise UsageError(f"--listen {exc}") from None
-    secret = args.access_key_secret or os.environ.get("IDAAS_SIMULATOR_ACCESS_KEY_SECRET")
-    if not secret:
-        raise UsageError(
-            "the simulator needs an AccessKey secret to verify signatures: "
-            "set IDAAS_SIMULATOR_ACCESS_KEY_SECRET or pass --access-key-secret"
-        )
-    if args.speed <= 0:
-        raise UsageError(f"--speed must be positive, got {args.speed}")
-    if args.latency < 0:
-        raise UsageError(f"--latency must not be negative, got {args.latency}")
+    if not (args.speed > 0 and math.isfinite(args.speed)):
+        raise UsageError(f"--speed must be a positive number of simulated seconds per second, got {args.speed}")
+    if not (args.latency >= 0 and math.isfinite(args.latency)):
+        raise UsageError(f"--latency must be a number of seconds, 0 or more, got {args.latency}")
     faults = Faults(
         throttle_rate=_rate("throttle-rate", args.throttle_rate),
         server_error_rate=_rate("error-rate", args.error_rate),
         latency_seconds=args.latency,
     )
-    token = SecretStr(args.security_token) if args.security_token else None
-    world = World(SCENARIOS[args.scenario], seed=args.seed, clock=ScaledClock(speed=args.speed))
-    app = SimulatorApp(world, [AccessKey(args.access_key_id, SecretStr(secret), token)], faults=faults, seed=args.seed)
-
-    async def serve() -> None:
-        # Handlers first: a SIGTERM that comes as soon as the port answers must stop it cleanly, not kill it.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        running = await start_simulator(app, host, port)
-        for instance_id, state in world.instances.items():
-            log.info(
-                "simulated instance",
-                extra={
-                    "instance_id": instance_id,
-                    "identity_providers": len(state.providers),
-                    "applications": len(state.applications),
-                },
-            )
-        log.info(
-            "simulator listening",
-            extra={"endpoint": running.endpoint, "scenario": args.scenario, "seed": args.seed, "speed": args.speed},
-        )
-        await stop.wait()
-        await running.stop()
-        log.info("simulator stopped")
-
+    flags = TenantFlags(
+        access_key_id=args.access_key_id,
+        access_key_secret=args.access_key_secret,
+        access_key_secret_file=args.access_key_secret_file,
+        security_token=args.security_token,
+        instance_ids=args.instance_ids,
+        accounts=args.accounts,
+        region=args.region,
+        sts_listen=args.sts_listen,
+        sts_tls_cert=args.sts_tls_cert,
+        sts_tls_key=args.sts_tls_key,
+    )
     try:
-        asyncio.run(serve())
-    except OSError as exc:
+        served = tenant(flags, os.environ)
+    except LaunchError as exc:
+        for problem in exc.problems:
+            print(f"idaas-sync-exporter: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    # The world runs --speed times faster; what the API reports is compressed back onto the wall clock.
+    clock = CompressedClock(speed=args.speed)
+    world = World(SCENARIOS[args.scenario], seed=args.seed, clock=clock, instance_ids=served.instance_ids)
+    sessions = Sessions(served.cloud) if served.cloud is not None else None
+    instance_ids = set(world.instances)
+    app = SimulatorApp(
+        world,
+        served.keys,
+        faults=faults,
+        seed=args.seed,
+        session_keys=(lambda key_id, token: sessions.key(key_id, token, instance_ids)) if sessions else None,
+    )
+    try:
+        asyncio.run(_serve_simulator(args, app, served, sessions, (host, port)))
+    except _ListenError as failure:
         from exporter.runtime import os_error_reason
 
-        reason = os_error_reason(exc)
         print(
-            f"idaas-sync-exporter: error: cannot listen on {args.listen}: {reason}; "
-            "choose another address with --listen",
+            f"idaas-sync-exporter: error: cannot listen on {failure.address}: {os_error_reason(failure.error)}; "
+            f"choose another address with {failure.flag}",
             file=sys.stderr,
         )
         return EXIT_USAGE
     return EXIT_OK
+
+
+async def _serve_simulator(
+    args: argparse.Namespace,
+    app: SimulatorApp,
+    served: Tenant,
+    sessions: Sessions | None,
+    address: tuple[str, int],
+) -> None:
+    """Serve the simulator (and its STS stand-in) until SIGINT or SIGTERM."""
+    from exporter.simulator.server import start_simulator
+    from exporter.simulator.sts import RunningSts, StsApp, start_sts
+
+    # Handlers first: a SIGTERM that comes as soon as the port answers must stop it cleanly, not kill it.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        running = await start_simulator(app, *address)
+    except OSError as exc:
+        raise _ListenError("--listen", args.listen, exc) from None
+    sts: RunningSts | None = None
+    if sessions is not None and served.sts_address is not None and served.sts_tls is not None:
+        try:
+            sts = await start_sts(StsApp(sessions), served.sts_tls, *served.sts_address)
+        except OSError as exc:
+            await running.stop()
+            raise _ListenError("--sts-listen", args.sts_listen, exc) from None
+    owners = served.owners()
+    for instance_id, state in app.world.instances.items():
+        described: dict[str, object] = {
+            "instance_id": instance_id,
+            "identity_providers": len(state.providers),
+            "applications": len(state.applications),
+        }
+        if instance_id in owners:
+            described["account"] = owners[instance_id]
+        log.info("simulated instance", extra=described)
+    listening: dict[str, object] = {
+        "endpoint": running.endpoint,
+        "scenario": args.scenario,
+        "seed": args.seed,
+        "speed": args.speed,
+    }
+    if served.region is not None:
+        listening["region"] = served.region
+    log.info("simulator listening", extra=listening)
+    if sts is not None:
+        log.info("sts listening", extra={"sts_endpoint": sts.endpoint})
+    await stop.wait()
+    if sts is not None:
+        await sts.stop()
+    await running.stop()
+    log.info("simulator stopped")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ from exporter.api.credentials import (
     DefaultChainCredentialsProvider,
     StaticCredentialsProvider,
 )
-from exporter.api.endpoint import resolve_endpoint
+from exporter.api.endpoint import EndpointError, resolve_endpoint
 from exporter.api.ratelimit import TokenBucket
 from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.store import StateStore
+from exporter.collect.store import StateError, StateStore, check_state_path
 from exporter.memory import limit_malloc_arenas
 from exporter.metrics.api_requests import ApiStats
 from exporter.metrics.selfmetrics import InstanceLabels, SelfMetrics
@@ -43,12 +43,12 @@ from exporter.settings import (
     flag_name,
     parse_listen_address,
 )
-from exporter.shards import Shard, resolve
-from exporter.simulator.clock import ScaledClock
+from exporter.shards import Shard, ShardError, resolve
+from exporter.simulator.clock import CompressedClock
 from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
 from exporter.simulator.world import SCENARIOS, World
 from exporter.tenancy import Tenancy, plan_tenancy
-from exporter.web.config import WebConfigWatcher
+from exporter.web.config import WebConfigError, WebConfigWatcher
 from exporter.web.connections import ConnectionGuard, quiet_accept_errors
 from exporter.web.server import ENDPOINTS_KEY, build_app
 
@@ -66,7 +66,8 @@ async def start_demo_simulator(options: DemoOptions) -> tuple[RunningSimulator, 
     """An in-process simulator with a throwaway AccessKey; returns it with the key and its instance ids."""
     key_id = "demo"
     secret = SecretStr(secrets.token_urlsafe(24))
-    world = World(SCENARIOS[options.scenario], seed=options.seed, clock=ScaledClock(speed=options.speed))
+    # Faster than real time, but every time the API reports stays at or before the wall clock.
+    world = World(SCENARIOS[options.scenario], seed=options.seed, clock=CompressedClock(speed=options.speed))
     app = SimulatorApp(world, [AccessKey(key_id, secret)], seed=options.seed)
     running = await start_simulator(app, "127.0.0.1", 0)
     return running, key_id, secret, list(world.instances)
@@ -169,7 +170,7 @@ async def open_exporter(
         settings = settings.model_copy(
             update={
                 "endpoint": simulator.endpoint,
-                "instance_ids": tenancy.instance_ids or instance_ids,
+                "instance_ids": instance_ids,
                 "access_key_id": key_id,
                 "access_key_secret": secret,
             }
@@ -316,6 +317,36 @@ async def stop_polling(scheduler: AsyncIOScheduler, exporter: Exporter, limit_se
     scheduler.shutdown(wait=False)
 
 
+def start_problems(settings: Settings, tenancy: Tenancy, *, demo: bool, serving: bool) -> list[str]:
+    """Every problem with what the settings name (shard, web config, endpoints, state path), together.
+
+    Checked before anything is created or started, so one start reports them all and a refused
+    start leaves no state file behind. Each is one line, as the settings' own problems are.
+    """
+    problems: list[str] = []
+    try:
+        replica_shard(settings)
+    except ShardError as exc:
+        problems.append(str(exc))
+    if serving and settings.web_config_file:
+        try:
+            WebConfigWatcher(settings.web_config_file)
+        except WebConfigError as exc:
+            problems.append(str(exc))
+    if not demo:
+        for instance in tenancy.instances:
+            try:
+                resolve_endpoint(instance.region, instance.endpoint)
+            except EndpointError as exc:
+                problems.append(f"instance {instance.instance_id}: {exc}")
+    if settings.state_path:
+        try:
+            check_state_path(settings.state_path, create_directory=settings.state_path == default_state_path())
+        except StateError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def replica_shard(settings: Settings) -> Shard:
     """This replica's shard; resolved before anything starts, so one that cannot tell never polls another's."""
     return resolve(settings.shard_count, settings.shard_index, socket.gethostname())
@@ -341,10 +372,11 @@ async def serve(
     sys.setswitchinterval(0.0005)
     async with AsyncExitStack() as stack:
         shard = replica_shard(settings)
+        # Read before the state file is opened: a refused web config must leave nothing created.
+        watcher = WebConfigWatcher(settings.web_config_file)
         settings, tenancy, exporter = await open_exporter(
             stack, settings, tenancy or plan_tenancy(settings), demo, shard
         )
-        watcher = WebConfigWatcher(settings.web_config_file)
         connections = ConnectionGuard(limit=settings.web_max_connections)
         app = build_app(
             exporter,
@@ -355,6 +387,9 @@ async def serve(
             self_metrics=SelfMetrics(shard=shard, instances=instance_labels(tenancy)),
             shard=shard,
             console_url=settings.console_job_url,
+            docs_url=settings.docs_url,
+            instances=tenancy.instances,
+            demo_speed=demo.speed if demo is not None else None,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -23,6 +23,7 @@ from exporter.collect.finished import DEFAULT_CONSOLE_URL, check_console_url
 from exporter.collect.poller import TARGET_ID_CHARS_PER_QUERY, TARGET_IDS_PER_QUERY
 from exporter.files import SHOWN_CHARACTERS, shown_name, shown_path
 from exporter.files import shown as shown_value
+from exporter.links import DOCS_URL, check_docs_url
 from exporter.logs import LOG_FORMATS, LOG_LEVELS
 from exporter.metrics.selfmetrics import REVISION_VARIABLE
 from exporter.yamlfile import YamlFileError, read_yaml
@@ -233,6 +234,9 @@ class Settings(BaseSettings):
         DEFAULT_CONSOLE_URL,
         description="link of each job on /jobs, with {instance_id} {job_id} {target_type} {target_id} {direction}",
     )
+    docs_url: str = Field(
+        DOCS_URL, description="base URL of the documentation the pages link to (a mirror or fork's docs/ folder)"
+    )
     log_level: str = Field("info", description=f"one of {', '.join(LOG_LEVELS)}")
     log_format: str = Field("logfmt", description=f"one of {', '.join(LOG_FORMATS)}")
 
@@ -316,6 +320,11 @@ class Settings(BaseSettings):
     def _console_url(cls, value: str) -> str:
         return check_console_url(value)
 
+    @field_validator("docs_url")
+    @classmethod
+    def _docs_url(cls, value: str) -> str:
+        return check_docs_url(value)
+
     @field_validator("telemetry_path")
     @classmethod
     def _telemetry_path(cls, value: str) -> str:
@@ -376,11 +385,13 @@ def read_config_document(path: str) -> dict[str, Any]:
     return data
 
 
-def _yaml_values(path: str) -> dict[str, Any]:
+def _yaml_values(path: str, tenancy_keys: list[str] | None = None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for key, value in read_config_document(path).items():
         if key in TENANCY_KEYS:
+            if tenancy_keys is not None:
+                tenancy_keys.append(str(key))
             continue
         name = str(key).lower().replace("-", "_")
         if name.startswith(ENV_PREFIX.lower()):
@@ -434,18 +445,24 @@ def load_settings(
     overrides: dict[str, Any] | None = None,
     *,
     flag_names: dict[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    ignored: frozenset[str] = frozenset(),
+    ignored_given: list[str] | None = None,
 ) -> Settings:
-    """Merge YAML < environment < flags (``overrides``) and validate; raises :class:`SettingsError`.
+    """Merge defaults < YAML < environment < flags (``overrides``) and validate; raises :class:`SettingsError`.
 
     Each problem is reported under the name the user gave the value by: the flag (as named
     in ``flag_names`` when it was given under an alias), the environment variable, or the
-    key in the YAML file.
+    key in the YAML file. Settings named in ``ignored`` are dropped from every source before
+    validation (the demo replaces the tenant); the names they were given by are appended to
+    ``ignored_given``, so the caller can say which it ignored.
     """
     problems = unknown_variables(os.environ)
-    merged: dict[str, Any] = {}
+    merged: dict[str, Any] = dict(defaults or {})
     given_as: dict[str, str] = {}
     if config_file:
-        for name, value in _yaml_values(config_file).items():
+        tenancy_keys: list[str] = []
+        for name, value in _yaml_values(config_file, tenancy_keys).items():
             merged[name] = value
             given_as[name] = f"{shown_path(config_file)}: {shown_name(name)}"
     for name, value in _env_values().items():
@@ -455,6 +472,14 @@ def load_settings(
         if value is not None:
             merged[name] = value
             given_as[name] = (flag_names or {}).get(name) or flag_name(name)
+    if config_file and ignored and ignored_given is not None:
+        # The file's accounts and instances describe the tenant too.
+        ignored_given.extend(f"{shown_path(config_file)}: {key}" for key in tenancy_keys if key in ignored)
+    for name in sorted(ignored):
+        if name in given_as and ignored_given is not None:
+            ignored_given.append(given_as[name])
+        merged.pop(name, None)
+        given_as.pop(name, None)
     try:
         settings = Settings(**merged)
     except ValidationError as exc:

@@ -70,6 +70,23 @@ def _check_location(path: str) -> bool:
     return True
 
 
+def check_state_path(path: str, *, create_directory: bool) -> bool:
+    """Whether ``path`` holds a regular file; StateError for a place no state file can be made, touching nothing.
+
+    Run before anything is created, so a start refused for another setting leaves no file behind;
+    opening the store checks again (the file's content, its lock) when it opens it.
+    """
+    exists = _check_location(path)
+    directory = Path(path).parent
+    if not exists and not directory.is_dir() and not create_directory:
+        raise StateError(
+            f"the directory of state path {path} does not exist; nothing was created: create it "
+            f"(mkdir -p {directory}) or point IDAAS_EXPORTER_STATE_PATH (--state-path) at a file "
+            "in an existing directory"
+        )
+    return exists
+
+
 def _meta_from_json(text: str) -> tuple[int | None, dict[str, int], dict[str, TrackedJob]]:
     """Cursor, counted ids and followed jobs of an instance row; ValueError/TypeError/KeyError when damaged."""
     meta = json.loads(text)
@@ -147,15 +164,9 @@ class StateStore:
             ) from None
 
     def _open_file(self, path: str, clock: Callable[[], float]) -> None:
-        exists = _check_location(path)
+        exists = check_state_path(path, create_directory=self._create_directory)
         directory = Path(path).parent
         if not exists and not directory.is_dir():
-            if not self._create_directory:
-                raise StateError(
-                    f"the directory of state path {path} does not exist; nothing was created: create it "
-                    f"(mkdir -p {directory}) or point IDAAS_EXPORTER_STATE_PATH (--state-path) at a file "
-                    "in an existing directory"
-                )
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -12,7 +12,7 @@ import pytest
 from exporter.collect.store import StateStore
 from exporter.metrics.exposition import render
 from tests.conftest import AK_SECRET
-from tests.e2e import exporter_command, exporter_env, require_binary
+from tests.e2e import exporter_command, exporter_env, free_port, require_binary
 from tests.unit.test_hostile import hostile_snapshot
 
 
@@ -194,25 +194,58 @@ def test_a_transaction_left_by_a_killed_exporter_is_rolled_back_not_moved_aside(
     store.close()
 
 
+def wait_listening(port: int, timeout: float = 30.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
 def test_shards_of_one_configuration_poll_every_instance_once() -> None:
     import re
 
     configured = [f"idaas_shard{n:02d}" for n in range(9)]
+    port = free_port()
+    simulator = subprocess.Popen(
+        exporter_command(
+            "simulate", "--listen", f"127.0.0.1:{port}", "--instance-ids", ",".join(configured), "--log-level", "error"
+        ),
+        env=exporter_env(IDAAS_SIMULATOR_ACCESS_KEY_ID="shard-test", IDAAS_SIMULATOR_ACCESS_KEY_SECRET=AK_SECRET),
+        text=True,
+    )
     polled: list[str] = []
-    for index in range(3):
-        result = _cli(
-            "once",
-            "--demo",
-            "--instance-ids",
-            ",".join(configured),
-            "--shard-count",
-            "3",
-            "--shard-index",
-            str(index),
-        )
-        # The demo tenant has none of these instances: each poll fails, each is still exported.
-        assert result.returncode == 1, result.stderr
-        mine = re.findall(r'^idaas_up\{instance_id="([^"]+)"\} 0$', result.stdout, re.M)
-        assert f'idaas_exporter_shard_info{{shard_index="{index}",shard_count="3"}} 1' in result.stdout
-        polled.extend(mine)
+    try:
+        wait_listening(port)
+        for index in range(3):
+            result = _cli(
+                "once",
+                "--instance-ids",
+                ",".join(configured),
+                "--endpoint",
+                f"http://127.0.0.1:{port}",
+                "--access-key-id",
+                "shard-test",
+                "--state-path",
+                "",
+                "--shard-count",
+                "3",
+                "--shard-index",
+                str(index),
+                env={"IDAAS_EXPORTER_ACCESS_KEY_SECRET": AK_SECRET},
+            )
+            assert result.returncode == 0, result.stderr[-2000:]
+            mine = re.findall(r'^idaas_up\{instance_id="([^"]+)"\} 1$', result.stdout, re.M)
+            assert f'idaas_exporter_shard_info{{shard_index="{index}",shard_count="3"}} 1' in result.stdout
+            assert 0 < len(mine) < len(configured)
+            polled.extend(mine)
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
     assert sorted(polled) == configured

@@ -25,12 +25,14 @@ import pytest
 import yaml
 
 from exporter.rules.config import load as load_rules_config
-from exporter.settings import load_settings
+from exporter.settings import load_settings, read_config_document
+from exporter.simulator.cloud import load_cloud
 from exporter.simulator.world import SCENARIOS, World
-from exporter.tenancy import load_tenancy
+from exporter.tenancy import load_tenancy, plan_tenancy
 from exporter.web.config import load as load_web_config
 from tests.e2e import exporter_env, free_port, require_binary, wait_http
 from tests.pki import make_ca, make_leaf
+from tests.walkthrough import LOCAL_PORTS, LocalExample, Step
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -211,18 +213,21 @@ def readme_quick_start(block: Block, tmp: Path, fx: Fixtures) -> None:
 
 
 def readme_real_tenant(block: Block, tmp: Path, fx: Fixtures) -> None:
-    env = shell_env(IDAAS_EXPORTER_ENDPOINT=fx.simulator.url)
+    # The default state file lands under this HOME, not the real one.
+    env = shell_env(IDAAS_EXPORTER_ENDPOINT=fx.simulator.url, HOME=str(tmp))
     found = commands(block.text)
     assert len(found) == 3, found
-    export, serve, once = found
+    export, once, serve = found
     for word in shlex.split(export)[1:]:
         name, _, value = word.partition("=")
         assert value == "…", word
         env[name] = {"ALIBABA_CLOUD_ACCESS_KEY_ID": SIM_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SIM_SECRET}[name]
     real = fx.simulator.instance_id
-    serve_and_probe(exporter_argv(serve.replace("idaas_ue2jvisn35ea5lmthk267xxxxx", real)), env, tmp)
+    # In the page's order: `once` first, then `serve` on the same (default) state file, which
+    # `once` has released.
     exposition = run(exporter_argv(once.replace("idaas_ue2jvisn35ea5lmthk267xxxxx", real)), env, tmp)
     assert f'instance_id="{real}"' in exposition
+    serve_and_probe(exporter_argv(serve.replace("idaas_ue2jvisn35ea5lmthk267xxxxx", real)), env, tmp)
 
 
 def readme_settings_file(block: Block, tmp: Path, fx: Fixtures) -> None:
@@ -317,6 +322,111 @@ def simulator_command(block: Block, tmp: Path, fx: Fixtures) -> None:
         stop(process, "simulate")
 
 
+# --- the local walk-through of several accounts and regions ------------------------------------------
+
+TENANCY_EXAMPLE = ("docs/configuration.md", "# exporter.yaml: two regions, two accounts")
+LOCAL_KEY_ID = "LTAI5tLocalTry"
+# The first line of each block of the walk-through, in its order on the page.
+LOCAL_SETUP = 'export TEAM_ACCESS_KEY_ID=LTAI5tLocalTry TEAM_ACCESS_KEY_SECRET="$(openssl rand -hex 20)"'
+LOCAL_CLOUD = "cat > cloud.yaml <<'YAML'"
+LOCAL_CONFIG = "cat > exporter.yaml <<'YAML'"
+LOCAL_START = "idaas-sync-exporter simulate --accounts cloud.yaml --region cn-hangzhou --speed 60 \\"
+LOCAL_COUNTS = "curl -s http://127.0.0.1:10129/metrics |"
+LOCAL_REFUSED = (
+    "TEAM_ACCESS_KEY_SECRET=not-the-secret SSL_CERT_FILE=sts.crt idaas-sync-exporter once --config exporter.yaml \\"
+)
+LOCAL_STOP = "kill %1 %2 %3"
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """The walk-through run once, as written: each block's step and the output its page shows."""
+
+    steps: dict[str, tuple[Step, str | None]]
+    directory: Path
+    secret: str
+    exits: str
+
+
+@pytest.fixture(scope="module")
+def local_walkthrough(tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
+    directory = tmp_path_factory.mktemp("try-locally")
+    example = LocalExample(directory, shell_env(), {port: free_port() for port in LOCAL_PORTS})
+    steps: dict[str, tuple[Step, str | None]] = {}
+    try:
+        for block in example.commands:
+            steps[block.first_line] = (example.run(block.text), example.expected(block))
+        secret = example.run('printf "%s\\n" "$TEAM_ACCESS_KEY_SECRET"').output.strip()
+        exits = example.run('for job in 1 2 3; do wait %$job; echo "job $job exited $?"; done').output
+    finally:
+        example.shell.close()
+    return LocalRun(steps, directory, secret, exits)
+
+
+def heredoc(text: str) -> str:
+    """The document of a ``cat > FILE <<'YAML'`` block."""
+    lines = text.splitlines()
+    return "\n".join(lines[1 : lines.index("YAML")]) + "\n"
+
+
+def without_local_lines(document: object) -> object:
+    """``document`` without the keys the walk-through adds (each instance's endpoint, the STS endpoint)."""
+    if isinstance(document, dict):
+        return {k: without_local_lines(v) for k, v in document.items() if k not in ("endpoint", "sts_endpoint")}
+    if isinstance(document, list):
+        return [without_local_lines(item) for item in document]
+    return document
+
+
+def local_walkthrough_block(block: Block, tmp: Path, fx: Fixtures, run: LocalRun) -> None:
+    step, shown = run.steps[block.key[1]]
+    assert step.status == 0, f"{block} exited {step.status}:\n{step.output}"
+    if shown is not None:
+        assert step.output == shown, f"{block} printed\n{step.output}\nwhere the page shows\n{shown}"
+    first = block.key[1]
+    env = {"TEAM_ACCESS_KEY_ID": LOCAL_KEY_ID, "TEAM_ACCESS_KEY_SECRET": run.secret}
+    if first == LOCAL_SETUP:
+        assert (run.directory / "sts.crt").is_file() and (run.directory / "sts.key").is_file()
+    elif first == LOCAL_CLOUD:
+        cloud = load_cloud(str(run.directory / "cloud.yaml"), env)
+        assert cloud.regions() == ["ap-southeast-1", "cn-hangzhou"] and len(cloud.roles) == 1
+    elif first == LOCAL_CONFIG:
+        production = yaml.safe_load(fx.block(TENANCY_EXAMPLE).text)
+        local = yaml.safe_load(heredoc(block.text))
+        assert without_local_lines(local) == production, "the local file is not the example plus its endpoints"
+        assert block.text.count("# local") == 4, "the page says four lines are marked # local"
+        path = str(run.directory / "exporter.yaml")
+        tenancy = plan_tenancy(load_settings(path), read_config_document(path), environ=env, file_name=path)
+        assert [i.endpoint is not None for i in tenancy.instances] == [True, True, True]
+    elif first == LOCAL_COUNTS:
+        counted = dict(line.split() for line in step.output.splitlines())
+        production = yaml.safe_load(fx.block(TENANCY_EXAMPLE).text)
+        assert set(counted) == {instance["id"] for instance in production["instances"]}, step.output
+        assert all(value.isdigit() for value in counted.values()), step.output
+    elif first == LOCAL_STOP:
+        assert run.exits.splitlines() == [f"job {n} exited 0" for n in (1, 2, 3)], run.exits
+        logs = {
+            name: (run.directory / name).read_text()
+            for name in ("cn-hangzhou.log", "ap-southeast-1.log", "exporter.log")
+        }
+        for name, text in logs.items():
+            assert run.secret not in text and "SIMSTS1." not in text, f"a secret reached {name}"
+        assert 'msg="sts issued credentials" account=customer-a' in logs["ap-southeast-1.log"]
+        assert logs["cn-hangzhou.log"].splitlines()[-1].endswith('msg="simulator stopped"')
+        assert logs["exporter.log"].splitlines()[-1].endswith("msg=stopped")
+
+
+def simulator_cloud_file(block: Block, tmp: Path, fx: Fixtures) -> None:
+    """The simulator page's accounts file describes the walk-through's cloud."""
+    path = tmp / "cloud.yaml"
+    path.write_text(block.text, encoding="utf-8")
+    env = {"TEAM_ACCESS_KEY_ID": LOCAL_KEY_ID, "TEAM_ACCESS_KEY_SECRET": "docs-example-secret"}
+    documented = load_cloud(str(path), env)
+    walked = tmp / "walked.yaml"
+    walked.write_text(heredoc(fx.block(("docs/configuration.md", LOCAL_CLOUD)).text), encoding="utf-8")
+    assert documented == load_cloud(str(walked), env)
+
+
 RUNNERS: dict[tuple[str, str], Callable[..., None]] = {
     (
         "README.md",
@@ -340,6 +450,21 @@ RUNNERS: dict[tuple[str, str], Callable[..., None]] = {
         "docs/simulator.md",
         "IDAAS_SIMULATOR_ACCESS_KEY_SECRET=s3cret idaas-sync-exporter simulate \\",
     ): simulator_command,
+    ("docs/simulator.md", "# cloud.yaml: which account owns which instance, where, and who may assume which role"): (
+        simulator_cloud_file
+    ),
+    **{
+        ("docs/configuration.md", first): local_walkthrough_block
+        for first in (
+            LOCAL_SETUP,
+            LOCAL_CLOUD,
+            LOCAL_CONFIG,
+            LOCAL_START,
+            LOCAL_COUNTS,
+            LOCAL_REFUSED,
+            LOCAL_STOP,
+        )
+    },
 }
 
 
@@ -400,7 +525,12 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 @pytest.mark.parametrize("block", RUN, ids=str)
 def test_example_runs(
-    block: Block, tmp_path: Path, pki: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+    block: Block,
+    tmp_path: Path,
+    pki: Path,
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     for name in [name for name in os.environ if name.startswith("IDAAS_EXPORTER_")]:
         monkeypatch.delenv(name)
@@ -408,5 +538,8 @@ def test_example_runs(
     runner = RUNNERS[block.key]
     if runner is configuration_tenancy:
         runner(block, tmp_path, fixtures, monkeypatch)
+    elif runner is local_walkthrough_block:
+        # One shell runs the whole walk-through once, as a person would; each block checks its own part.
+        runner(block, tmp_path, fixtures, request.getfixturevalue("local_walkthrough"))
     else:
         runner(block, tmp_path, fixtures)

@@ -481,6 +481,94 @@ def test_the_start_names_the_state_file_and_whether_it_is_new(tmp_path: Path) ->
     assert "state kept in memory only" in memory.stderr
 
 
+@SYSTEM
+def test_every_start_problem_is_reported_together_and_nothing_is_created(tmp_path: Path) -> None:
+    web_config = tmp_path / "web-config.yml"
+    web_config.write_text("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n")
+    state = tmp_path / "state.sqlite3"
+    result = _cli(
+        "serve",
+        "--instance-ids",
+        "idaas_ue2jvisn35ea5lmthk267xxxxx",
+        "--region-id",
+        "cn-hangzhou",
+        "--state-path",
+        str(state),
+        "--web-config-file",
+        str(web_config),
+        "--shard-count",
+        "2",
+        "--listen-address",
+        f"127.0.0.1:{free_port()}",
+        HOSTNAME="not-a-statefulset-pod",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith("idaas-sync-exporter: error: ") for line in lines), lines
+    assert "shard" in lines[0] and "web-config.yml" in lines[1], lines
+    assert list(tmp_path.iterdir()) == [web_config]
+    assert not state.exists()
+
+
+# --- 8. a hermetic demo -------------------------------------------------------------------------
+
+PRODUCTION_SECRET = "pr0duction-secret-that-must-not-leak"
+
+
+@SYSTEM
+def test_the_demo_ignores_the_tenant_settings_of_a_production_shell_and_says_which(tmp_path: Path) -> None:
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        "poll_interval_seconds: 45\n"
+        "accounts:\n  - name: team\n    access_key: {id_env: TEAM_ID, secret_env: TEAM_SECRET}\n"
+        "instances:\n  - {id: idaas_team, region: cn-shanghai, account: team}\n"
+    )
+    state = tmp_path / "from-env.sqlite3"
+    result = _cli(
+        "once",
+        "--demo",
+        "--config",
+        str(config),
+        IDAAS_EXPORTER_INSTANCE_IDS="idaas_ue2jvisn35ea5lmthk267xxxxx",
+        IDAAS_EXPORTER_ACCESS_KEY_SECRET=PRODUCTION_SECRET,
+        IDAAS_EXPORTER_REGION_ID="cn-beijing",
+        IDAAS_EXPORTER_STATE_PATH=str(state),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The simulator's instance was polled, not the production one, and the key was never tried.
+    assert re.search(r'^idaas_up\{instance_id="idaas_[0-9a-f]+"\} 1$', result.stdout, re.MULTILINE)
+    assert "idaas_ue2jvisn35ea5lmthk267xxxxx" not in result.stdout
+    ignored = next(line for line in result.stderr.splitlines() if "demo mode ignores" in line)
+    for name in ("IDAAS_EXPORTER_ACCESS_KEY_SECRET", "IDAAS_EXPORTER_INSTANCE_IDS", "IDAAS_EXPORTER_REGION_ID"):
+        assert name in ignored
+    assert f"{config}: accounts" in ignored and f"{config}: instances" in ignored
+    assert PRODUCTION_SECRET not in result.stderr + result.stdout
+    # Every other setting applies, whichever source gave it: the state path from the environment.
+    assert state.is_file()
+    assert f"path={state} new=True" in result.stderr
+
+
+@SYSTEM
+def test_a_demo_without_tenant_settings_logs_nothing_about_ignoring() -> None:
+    result = _cli("once", "--demo")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ignores" not in result.stderr
+
+
+@pytest.mark.parametrize("speed", ["0", "-1", "nan", "inf"])
+def test_a_demo_speed_that_is_not_a_positive_number_is_one_line(speed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["once", "--demo", "--demo-speed", speed]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--demo-speed must be a positive number" in err
+
+
+def test_once_help_says_what_it_does_with_state(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["once", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "same state file as serve" in text and "refused while a serve holds that file" in text
+
+
 # --- 5. commands that run on Debian -------------------------------------------------------------
 
 
