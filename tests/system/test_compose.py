@@ -32,6 +32,7 @@ from exporter.simulator.clock import ManualClock
 from exporter.simulator.world import SCENARIOS, World
 from tests.conftest import AK_ID, AK_SECRET, SIM_START
 from tests.e2e import free_port, wait_http
+from tests.image import TAG, require_image
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
@@ -39,7 +40,7 @@ ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
 BIN = Path(sys.executable).parent
 PODMAN_COMPOSE = BIN / "podman-compose"
 # As tests/system/test_image.py runs podman and names the image it builds.
-IMAGE = "localhost/idaas-sync-exporter:test"
+IMAGE = TAG
 IMAGE_ENTRYPOINT = ["idaas-sync-exporter"]
 PODMAN_FLAGS = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
@@ -298,8 +299,7 @@ def podman(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -
 
 def test_the_image_runs_the_service_entrypoint(tmp_path: Path, simulator: str) -> None:
     """In the image (its /bin/sh, its PATH, its ENV): an empty EXPORTER_ARGS serves a real tenant."""
-    if shutil.which("podman") is None or podman("image", "exists", IMAGE).returncode != 0:
-        pytest.skip(f"{IMAGE} is not present: tests/system/test_image.py builds it")
+    require_image()  # built once per session, whichever test needs it first
     service = exporter_service(tmp_path, tenant_dotenv(""))
     port = free_port()
     environment = service_environment(service)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import ssl
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,13 +22,10 @@ import pytest
 
 from exporter.settings import DEFAULT_PORT
 from tests.e2e import free_port, wait_for
+from tests.image import TAG, podman, require_image
 from tests.pki import make_ca, make_leaf
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
-TAG = "localhost/idaas-sync-exporter:test"
-# As deploy/image/podman.sh runs podman: crun fails on CI machines, runc with cgroupfs works.
-PODMAN_FLAGS = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
 STATE = "/var/lib/idaas-sync-exporter"
 # The state volume as a tmpfs owned by the container's user, as a Docker named volume (a copy of the
@@ -44,50 +39,10 @@ STOP_TIMEOUT_SECONDS = 10
 pytestmark = pytest.mark.slow
 
 
-def unavailable(reason: str) -> None:
-    """Fail in CI, where the image must be tested; elsewhere skip with the reason."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the image must be tested here)", pytrace=False)
-    pytest.skip(reason)
-
-
-def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    executable = shutil.which("podman")
-    assert executable is not None
-    result = subprocess.run(
-        [executable, *PODMAN_FLAGS, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check:
-        assert result.returncode == 0, f"podman {' '.join(args)}: {result.stdout}{result.stderr}"
-    return result
-
-
-def revision() -> str:
-    return subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
     """Builds the image from the Dockerfile as ``TAG``; returns the revision it was built with."""
-    if shutil.which("podman") is None:
-        unavailable("podman is not installed: `sudo apt-get install podman runc` (`bash .ci/run` does it as root)")
-    if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
-        unavailable(
-            f"{BASE_IMAGE} is not present: `podman pull` it, or `sudo bash deploy/image/build-standin.sh` "
-            "where no registry is reachable"
-        )
-    commit = revision()
-    built = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "image" / "build.sh"), TAG],
-        env={**os.environ, "REVISION": commit},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    commit = require_image()
     inspected = json.loads(podman("image", "inspect", TAG).stdout)[0]
     assert inspected["Config"]["User"] == "10001:10001"
     assert inspected["Healthcheck"]["Test"] == ["CMD", "idaas-sync-exporter", "healthcheck"]

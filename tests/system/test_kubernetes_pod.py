@@ -36,8 +36,8 @@ import yaml
 
 from exporter.shards import shard_of
 from exporter.simulator.world import SCENARIOS, World
+from tests.image import TAG, podman, require_image, unavailable
 from tests.pki import make_ca, make_leaf
-from tests.system.test_image import BASE_IMAGE, TAG, podman, revision, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -73,27 +73,12 @@ except urllib.error.HTTPError as error:
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    """The image built from the Dockerfile as ``test_image.py`` builds it (layers cached), as ``TAG``."""
-    if shutil.which("podman") is None:
-        unavailable("podman is not installed: `sudo apt-get install podman runc` (`bash .ci/run` does it as root)")
+    """The image built from the Dockerfile, once per session (``tests/image.py``), as ``TAG``."""
     if shutil.which("kubectl") is None:
         unavailable("kubectl is not installed: the kustomizations cannot be rendered here")
     if os.geteuid() != 0:
         unavailable("not root: Secret and ConfigMap volumes are laid out root-owned, as the kubelet does")
-    if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
-        unavailable(
-            f"{BASE_IMAGE} is not present: `podman pull` it, or `sudo bash deploy/image/build-standin.sh` "
-            "where no registry is reachable"
-        )
-    built = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "image" / "build.sh"), TAG],
-        env={**os.environ, "REVISION": revision()},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    require_image()
     return TAG
 
 
