@@ -183,9 +183,9 @@ def serve_raw(files: Path, port: int) -> None:
 async def poll_window(endpoint: str, instance_id: str, access_key_id: str, now_ms: int) -> dict[str, Any]:
     from pydantic import SecretStr
 
-    from exporter.api.client import ClientOptions, EiamClient, JobFilter
-    from exporter.api.credentials import StaticCredentialsProvider
-    from exporter.api.endpoint import resolve_endpoint
+    from idaas_sync_exporter.api.client import ClientOptions, EiamClient, JobFilter
+    from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+    from idaas_sync_exporter.api.endpoint import resolve_endpoint
 
     calls = 0
 

@@ -26,18 +26,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import scenario  # noqa: E402
-from exporter.api.client import ClientOptions, EiamClient  # noqa: E402
-from exporter.api.credentials import StaticCredentialsProvider  # noqa: E402
-from exporter.api.endpoint import resolve_endpoint  # noqa: E402
-from exporter.collect.poller import InstancePoller, PollOptions  # noqa: E402
-from exporter.collect.store import StateStore  # noqa: E402
-from exporter.metrics.api_requests import ApiStats  # noqa: E402
-from exporter.metrics.exposition import ExpositionCache, Renderer  # noqa: E402
-from exporter.metrics.selfmetrics import SelfMetrics  # noqa: E402
-from exporter.service import Exporter  # noqa: E402
-from exporter.simulator.clock import ScaledClock  # noqa: E402
-from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread  # noqa: E402
-from exporter.simulator.world import World  # noqa: E402
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient  # noqa: E402
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider  # noqa: E402
+from idaas_sync_exporter.api.endpoint import resolve_endpoint  # noqa: E402
+from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions  # noqa: E402
+from idaas_sync_exporter.collect.store import StateStore  # noqa: E402
+from idaas_sync_exporter.metrics.api_requests import ApiStats  # noqa: E402
+from idaas_sync_exporter.metrics.exposition import ExpositionCache, Renderer  # noqa: E402
+from idaas_sync_exporter.metrics.selfmetrics import SelfMetrics  # noqa: E402
+from idaas_sync_exporter.service import Exporter  # noqa: E402
+from idaas_sync_exporter.simulator.clock import ScaledClock  # noqa: E402
+from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread  # noqa: E402
+from idaas_sync_exporter.simulator.world import World  # noqa: E402
 
 
 async def measure(targets: int, polls: int) -> dict[str, list[float]]:

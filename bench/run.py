@@ -45,10 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.baseline import BODIES  # noqa: E402
 from bench.truth import Counts, compare, exported_jobs, finished_jobs, free_port, sum_by  # noqa: E402
-from exporter.settings import Settings  # noqa: E402
-from exporter.simulator.clock import ScaledClock  # noqa: E402
-from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread  # noqa: E402
-from exporter.simulator.world import SCENARIOS, JobPlan, ScenarioSpec, World  # noqa: E402
+from idaas_sync_exporter.settings import Settings  # noqa: E402
+from idaas_sync_exporter.simulator.clock import ScaledClock  # noqa: E402
+from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread  # noqa: E402
+from idaas_sync_exporter.simulator.world import SCENARIOS, JobPlan, ScenarioSpec, World  # noqa: E402
 
 TEXT = "text/plain"
 # The exporter's idle poll at 1,000 targets before polls that change nothing stopped re-rendering
@@ -324,7 +324,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "exporter",
+            "idaas_sync_exporter",
             "serve",
             "--instance-ids",
             instance,

@@ -46,9 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.truth import Counts, compare, exported_jobs, finished_jobs, free_port, sum_by  # noqa: E402
-from exporter.simulator.clock import ScaledClock  # noqa: E402
-from exporter.simulator.server import AccessKey, Faults, SimulatorApp, SimulatorThread  # noqa: E402
-from exporter.simulator.world import SCENARIOS, JobPlan, World  # noqa: E402
+from idaas_sync_exporter.simulator.clock import ScaledClock  # noqa: E402
+from idaas_sync_exporter.simulator.server import AccessKey, Faults, SimulatorApp, SimulatorThread  # noqa: E402
+from idaas_sync_exporter.simulator.world import SCENARIOS, JobPlan, World  # noqa: E402
 
 FAULTS = {
     "throttle_rate": 0.30,
@@ -122,7 +122,7 @@ class Soak:
             [
                 sys.executable,
                 "-m",
-                "exporter",
+                "idaas_sync_exporter",
                 "serve",
                 "--instance-ids",
                 self.instances,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import socket
 
-from exporter.simulator.world import World
+from idaas_sync_exporter.simulator.world import World
 
 # (target_id, status) -> jobs
 Counts = dict[tuple[str, str], float]

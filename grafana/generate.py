@@ -17,7 +17,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from exporter.rules.definitions import DASHBOARD_UID, PANEL_IDS
+from idaas_sync_exporter.rules.definitions import DASHBOARD_UID, PANEL_IDS
 
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / "idaas-sync.json"
 UID = DASHBOARD_UID

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
-from exporter.simulator.world import SCENARIOS, JobPlan, World
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
+from idaas_sync_exporter.simulator.world import SCENARIOS, JobPlan, World
 
 # Only loopback may ever be contacted: the credential chain must not try the ECS metadata
 # address or read a developer's CLI profile. Set before anything imports the chain, which

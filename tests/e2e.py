@@ -42,7 +42,7 @@ BINARY_ALTERNATIVES = {"prometheus-alertmanager": ("prometheus-alertmanager", "a
 
 def exporter_command(*args: str) -> list[str]:
     """The exporter's command line, run from this interpreter."""
-    return [sys.executable, "-m", "exporter", *args]
+    return [sys.executable, "-m", "idaas_sync_exporter", *args]
 
 
 def exporter_env(**extra: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import promql_parser as promql
 
-from exporter.rules.config import RulesConfig
+from idaas_sync_exporter.rules.config import RulesConfig
 
 
 def _matchers(selector: str) -> set[tuple[str, str, str]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.collect.store import StateStore
-from exporter.metrics.exposition import render
+from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.metrics.exposition import render
 from tests.conftest import AK_SECRET
 from tests.e2e import exporter_command, exporter_env, free_port, require_binary
 from tests.unit.test_hostile import hostile_snapshot
@@ -121,7 +121,7 @@ def _without_credentials(tmp_path: Path) -> dict[str, str]:
 def test_cli_without_credentials_exits_1_with_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
     endpoint = ("--endpoint", "http://127.0.0.1:9")  # never reached: there is nothing to sign with
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", *args, *endpoint, "--log-level", "error"],
+        [sys.executable, "-m", "idaas_sync_exporter", *args, *endpoint, "--log-level", "error"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -152,7 +152,11 @@ def test_the_lock_holds_across_processes(tmp_path: Path) -> None:
     first = StateStore(str(path))
     try:
         other = subprocess.run(
-            [sys.executable, "-c", f"from exporter.collect.store import StateStore; StateStore({str(path)!r})"],
+            [
+                sys.executable,
+                "-c",
+                f"from idaas_sync_exporter.collect.store import StateStore; StateStore({str(path)!r})",
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -175,8 +179,8 @@ os._exit(9)
 
 
 def test_a_transaction_left_by_a_killed_exporter_is_rolled_back_not_moved_aside(tmp_path: Path) -> None:
-    from exporter.collect.counting import TargetKey, TargetTally
-    from exporter.collect.state import InstanceState
+    from idaas_sync_exporter.collect.counting import TargetKey, TargetTally
+    from idaas_sync_exporter.collect.state import InstanceState
 
     path = tmp_path / "state.sqlite3"
     store = StateStore(str(path))
@@ -249,3 +253,20 @@ def test_shards_of_one_configuration_poll_every_instance_once() -> None:
         simulator.terminate()
         simulator.wait(timeout=10)
     assert sorted(polled) == configured
+
+
+def test_the_import_name_is_unique_and_a_local_exporter_module_cannot_hijack_it(tmp_path: Path) -> None:
+    # A module named like the source folder, in the directory the user runs from.
+    (tmp_path / "exporter.py").write_text("raise SystemExit('hijacked')\n")
+    env = exporter_env()
+    result = subprocess.run(
+        [sys.executable, "-m", "idaas_sync_exporter", "--version"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.startswith("idaas-sync-exporter "), result.stderr
+    (tmp_path / "exporter.py").unlink()
+    probe = "import importlib.util; print(importlib.util.find_spec('exporter'))"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True
+    )
+    assert found.stdout.strip() == "None"  # the distribution installs no top-level `exporter`

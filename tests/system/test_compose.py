@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.world import SCENARIOS, World
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.world import SCENARIOS, World
 from tests.conftest import AK_ID, AK_SECRET, SIM_START
 from tests.e2e import free_port, wait_http
 from tests.image import TAG, require_image

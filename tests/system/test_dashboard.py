@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.rules.config import RulesConfig
+from idaas_sync_exporter.rules.config import RulesConfig
 from tests.e2e import demo_exporter, free_port, prometheus, query
 from tests.promql_lint import problems
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from exporter.simulator.clock import ScaledClock
-from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import SCENARIOS, World
+from idaas_sync_exporter.simulator.clock import ScaledClock
+from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
+from idaas_sync_exporter.simulator.world import SCENARIOS, World
 from tests.conftest import FAILURE_CODE, inject_failed_job
 from tests.e2e import exporter_command, exporter_env, free_port, prometheus, require_binary, wait_http
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from exporter.rules.config import RulesConfig
-from exporter.rules.definitions import DASHBOARD_UID, alerts
-from exporter.rules.grafana import ANY_SAMPLE, EXEC_ERROR_STATE, NO_DATA_STATE, grafana_template
+from idaas_sync_exporter.rules.config import RulesConfig
+from idaas_sync_exporter.rules.definitions import DASHBOARD_UID, alerts
+from idaas_sync_exporter.rules.grafana import ANY_SAMPLE, EXEC_ERROR_STATE, NO_DATA_STATE, grafana_template
 from tests.e2e import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from exporter.shards import Shard
-from exporter.simulator.clock import ScaledClock
-from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import ScenarioSpec, World
+from idaas_sync_exporter.shards import Shard
+from idaas_sync_exporter.simulator.clock import ScaledClock
+from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
+from idaas_sync_exporter.simulator.world import ScenarioSpec, World
 from tests.conftest import inject_failed_job
 from tests.e2e import (
     LogReader,

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from exporter.simulator.clock import ScaledClock
-from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import ScenarioSpec, World
+from idaas_sync_exporter.simulator.clock import ScaledClock
+from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
+from idaas_sync_exporter.simulator.world import ScenarioSpec, World
 from tests.conftest import STS_ID, STS_SECRET, STS_TOKEN
 from tests.e2e import LogReader, exporter_command, exporter_env, free_port, wait_for
 

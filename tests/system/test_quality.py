@@ -54,7 +54,7 @@ def test_missing_binary_fails_with_one_line_install_hint() -> None:
 def test_configuration_reference_lists_every_setting_and_nothing_else() -> None:
     import re
 
-    from exporter.settings import ENV_PREFIX, Settings
+    from idaas_sync_exporter.settings import ENV_PREFIX, Settings
 
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(IDAAS_EXPORTER_[A-Z_]+)`", text, re.M))
@@ -90,8 +90,8 @@ def test_tests_named_in_the_docs_exist() -> None:
 def test_metrics_reference_matches_the_catalogue() -> None:
     import re
 
-    from exporter.metrics.catalogue import ALL_FAMILIES as FAMILIES
-    from exporter.metrics.catalogue import TARGET_LABELS
+    from idaas_sync_exporter.metrics.catalogue import ALL_FAMILIES as FAMILIES
+    from idaas_sync_exporter.metrics.catalogue import TARGET_LABELS
 
     text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
     rows = {

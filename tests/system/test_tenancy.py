@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from exporter.simulator.clock import ScaledClock
-from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import ScenarioSpec, World
+from idaas_sync_exporter.simulator.clock import ScaledClock
+from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
+from idaas_sync_exporter.simulator.world import ScenarioSpec, World
 from tests.e2e import LogReader, exporter_command, exporter_env, free_port, job_counts, metrics, wait_for, wait_http
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import bcrypt
 import httpx
 import pytest
 
-from exporter.web.config import Authenticator, WebConfigError, load
+from idaas_sync_exporter.web.config import Authenticator, WebConfigError, load
 from tests.e2e import exporter_command, exporter_env, free_port, prometheus, query
 from tests.pki import make_ca, make_leaf
 
@@ -293,7 +293,7 @@ def test_tls_fields_that_cannot_be_honoured_are_refused(
 
 
 def test_cipher_suites_curve_and_server_preference_are_applied(tmp_path: Path, pki: Path) -> None:
-    from exporter.web.config import ssl_context
+    from idaas_sync_exporter.web.config import ssl_context
 
     path = tmp_path / "web.yml"
     path.write_text(
@@ -312,7 +312,7 @@ def test_cipher_suites_curve_and_server_preference_are_applied(tmp_path: Path, p
 
 
 def test_client_allowed_sans_admit_only_named_certificates(tmp_path: Path, pki: Path) -> None:
-    from exporter.web.config import allowed_client
+    from idaas_sync_exporter.web.config import allowed_client
 
     path = tmp_path / "web.yml"
     path.write_text(tls_config(pki, "  client_allowed_sans: [prometheus.monitoring.svc, 10.0.0.7]\n"))

@@ -9,17 +9,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.store import StateStore
-from exporter.metrics.api_requests import ApiStats
-from exporter.service import Exporter
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator
-from exporter.simulator.world import World
-from exporter.web.server import build_app
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
+from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import RunningSimulator
+from idaas_sync_exporter.simulator.world import World
+from idaas_sync_exporter.web.server import build_app
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 

@@ -11,12 +11,18 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from exporter.api.client import ClientOptions, EiamClient, JobFilter
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.api.errors import THROTTLING_CODES, ApiError, MalformedResponseError, PaginationError, TransportError
-from exporter.simulator.server import RunningSimulator, SimulatorApp
-from exporter.simulator.world import World
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient, JobFilter
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.api.errors import (
+    THROTTLING_CODES,
+    ApiError,
+    MalformedResponseError,
+    PaginationError,
+    TransportError,
+)
+from idaas_sync_exporter.simulator.server import RunningSimulator, SimulatorApp
+from idaas_sync_exporter.simulator.world import World
 from tests.conftest import AK_ID, AK_SECRET, STS_ID, STS_SECRET, STS_TOKEN, instance_id_of
 
 pytestmark = pytest.mark.asyncio
@@ -336,8 +342,8 @@ async def test_secrets_never_appear_in_reprs_errors_or_logs(
 
 
 async def test_unbounded_error_codes_never_become_unbounded_labels() -> None:
-    from exporter.api.errors import OTHER_CODE, UNREADABLE_CODE
-    from exporter.metrics.api_requests import ApiStats
+    from idaas_sync_exporter.api.errors import OTHER_CODE, UNREADABLE_CODE
+    from idaas_sync_exporter.metrics.api_requests import ApiStats
 
     huge = httpx.Response(400, json={"Code": "E" * 100_000, "Message": "m", "RequestId": "r" * 10_000})
     client = _client(_scripted([huge], []), [], max_attempts=1)
@@ -354,9 +360,9 @@ async def test_unbounded_error_codes_never_become_unbounded_labels() -> None:
 
 
 async def test_job_error_codes_per_target_are_bounded() -> None:
-    from exporter.api.errors import MAX_DISTINCT_CODES, OTHER_CODE
-    from exporter.api.models import parse_job
-    from exporter.collect.counting import TargetTally
+    from idaas_sync_exporter.api.errors import MAX_DISTINCT_CODES, OTHER_CODE
+    from idaas_sync_exporter.api.models import parse_job
+    from idaas_sync_exporter.collect.counting import TargetTally
 
     tally = TargetTally()
     for index in range(200):

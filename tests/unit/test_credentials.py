@@ -8,16 +8,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import DefaultChainCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.store import StateStore
-from exporter.metrics.api_requests import ApiStats
-from exporter.service import Exporter
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator
-from exporter.web.server import build_app
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import DefaultChainCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
+from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import RunningSimulator
+from idaas_sync_exporter.web.server import build_app
 from tests.unit.test_http import endpoints_of
 
 # What the alibabacloud-credentials chain raises when every provider comes up empty.
@@ -94,7 +94,7 @@ async def test_an_unexpected_error_is_still_a_counted_poll_failure(
 def test_ctrl_c_during_start_up_ends_without_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from exporter import cli
+    from idaas_sync_exporter import cli
 
     def interrupted(args: object) -> int:
         raise KeyboardInterrupt

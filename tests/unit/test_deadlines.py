@@ -8,15 +8,15 @@ from collections.abc import Callable
 
 import pytest
 
-from exporter.api.client import MAX_RESPONSE_BYTES, EiamClient
-from exporter.api.errors import ResponseTooLargeError
-from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.store import StateStore
-from exporter.metrics.api_requests import ApiStats
-from exporter.service import Exporter
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import SimulatorApp
-from exporter.simulator.world import World
+from idaas_sync_exporter.api.client import MAX_RESPONSE_BYTES, EiamClient
+from idaas_sync_exporter.api.errors import ResponseTooLargeError
+from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
+from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import SimulatorApp
+from idaas_sync_exporter.simulator.world import World
 from tests.conftest import instance_id_of
 
 

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from exporter.api.endpoint import EndpointError, resolve_endpoint
+from idaas_sync_exporter.api.endpoint import EndpointError, resolve_endpoint
 
 
 def test_region_gives_public_endpoint() -> None:

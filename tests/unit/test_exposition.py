@@ -12,13 +12,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.api.models import parse_job
-from exporter.collect.counting import TargetKey, TargetTally
-from exporter.collect.targets import TargetInfo
-from exporter.metrics.exposition import ExpositionCache, Renderer
-from exporter.metrics.exposition import render as render_sync
-from exporter.metrics.selfmetrics import BuildInfo, SelfMetrics
-from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
+from idaas_sync_exporter.api.models import parse_job
+from idaas_sync_exporter.collect.counting import TargetKey, TargetTally
+from idaas_sync_exporter.collect.targets import TargetInfo
+from idaas_sync_exporter.metrics.exposition import ExpositionCache, Renderer
+from idaas_sync_exporter.metrics.exposition import render as render_sync
+from idaas_sync_exporter.metrics.selfmetrics import BuildInfo, SelfMetrics
+from idaas_sync_exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
 from tests.unit.test_models import document_example
 
 GOLDEN = Path(__file__).parent / "golden" / "seed_example.prom"
@@ -249,7 +249,7 @@ async def test_rendering_happens_once_per_snapshot_and_only_for_changed_targets(
 
 
 def test_every_sample_carries_exactly_the_labels_its_family_declares() -> None:
-    from exporter.metrics.catalogue import ALL_FAMILIES
+    from idaas_sync_exporter.metrics.catalogue import ALL_FAMILIES
 
     declared = {family.name: family for family in ALL_FAMILIES}
     text = render(seed_snapshot()).decode()
@@ -341,7 +341,7 @@ def test_the_gzip_body_is_one_member_that_every_reader_takes_whole() -> None:
 def test_deflate_pieces_join_with_the_crc_zlib_computes() -> None:
     import random
 
-    from exporter.metrics.exposition import Chain, Deflated, gzip_body
+    from idaas_sync_exporter.metrics.exposition import Chain, Deflated, gzip_body
 
     rng = random.Random(7)
     pieces = [rng.randbytes(rng.choice((0, 1, 5, 300, 70_000))) for _ in range(40)]
@@ -376,7 +376,7 @@ def test_the_self_metrics_say_what_prometheus_clients_own_writers_say() -> None:
     from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-    from exporter.metrics.selfmetrics import write
+    from idaas_sync_exporter.metrics.selfmetrics import write
 
     self_metrics = SelfMetrics(BuildInfo("0.1.0", 'rev"with\\odd\nchars', "3.11.0"))
     snapshot = seed_snapshot()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from exporter.api.flatten import flatten, unflatten
+from idaas_sync_exporter.api.flatten import flatten, unflatten
 
 
 def test_lists_objects_and_nesting() -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import main
-from exporter.web.config import load as load_web_config
-from exporter.web.config import ssl_context
+from idaas_sync_exporter.cli import main
+from idaas_sync_exporter.web.config import load as load_web_config
+from idaas_sync_exporter.web.config import ssl_context
 from tests.pki import make_ca, make_leaf
 
 

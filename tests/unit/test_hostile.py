@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.api.errors import MalformedResponseError
-from exporter.api.models import parse_job
-from exporter.collect.counting import TargetKey, TargetTally
-from exporter.collect.targets import TargetInfo
-from exporter.metrics.exposition import render
-from exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
-from exporter.settings import SettingsError, load_settings
+from idaas_sync_exporter.api.errors import MalformedResponseError
+from idaas_sync_exporter.api.models import parse_job
+from idaas_sync_exporter.collect.counting import TargetKey, TargetTally
+from idaas_sync_exporter.collect.targets import TargetInfo
+from idaas_sync_exporter.metrics.exposition import render
+from idaas_sync_exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
+from idaas_sync_exporter.settings import SettingsError, load_settings
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

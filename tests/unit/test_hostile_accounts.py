@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.accounts import Account, credentials_for, read_environment_keys
-from exporter.api import credentials as credentials_module
-from exporter.api.credentials import (
+from idaas_sync_exporter.accounts import Account, credentials_for, read_environment_keys
+from idaas_sync_exporter.api import credentials as credentials_module
+from idaas_sync_exporter.api.credentials import (
     MAX_OIDC_TOKEN_BYTES,
     MAX_PROFILE_FILE_BYTES,
     CredentialsError,
@@ -28,8 +28,8 @@ from exporter.api.credentials import (
     DefaultChainCredentialsProvider,
     default_chain_files,
 )
-from exporter.settings import SettingsError, load_settings
-from exporter.tenancy import parse_tenancy_file, plan_tenancy
+from idaas_sync_exporter.settings import SettingsError, load_settings
+from idaas_sync_exporter.tenancy import parse_tenancy_file, plan_tenancy
 from tests.conftest import AK_ID
 
 MARKER = "MARKER-7c2e0a-never-shown"

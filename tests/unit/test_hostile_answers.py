@@ -16,17 +16,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from exporter.api.answer import DECODE_STEP, RepairedText, body_decoder, parse_json
-from exporter.api.client import MAX_RESPONSE_BYTES, ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.api.errors import ResponseTooLargeError, UnsupportedEncodingError
-from exporter.api.models import CUT_MARKER, MAX_LABEL_LENGTH
-from exporter.service import Exporter
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import SimulatorApp
-from exporter.simulator.world import World
-from exporter.web.server import ENDPOINTS_KEY
+from idaas_sync_exporter.api.answer import DECODE_STEP, RepairedText, body_decoder, parse_json
+from idaas_sync_exporter.api.client import MAX_RESPONSE_BYTES, ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.api.errors import ResponseTooLargeError, UnsupportedEncodingError
+from idaas_sync_exporter.api.models import CUT_MARKER, MAX_LABEL_LENGTH
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import SimulatorApp
+from idaas_sync_exporter.simulator.world import World
+from idaas_sync_exporter.web.server import ENDPOINTS_KEY
 from tests.conftest import AK_ID, AK_SECRET, inject_failed_job, instance_id_of
 
 GIB = 1024**3

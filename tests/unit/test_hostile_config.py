@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.cli import main
-from exporter.metrics.selfmetrics import REVISION_VARIABLE
-from exporter.rules.config import RulesConfigError
-from exporter.rules.config import load as load_rules_config
-from exporter.settings import ENV_PREFIX, SettingsError, load_settings, unknown_variables
-from exporter.shards import Shard, ShardError, resolve
-from exporter.tenancy import load_tenancy
-from exporter.web.config import WebConfigError
-from exporter.web.config import load as load_web_config
-from exporter.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
+from idaas_sync_exporter.cli import main
+from idaas_sync_exporter.metrics.selfmetrics import REVISION_VARIABLE
+from idaas_sync_exporter.rules.config import RulesConfigError
+from idaas_sync_exporter.rules.config import load as load_rules_config
+from idaas_sync_exporter.settings import ENV_PREFIX, SettingsError, load_settings, unknown_variables
+from idaas_sync_exporter.shards import Shard, ShardError, resolve
+from idaas_sync_exporter.tenancy import load_tenancy
+from idaas_sync_exporter.web.config import WebConfigError
+from idaas_sync_exporter.web.config import load as load_web_config
+from idaas_sync_exporter.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
 
 # 9 levels of 9 aliases each: about 387 million strings once expanded, in 340 bytes.
 BILLION_LAUGHS = "".join(

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter.files import SmallFileError, escaped, read_small_file, shown
-from exporter.pullconfig.config import PullConfigError, validate
-from exporter.settings import SettingsError, load_settings
-from exporter.settings import shown as shown_setting
-from exporter.tenancy import load_tenancy
-from exporter.yamlfile import YamlFileError, read_yaml
+from idaas_sync_exporter.files import SmallFileError, escaped, read_small_file, shown
+from idaas_sync_exporter.pullconfig.config import PullConfigError, validate
+from idaas_sync_exporter.settings import SettingsError, load_settings
+from idaas_sync_exporter.settings import shown as shown_setting
+from idaas_sync_exporter.tenancy import load_tenancy
+from idaas_sync_exporter.yamlfile import YamlFileError, read_yaml
 
 QUICK_SECONDS = 5
 # The most a refusal or a message may allocate at its peak: far below what any bomb here asks for.

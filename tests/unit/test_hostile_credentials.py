@@ -27,10 +27,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from exporter import accounts
-from exporter.accounts import KeyFileError, credentials_for, read_environment_keys, read_key_file
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import (
+from idaas_sync_exporter import accounts
+from idaas_sync_exporter.accounts import KeyFileError, credentials_for, read_environment_keys, read_key_file
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     SECURITY_TOKEN,
@@ -42,12 +42,12 @@ from exporter.api.credentials import (
     checked_credential,
     scrub_library_text,
 )
-from exporter.api.endpoint import resolve_endpoint
-from exporter.api.errors import TransportError
-from exporter.runtime import credentials_from
-from exporter.settings import SettingsError, load_settings
-from exporter.simulator.server import RunningSimulator
-from exporter.tenancy import plan_tenancy
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.api.errors import TransportError
+from idaas_sync_exporter.runtime import credentials_from
+from idaas_sync_exporter.settings import SettingsError, load_settings
+from idaas_sync_exporter.simulator.server import RunningSimulator
+from idaas_sync_exporter.tenancy import plan_tenancy
 from tests.conftest import AK_ID, AK_SECRET, STS_ID, STS_SECRET, STS_TOKEN
 
 MARKER = "MARKER-4f1d9c-never-shown"
@@ -218,7 +218,7 @@ def test_an_id_file_pointing_at_another_file_is_refused_without_its_contents(
 
 
 def plan_accounts(document: dict[str, Any]) -> list[Any]:
-    from exporter.tenancy import parse_tenancy_file
+    from idaas_sync_exporter.tenancy import parse_tenancy_file
 
     return list(parse_tenancy_file(document).accounts)
 
@@ -507,7 +507,7 @@ async def test_a_protocol_error_of_the_answer_is_described_not_quoted(garbage_se
 
 
 def test_every_httpx_error_class_has_fixed_words() -> None:
-    from exporter.api.client import _TRANSPORT_PHRASES
+    from idaas_sync_exporter.api.client import _TRANSPORT_PHRASES
 
     leaves = {
         cls.__name__

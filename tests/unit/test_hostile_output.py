@@ -19,19 +19,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.store import StateStore
-from exporter.logs import JsonFormatter, LogfmtFormatter
-from exporter.metrics.api_requests import ApiStats
-from exporter.service import Exporter
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator
-from exporter.simulator.world import World
-from exporter.web.landing import shown
-from exporter.web.server import build_app
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
+from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.logs import JsonFormatter, LogfmtFormatter
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import RunningSimulator
+from idaas_sync_exporter.simulator.world import World
+from idaas_sync_exporter.web.landing import shown
+from idaas_sync_exporter.web.server import build_app
 from tests.conftest import AK_ID, AK_SECRET, inject_failed_job, instance_id_of
 
 # Any character, lone surrogates included, and the ones that did harm often enough to be drawn.

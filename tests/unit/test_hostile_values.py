@@ -13,11 +13,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from exporter.api.client import MAX_NEXT_TOKEN_CHARS, ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.api.errors import ApiError, EiamError, MalformedResponseError, shown_text
-from exporter.api.models import (
+from idaas_sync_exporter.api.client import MAX_NEXT_TOKEN_CHARS, ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.api.errors import ApiError, EiamError, MalformedResponseError, shown_text
+from idaas_sync_exporter.api.models import (
     ACTIONS,
     MAX_NEW_ACTIONS,
     MAX_NEW_OBJECT_TYPES,
@@ -29,11 +29,11 @@ from exporter.api.models import (
     examine_job,
     parse_model,
 )
-from exporter.collect import targets
-from exporter.collect.counting import TargetTally
-from exporter.collect.targets import TargetCatalogue
-from exporter.pullconfig.command import describe_api_error
-from exporter.pullconfig.config import max_interval_seconds, quartz_to_croniter
+from idaas_sync_exporter.collect import targets
+from idaas_sync_exporter.collect.counting import TargetTally
+from idaas_sync_exporter.collect.targets import TargetCatalogue
+from idaas_sync_exporter.pullconfig.command import describe_api_error
+from idaas_sync_exporter.pullconfig.config import max_interval_seconds, quartz_to_croniter
 from tests.conftest import AK_ID, AK_SECRET
 
 HUGE = int("9" * 400)

@@ -18,13 +18,13 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-import exporter.web.config as web_config
-from exporter.collect.store import StateStore
-from exporter.metrics.api_requests import ApiStats
-from exporter.service import Exporter
-from exporter.web.config import WebConfigError, WebConfigWatcher, load
-from exporter.web.server import build_app
-from exporter.yamlfile import read_yaml
+import idaas_sync_exporter.web.config as web_config
+from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.web.config import WebConfigError, WebConfigWatcher, load
+from idaas_sync_exporter.web.server import build_app
+from idaas_sync_exporter.yamlfile import read_yaml
 
 GOOD = "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
 HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4)).decode()

@@ -11,18 +11,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.collect.store import StateStore
-from exporter.metrics.api_requests import ApiStats
-from exporter.runtime import stop_polling
-from exporter.service import Exporter
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import SimulatorApp
-from exporter.simulator.world import World
-from exporter.tenancy import PlannedInstance
-from exporter.web import landing
-from exporter.web.access import RefusedRequestLog
-from exporter.web.page import ago
-from exporter.web.server import ENDPOINTS_KEY, Endpoints, build_app, wants_gzip, wants_openmetrics
+from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.runtime import stop_polling
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import SimulatorApp
+from idaas_sync_exporter.simulator.world import World
+from idaas_sync_exporter.tenancy import PlannedInstance
+from idaas_sync_exporter.web import landing
+from idaas_sync_exporter.web.access import RefusedRequestLog
+from idaas_sync_exporter.web.page import ago
+from idaas_sync_exporter.web.server import ENDPOINTS_KEY, Endpoints, build_app, wants_gzip, wants_openmetrics
 from tests.conftest import inject_failed_job, instance_id_of
 
 
@@ -439,14 +439,14 @@ async def test_process_and_self_metrics_come_from_prometheus_client_in_both_form
 
 
 def test_the_revision_comes_from_the_image_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporter.metrics.selfmetrics import REVISION_VARIABLE, BuildInfo
+    from idaas_sync_exporter.metrics.selfmetrics import REVISION_VARIABLE, BuildInfo
 
     monkeypatch.setenv(REVISION_VARIABLE, "0123abcd")
     assert BuildInfo.current().revision == "0123abcd"
 
 
 async def test_the_landing_page_names_the_shard(exporter: Exporter, clock: ManualClock) -> None:
-    from exporter.shards import Shard
+    from idaas_sync_exporter.shards import Shard
 
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(build_app(exporter, poll_interval=60, clock=clock, shard=Shard(1, 3)))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from exporter.api.errors import MalformedResponseError
-from exporter.api.models import INVALID_ERROR_CODE, examine_job, parse_job, snake_case
+from idaas_sync_exporter.api.errors import MalformedResponseError
+from idaas_sync_exporter.api.models import INVALID_ERROR_CODE, examine_job, parse_job, snake_case
 from tests.conftest import data_file
 
 

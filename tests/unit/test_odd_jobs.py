@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.collect.poller import FUTURE_TOLERANCE_MS, InstancePoller, PollOptions, PollResult
-from exporter.collect.state import InstanceState
-from exporter.collect.store import StateStore
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator
-from exporter.simulator.world import JobPlan, World
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.collect.poller import FUTURE_TOLERANCE_MS, InstancePoller, PollOptions, PollResult
+from idaas_sync_exporter.collect.state import InstanceState
+from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import RunningSimulator
+from idaas_sync_exporter.simulator.world import JobPlan, World
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 
@@ -136,8 +136,8 @@ async def test_a_quarantined_job_is_counted_once_the_api_shows_it_usable(
 async def test_rechecks_of_many_long_running_jobs_respect_the_url_limit(
     world: World, client: EiamClient, clock: ManualClock
 ) -> None:
-    from exporter.collect.counting import TargetKey
-    from exporter.collect.state import TrackedJob
+    from idaas_sync_exporter.collect.counting import TargetKey
+    from idaas_sync_exporter.collect.state import TrackedJob
 
     instance = instance_id_of(world)
     store = StateStore(None)
@@ -188,16 +188,16 @@ async def test_the_late_check_costs_one_call_when_nothing_is_late(
 async def test_pages_full_of_odd_jobs_are_counted_but_logged_in_a_bounded_number_of_lines(
     world: World, client: EiamClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from exporter.collect.poller import ANOMALIES_LOGGED_PER_POLL
+    from idaas_sync_exporter.collect.poller import ANOMALIES_LOGGED_PER_POLL
 
     poller = InstancePoller(instance_id_of(world), client, StateStore(None), PollOptions(), clock=clock)
     await poller.poll()
     odd = [odd_job(world, f"flood-{index}", {"Status": None}, start_in_ms=1000 + index) for index in range(200)]
     caplog.clear()
-    with caplog.at_level("WARNING", logger="exporter.collect.poller"):
+    with caplog.at_level("WARNING", logger="idaas_sync_exporter.collect.poller"):
         results = await run_polls(poller, clock, 3)
     assert sum(r.anomalies.get("malformed", 0) for r in results) == len(odd)  # every one counted, once
-    lines = [record for record in caplog.records if record.name == "exporter.collect.poller"]
+    lines = [record for record in caplog.records if record.name == "idaas_sync_exporter.collect.poller"]
     one_by_one = [record for record in lines if getattr(record, "reason", None) == "malformed"]
     summaries = [record for record in lines if getattr(record, "not_logged", None) is not None]
     assert len(one_by_one) == ANOMALIES_LOGGED_PER_POLL

@@ -28,18 +28,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from exporter import cli, runtime
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.store import StateError, StateStore
-from exporter.metrics.api_requests import ApiStats
-from exporter.service import Exporter
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator, SimulatorApp
-from exporter.simulator.world import World
-from exporter.web.config import WebConfigError, WebConfigWatcher, configure_ssl, load
+from idaas_sync_exporter import cli, runtime
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
+from idaas_sync_exporter.collect.store import StateError, StateStore
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import RunningSimulator, SimulatorApp
+from idaas_sync_exporter.simulator.world import World
+from idaas_sync_exporter.web.config import WebConfigError, WebConfigWatcher, configure_ssl, load
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 from tests.e2e import exporter_command, exporter_env, free_port
 

@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.collect.counting import FinishedJob, TargetKey
-from exporter.collect.poller import InstancePoller, PollOptions
-from exporter.collect.state import InstanceState
-from exporter.collect.store import StateError, StateStore
-from exporter.metrics.api_requests import ApiStats
-from exporter.service import Exporter
-from exporter.simulator.clock import ManualClock
-from exporter.simulator.server import RunningSimulator
-from exporter.simulator.world import JobPlan, World
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.collect.counting import FinishedJob, TargetKey
+from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
+from idaas_sync_exporter.collect.state import InstanceState
+from idaas_sync_exporter.collect.store import StateError, StateStore
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.simulator.clock import ManualClock
+from idaas_sync_exporter.simulator.server import RunningSimulator
+from idaas_sync_exporter.simulator.world import JobPlan, World
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 pytestmark = pytest.mark.asyncio
@@ -131,7 +131,7 @@ async def test_object_counters_match_ground_truth(world: World, client: EiamClie
                 for result in ("Success", "Failed", "Skipped"):
                     truth[(plan.target_id, object_type, action, result)] += counts[result]
     exported: Counter[tuple[str, str, str, str]] = Counter()
-    from exporter.api.models import snake_case
+    from idaas_sync_exporter.api.models import snake_case
 
     for key, tally in poller.state.targets.items():
         for (object_type, action, result), value in tally.objects.items():
@@ -352,7 +352,7 @@ def _unused(_: Callable[..., object]) -> None:
 async def test_an_undocumented_status_is_exported_under_its_own_name(
     world: World, client: EiamClient, clock: ManualClock
 ) -> None:
-    from exporter.metrics.exposition import render
+    from idaas_sync_exporter.metrics.exposition import render
 
     instance = instance_id_of(world)
     store = StateStore(None)

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from exporter import cli
-from exporter.pullconfig.config import PullConfigError, max_interval_seconds, quartz_to_croniter, validate
-from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import World
+from idaas_sync_exporter import cli
+from idaas_sync_exporter.pullconfig.config import PullConfigError, max_interval_seconds, quartz_to_croniter, validate
+from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
+from idaas_sync_exporter.simulator.world import World
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of
 
 HOUR = 3600.0

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.cli import main
-from exporter.rules.config import RulesConfig, RulesConfigError, load
-from exporter.rules.definitions import alerts, recordings
-from exporter.rules.render import render
+from idaas_sync_exporter.cli import main
+from idaas_sync_exporter.rules.config import RulesConfig, RulesConfigError, load
+from idaas_sync_exporter.rules.definitions import alerts, recordings
+from idaas_sync_exporter.rules.render import render
 from tests.promql_lint import problems
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from alibabacloud_eiam20211201.client import Client
 from alibabacloud_tea_openapi.models import Config
 from pydantic import SecretStr
 
-from exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
-from exporter.simulator.world import World
+from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
+from idaas_sync_exporter.simulator.world import World
 from tests.conftest import AK_ID, AK_SECRET, STS_ID, STS_SECRET, STS_TOKEN, instance_id_of
 
 

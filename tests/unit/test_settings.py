@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.settings import DEFAULT_PORT, SettingsError, load_settings
+from idaas_sync_exporter.settings import DEFAULT_PORT, SettingsError, load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,7 +81,7 @@ def test_yaml_lists_stay_lists_and_yaml_errors_name_line_and_column(tmp_path: Pa
 
 
 def test_once_help_offers_only_what_once_uses_and_every_flag_is_explained() -> None:
-    from exporter.cli import build_parser
+    from idaas_sync_exporter.cli import build_parser
 
     parser = build_parser()
     choices = next(a for a in parser._actions if a.dest == "command").choices
@@ -130,7 +130,7 @@ def test_the_telemetry_path_is_a_plain_path_that_is_not_ours(path: str, accepted
 def test_exporter_toolkit_flag_names_are_aliases_and_errors_name_the_alias_used(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from exporter.cli import build_parser, main, settings_from
+    from idaas_sync_exporter.cli import build_parser, main, settings_from
 
     args = build_parser().parse_args(
         [

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exporter.api.signing import EMPTY_BODY_SHA256, canonical_query, parse_authorization, sign
+from idaas_sync_exporter.api.signing import EMPTY_BODY_SHA256, canonical_query, parse_authorization, sign
 from tests.conftest import data_file
 
 VECTOR_NAMES = ("V1_static_ak_sdk_headers", "V2_sts_sdk_headers", "V3_minimal_headers_encoding")

@@ -10,16 +10,16 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from exporter.api.client import ClientOptions, EiamClient
-from exporter.api.credentials import StaticCredentialsProvider
-from exporter.api.endpoint import resolve_endpoint
-from exporter.api.errors import ApiError
-from exporter.api.signing import EMPTY_BODY_SHA256
-from exporter.runtime import DemoOptions, start_demo_simulator
-from exporter.simulator.actions import ActionError, Actions, validate_pull_configuration
-from exporter.simulator.clock import CompressedClock, ManualClock
-from exporter.simulator.server import RunningSimulator, SimulatorApp
-from exporter.simulator.world import (
+from idaas_sync_exporter.api.client import ClientOptions, EiamClient
+from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
+from idaas_sync_exporter.api.endpoint import resolve_endpoint
+from idaas_sync_exporter.api.errors import ApiError
+from idaas_sync_exporter.api.signing import EMPTY_BODY_SHA256
+from idaas_sync_exporter.runtime import DemoOptions, start_demo_simulator
+from idaas_sync_exporter.simulator.actions import ActionError, Actions, validate_pull_configuration
+from idaas_sync_exporter.simulator.clock import CompressedClock, ManualClock
+from idaas_sync_exporter.simulator.server import RunningSimulator, SimulatorApp
+from idaas_sync_exporter.simulator.world import (
     APPLICATION_FAILURES,
     DELETION_PROTECTION_ERROR,
     IDENTITY_PROVIDER_FAILURES,

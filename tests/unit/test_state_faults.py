@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.collect.counting import TargetKey, TargetTally
-from exporter.collect.state import InstanceState
-from exporter.collect.store import APPLICATION_ID, StateError, StateStore
+from idaas_sync_exporter.collect.counting import TargetKey, TargetTally
+from idaas_sync_exporter.collect.state import InstanceState
+from idaas_sync_exporter.collect.store import APPLICATION_ID, StateError, StateStore
 
 
 def saved_store(path: Path) -> None:

@@ -1,0 +1,270 @@
+"""Which instances are polled, where, and with whose credentials.
+
+From the settings alone (``IDAAS_EXPORTER_INSTANCE_IDS``, ``--region-id``, ``--endpoint``, the
+AccessKey settings or the default chain) this is one account, ``default``, with every instance
+in one region. A config file may list ``accounts`` and ``instances`` instead; each instance
+then names its region (or endpoint) and account, and may carry its own poll interval and
+target filters. Every problem is one line naming its path in the file
+(``accounts[1].assume_role.role_arn: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from idaas_sync_exporter.accounts import Account, check_account_problems, read_environment_keys
+from idaas_sync_exporter.api.endpoint import REGION_PATTERN
+from idaas_sync_exporter.settings import (
+    DIRECTIONS,
+    INSTANCE_ID_PATTERN,
+    INSTANCE_ID_RULE,
+    MAX_FILTER_VALUES,
+    MAX_INSTANCES,
+    TARGET_TYPES,
+    TENANCY_KEYS,
+    Settings,
+    SettingsError,
+    check_endpoint,
+    check_target_ids,
+    read_config_document,
+    shown,
+)
+
+DEFAULT_ACCOUNT = "default"
+
+
+class InstanceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, allow_inf_nan=False)
+
+    id: str = Field(pattern=INSTANCE_ID_PATTERN)
+    region: str | None = Field(None, pattern=REGION_PATTERN.pattern)
+    endpoint: str | None = None
+    account: str | None = None
+    poll_interval_seconds: float | None = Field(None, ge=1, le=86400)
+    target_types: list[str] | None = Field(None, max_length=MAX_FILTER_VALUES)
+    directions: list[str] | None = Field(None, max_length=MAX_FILTER_VALUES)
+    target_ids: list[str] | None = Field(None)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_endpoint(value)
+        return value
+
+    @field_validator("target_ids")
+    @classmethod
+    def _target_ids(cls, value: list[str] | None) -> list[str] | None:
+        # Sent in the URL of every listing of this instance, as the setting's are.
+        return check_target_ids(value) if value is not None else None
+
+    @field_validator("target_types")
+    @classmethod
+    def _target_types(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or ():
+            if item not in TARGET_TYPES:
+                raise ValueError(f"{shown(item)} is not one of {', '.join(TARGET_TYPES)}")
+        return value
+
+    @field_validator("directions")
+    @classmethod
+    def _directions(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or ():
+            if item not in DIRECTIONS:
+                raise ValueError(f"{shown(item)} is not one of {', '.join(DIRECTIONS)}")
+        return value
+
+
+class TenancyFile(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    # An account per instance at most is all a file can use.
+    accounts: list[Account] = Field(default_factory=list, max_length=MAX_INSTANCES)
+    instances: list[InstanceEntry] = Field(default_factory=list, max_length=MAX_INSTANCES)
+    allow_inline_secrets: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedInstance:
+    """One instance as it is polled: where, as whom, how often, which targets."""
+
+    instance_id: str
+    region: str
+    endpoint: str | None
+    account: str
+    poll_interval_seconds: float
+    target_types: tuple[str, ...]
+    directions: tuple[str, ...]
+    target_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenancy:
+    """The accounts (None: the settings' own AccessKey or the default chain) and the instances to poll."""
+
+    accounts: Mapping[str, Account | None]
+    instances: tuple[PlannedInstance, ...]
+
+    @property
+    def instance_ids(self) -> list[str]:
+        return [instance.instance_id for instance in self.instances]
+
+    def only(self, instance_ids: list[str]) -> Tenancy:
+        """The same accounts with only these instances (a shard's)."""
+        wanted = set(instance_ids)
+        return Tenancy(self.accounts, tuple(i for i in self.instances if i.instance_id in wanted))
+
+
+def _path(location: tuple[Any, ...]) -> str:
+    """``('accounts', 1, 'assume_role', 'role_arn')`` -> ``accounts[1].assume_role.role_arn``."""
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "config"
+
+
+# What a value that does not match its pattern should look like, by key.
+_PATTERN_HINTS = {
+    "name": "letters, digits, '.', '_' or '-', up to 63, starting with a letter or digit",
+    "role_arn": "a RAM role ARN such as acs:ram::1234567890123456:role/idaas-reader",
+    "oidc_provider_arn": "an OIDC provider ARN such as acs:ram::1234567890123456:oidc-provider/ack-rrsa-c1",
+    "session_name": "2 to 64 letters, digits, '.', '@', '_' or '-'",
+    "region": "a region id such as cn-hangzhou or ap-southeast-1",
+    "sts_region": "a region id such as cn-hangzhou or ap-southeast-1",
+    "sts_endpoint": "a host[:port] such as sts-vpc.cn-hangzhou.aliyuncs.com",
+    "id": f"an instance id: {INSTANCE_ID_RULE}",
+}
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        location = error["loc"]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; see docs/configuration.md"
+        elif error["type"] == "string_pattern_mismatch":
+            key = str(location[-1]) if location else ""
+            hint = _PATTERN_HINTS.get(key, "see docs/configuration.md")
+            if key.endswith("_env"):
+                hint = "an environment variable name (letters, digits and '_')"
+            # An account's field may hold a secret pasted into the wrong key (secret_env: <the secret>).
+            shown_value = (
+                "the value is not shown: it may be a pasted secret"
+                if location[:1] == ("accounts",)
+                else f"got {str(error.get('input'))[:80]!r}"
+            )
+            message = f"must be {hint} ({shown_value})"
+        problems.append(f"{_path(location)}: {message}")
+    return problems
+
+
+def parse_tenancy_file(document: Mapping[str, Any]) -> TenancyFile:
+    """The file's ``accounts``, ``instances`` and ``allow_inline_secrets``; :class:`SettingsError` if wrong."""
+    try:
+        return TenancyFile.model_validate({key: document[key] for key in TENANCY_KEYS if key in document})
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def load_tenancy(settings: Settings, config_file: str | None) -> Tenancy:
+    """The tenancy of the settings and the config file (read again: the settings took their keys)."""
+    if not config_file:
+        return plan_tenancy(settings)
+    return plan_tenancy(settings, read_config_document(config_file), file_name=config_file)
+
+
+def plan_tenancy(
+    settings: Settings,
+    document: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    file_name: str = "config",
+) -> Tenancy:
+    """The accounts and instances of the settings and, when given, the config file's document."""
+    env = os.environ if environ is None else environ
+    try:
+        parsed = parse_tenancy_file(document or {})
+    except SettingsError as exc:
+        raise SettingsError([f"{file_name}: {problem}" for problem in exc.problems]) from None
+    problems = check_account_problems(parsed.accounts, allow_inline_secrets=parsed.allow_inline_secrets)
+    problems += read_environment_keys(parsed.accounts, env)
+    named = {account.name: account for account in parsed.accounts}
+    if parsed.accounts and settings.access_key_id:
+        problems.append(
+            "accounts: the config file lists accounts and the settings give an AccessKey too; "
+            "name the key in an account (access_key: {id_env: ..., secret_env: ...}) or remove the accounts"
+        )
+    if parsed.instances and settings.instance_ids:
+        problems.append(
+            "instances: the config file lists instances and IDAAS_EXPORTER_INSTANCE_IDS (--instance-ids) "
+            "lists instances too; keep one of them"
+        )
+    if parsed.accounts and not parsed.instances and len(parsed.accounts) > 1:
+        problems.append("instances: the config file lists several accounts; list the instances and their account")
+
+    accounts: dict[str, Account | None] = dict(named) if named else {DEFAULT_ACCOUNT: None}
+    if parsed.instances:
+        planned = _file_instances(parsed.instances, settings, accounts, problems, any_named=bool(named))
+    else:
+        account = next(iter(accounts)) if len(accounts) == 1 else DEFAULT_ACCOUNT
+        planned = [_planned(instance_id, None, settings, account) for instance_id in settings.instance_ids]
+    if problems:
+        raise SettingsError([f"{file_name}: {problem}" for problem in problems])
+    return Tenancy(accounts, tuple(planned))
+
+
+def _planned(instance_id: str, entry: InstanceEntry | None, settings: Settings, account: str) -> PlannedInstance:
+    """An instance with the entry's own values where it has them, else the settings'."""
+
+    def own(name: str) -> Any:
+        value = getattr(entry, name, None) if entry is not None else None
+        return value if value is not None else getattr(settings, name)
+
+    return PlannedInstance(
+        instance_id=instance_id,
+        region=entry.region if entry is not None and entry.region else settings.region_id,
+        endpoint=own("endpoint"),
+        account=account,
+        poll_interval_seconds=own("poll_interval_seconds"),
+        target_types=tuple(own("target_types")),
+        directions=tuple(own("directions")),
+        target_ids=tuple(own("target_ids")),
+    )
+
+
+def _file_instances(
+    entries: list[InstanceEntry],
+    settings: Settings,
+    accounts: Mapping[str, Account | None],
+    problems: list[str],
+    *,
+    any_named: bool,
+) -> list[PlannedInstance]:
+    """The file's instances; a problem with one is added to ``problems`` and the others still checked."""
+    only_account = next(iter(accounts)) if len(accounts) == 1 else None
+    planned: list[PlannedInstance] = []
+    first_index: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        where = f"instances[{index}]"
+        if entry.id in first_index:
+            problems.append(f"{where}.id: {entry.id!r} is already listed as instances[{first_index[entry.id]}]")
+            continue
+        first_index[entry.id] = index
+        account = entry.account or only_account
+        if account is None:
+            problems.append(f"{where}.account: name the account, one of {', '.join(sorted(accounts))}")
+        elif account not in accounts:
+            choices = ", ".join(sorted(accounts)) if any_named else "none are listed"
+            problems.append(f"{where}.account: no account is named {shown(account)}; accounts: {choices}")
+        else:
+            planned.append(_planned(entry.id, entry, settings, account))
+    return planned
