@@ -49,6 +49,7 @@ from idaas_sync_exporter.settings import Settings  # noqa: E402
 from idaas_sync_exporter.simulator.clock import ScaledClock  # noqa: E402
 from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread  # noqa: E402
 from idaas_sync_exporter.simulator.world import SCENARIOS, JobPlan, ScenarioSpec, World  # noqa: E402
+from tests.e2e import exporter_command, exporter_env  # noqa: E402
 
 TEXT = "text/plain"
 # The exporter's idle poll at 1,000 targets before polls that change nothing stopped re-rendering
@@ -318,14 +319,11 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="idaas-bench-"))
     state_path = workdir / "state.sqlite3"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
+    env = exporter_env()
     env["IDAAS_EXPORTER_ACCESS_KEY_SECRET"] = secret
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
         [
-            sys.executable,
-            "-m",
-            "idaas_sync_exporter",
-            "serve",
+            *exporter_command("serve"),
             "--instance-ids",
             instance,
             "--endpoint",

@@ -25,7 +25,6 @@ import argparse
 import base64
 import dataclasses
 import json
-import os
 import random
 import secrets
 import signal
@@ -49,6 +48,7 @@ from bench.truth import Counts, compare, exported_jobs, finished_jobs, free_port
 from idaas_sync_exporter.simulator.clock import ScaledClock  # noqa: E402
 from idaas_sync_exporter.simulator.server import AccessKey, Faults, SimulatorApp, SimulatorThread  # noqa: E402
 from idaas_sync_exporter.simulator.world import SCENARIOS, JobPlan, World  # noqa: E402
+from tests.e2e import exporter_command, exporter_env  # noqa: E402
 
 FAULTS = {
     "throttle_rate": 0.30,
@@ -115,15 +115,12 @@ class Soak:
         hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
         web = self.workdir / "web.yml"
         web.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IDAAS_EXPORTER_")}
+        env = exporter_env()
         env["IDAAS_EXPORTER_ACCESS_KEY_SECRET"] = self.secret
         env["IDAAS_EXPORTER_SECURITY_TOKEN"] = self.token
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             [
-                sys.executable,
-                "-m",
-                "idaas_sync_exporter",
-                "serve",
+                *exporter_command("serve"),
                 "--instance-ids",
                 self.instances,
                 "--endpoint",

@@ -25,8 +25,9 @@ _LIBC = _libc()
 def limit_malloc_arenas(count: int = 2) -> None:
     """Cap glibc's per-thread malloc arenas.
 
-    Compression runs in worker threads; by default each may get its own arena, and
-    memory freed there stays with the process. Two arenas keep RSS close to live data.
+    State commits, credential refreshes and password checks run in worker threads; by default
+    each may get its own arena, and memory freed there stays with the process. Two arenas keep
+    RSS close to live data.
     """
     mallopt = getattr(_LIBC, "mallopt", None)
     if mallopt is not None:

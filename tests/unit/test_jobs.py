@@ -117,9 +117,8 @@ async def test_a_failed_job_is_one_event_one_latest_failure_and_one_recent_job(
         target_id,
         "manual",
     )
-    assert (
-        fields["duration_seconds"] == 31.0
-    )  # pending 1 s, running 30 s and fields["start"].endswith("Z") and fields["end"].endswith("Z")
+    assert fields["duration_seconds"] == 31.0  # pending 1 s, running 30 s
+    assert fields["start"].endswith("Z") and fields["end"].endswith("Z")
     assert fields["objects_user_deleted_success"] == 3 and fields["objects_user_deleted_failed"] == 2
     assert fields["target_name"] and fields["instance_id"] == deployment.instance
     # Every counted job is one event, no more: the counter and the events agree.

@@ -49,7 +49,7 @@ def bounded_code(code: str, known: dict[str, int] | set[str], limit: int = MAX_D
 
 
 class EiamError(Exception):
-    """Base class of everything the client raises."""
+    """Base class of the errors of reading the API: the client's, the credentials', and a poll's deadline."""
 
     action: str
 
