@@ -21,6 +21,7 @@ from idaas_sync_exporter.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from idaas_sync_exporter.settings import ENV_PREFIX, Settings, SettingsError, flag_name
 
 if TYPE_CHECKING:
+    from idaas_sync_exporter.runtime import Demo
     from idaas_sync_exporter.simulator.launch import Tenant
     from idaas_sync_exporter.simulator.server import SimulatorApp
     from idaas_sync_exporter.simulator.sts import Sessions
@@ -390,7 +391,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _exporter_command(args: argparse.Namespace) -> int:
-    from idaas_sync_exporter.runtime import DemoOptions, once, serve
+    from idaas_sync_exporter.runtime import once, serve
     from idaas_sync_exporter.tenancy import load_tenancy, plan_tenancy
 
     if args.demo_speed <= 0 or not math.isfinite(args.demo_speed):
@@ -425,7 +426,7 @@ def _exporter_command(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if ignored:
         log.info("demo mode ignores the tenant settings given", extra={"ignored": ", ".join(ignored)})
-    demo = DemoOptions(speed=args.demo_speed, seed=args.demo_seed) if args.demo else None
+    demo = _demo(args.demo_speed, args.demo_seed) if args.demo else None
     from idaas_sync_exporter.api.endpoint import EndpointError
     from idaas_sync_exporter.collect.store import StateError
     from idaas_sync_exporter.runtime import ListenError
@@ -448,6 +449,18 @@ def _exporter_command(args: argparse.Namespace) -> int:
     for error in errors:
         print(f"idaas-sync-exporter: error: poll failed: {error}", file=sys.stderr)
     return EXIT_RUNTIME if errors else EXIT_OK
+
+
+def _demo(speed: float, seed: int) -> Demo:
+    """The demo's simulated tenant, started in the exporter's event loop and handed over as a real one is."""
+    from idaas_sync_exporter.runtime import Demo, DemoTenant
+    from idaas_sync_exporter.simulator.demo import DemoOptions, start_demo_simulator
+
+    async def start() -> DemoTenant:
+        running, key_id, secret, instance_ids = await start_demo_simulator(DemoOptions(speed=speed, seed=seed))
+        return DemoTenant(running.endpoint, key_id, secret, instance_ids, running.stop)
+
+    return Demo(start=start, speed=speed)
 
 
 def settings_from(

@@ -1,4 +1,4 @@
-"""Builds a running exporter from settings: client, state, pollers, server, scheduler, demo simulator."""
+"""Builds a running exporter from settings: client, state, pollers, server, scheduler; a demo's tenant as given."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import asyncio
 import errno
 import logging
 import os
-import secrets
 import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -44,9 +43,6 @@ from idaas_sync_exporter.settings import (
     parse_listen_address,
 )
 from idaas_sync_exporter.shards import Shard, ShardError, resolve
-from idaas_sync_exporter.simulator.clock import CompressedClock
-from idaas_sync_exporter.simulator.server import AccessKey, RunningSimulator, SimulatorApp, start_simulator
-from idaas_sync_exporter.simulator.world import SCENARIOS, World
 from idaas_sync_exporter.tenancy import Tenancy, plan_tenancy
 from idaas_sync_exporter.web.config import WebConfigError, WebConfigWatcher
 from idaas_sync_exporter.web.connections import ConnectionGuard, quiet_accept_errors
@@ -56,21 +52,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class DemoOptions:
-    speed: float = 30.0
-    seed: int = 1
-    scenario: str = "demo"
+class DemoTenant:
+    """A simulated tenant, as a real one is given: an endpoint, an AccessKey and its instances."""
+
+    endpoint: str
+    key_id: str
+    secret: SecretStr
+    instance_ids: list[str]
+    stop: Callable[[], Awaitable[None]]
 
 
-async def start_demo_simulator(options: DemoOptions) -> tuple[RunningSimulator, str, SecretStr, list[str]]:
-    """An in-process simulator with a throwaway AccessKey; returns it with the key and its instance ids."""
-    key_id = "demo"
-    secret = SecretStr(secrets.token_urlsafe(24))
-    # Faster than real time, but every time the API reports stays at or before the wall clock.
-    world = World(SCENARIOS[options.scenario], seed=options.seed, clock=CompressedClock(speed=options.speed))
-    app = SimulatorApp(world, [AccessKey(key_id, secret)], seed=options.seed)
-    running = await start_simulator(app, "127.0.0.1", 0)
-    return running, key_id, secret, list(world.instances)
+@dataclass(frozen=True, slots=True)
+class Demo:
+    """How to start the demo's simulated tenant inside the running event loop (the CLI passes the simulator's)."""
+
+    start: Callable[[], Awaitable[DemoTenant]]
+    speed: float
 
 
 def credentials_from(settings: Settings) -> CredentialsProvider:
@@ -157,7 +154,7 @@ def build_exporter(
 
 
 async def open_exporter(
-    stack: AsyncExitStack, settings: Settings, tenancy: Tenancy, demo: DemoOptions | None, shard: Shard
+    stack: AsyncExitStack, settings: Settings, tenancy: Tenancy, demo: Demo | None, shard: Shard
 ) -> tuple[Settings, Tenancy, Exporter]:
     """The exporter for ``tenancy``, or for an in-process simulator in demo mode; closed by ``stack``.
 
@@ -165,18 +162,18 @@ async def open_exporter(
     its instances; with shards, the instances are this shard's).
     """
     if demo is not None:
-        simulator, key_id, secret, instance_ids = await start_demo_simulator(demo)
-        stack.push_async_callback(simulator.stop)
+        tenant = await demo.start()
+        stack.push_async_callback(tenant.stop)
         settings = settings.model_copy(
             update={
-                "endpoint": simulator.endpoint,
-                "instance_ids": instance_ids,
-                "access_key_id": key_id,
-                "access_key_secret": secret,
+                "endpoint": tenant.endpoint,
+                "instance_ids": tenant.instance_ids,
+                "access_key_id": tenant.key_id,
+                "access_key_secret": tenant.secret,
             }
         )
         tenancy = plan_tenancy(settings)
-        log.info("demo mode: simulated IDaaS API", extra={"endpoint": simulator.endpoint, "speed": demo.speed})
+        log.info("demo mode: simulated IDaaS API", extra={"endpoint": tenant.endpoint, "speed": demo.speed})
     if shard.count > 1:
         owned = shard.owned(tenancy.instance_ids)
         log.log(
@@ -361,7 +358,7 @@ async def _reload_web_config(watcher: WebConfigWatcher) -> None:
 
 async def serve(
     settings: Settings,
-    demo: DemoOptions | None = None,
+    demo: Demo | None = None,
     stop: asyncio.Event | None = None,
     tenancy: Tenancy | None = None,
 ) -> None:
@@ -438,7 +435,7 @@ def instance_labels(tenancy: Tenancy) -> list[InstanceLabels]:
 
 
 async def once(
-    settings: Settings, demo: DemoOptions | None = None, tenancy: Tenancy | None = None
+    settings: Settings, demo: Demo | None = None, tenancy: Tenancy | None = None
 ) -> tuple[bytes, list[str]]:
     """One full poll of every instance; returns the exposition and the errors (empty when all succeeded)."""
     from idaas_sync_exporter.metrics.exposition import render

@@ -15,9 +15,9 @@ from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
 from idaas_sync_exporter.api.endpoint import resolve_endpoint
 from idaas_sync_exporter.api.errors import ApiError
 from idaas_sync_exporter.api.signing import EMPTY_BODY_SHA256
-from idaas_sync_exporter.runtime import DemoOptions, start_demo_simulator
 from idaas_sync_exporter.simulator.actions import ActionError, Actions, validate_pull_configuration
 from idaas_sync_exporter.simulator.clock import CompressedClock, ManualClock
+from idaas_sync_exporter.simulator.demo import DemoOptions, start_demo_simulator
 from idaas_sync_exporter.simulator.server import RunningSimulator, SimulatorApp
 from idaas_sync_exporter.simulator.world import (
     APPLICATION_FAILURES,
