@@ -36,6 +36,7 @@ from idaas_sync_exporter.api.credentials import (
     CredentialsProvider,
     LibraryCredentialsProvider,
     LibraryFile,
+    chain_failure_message,
     checked_credential,
     default_chain_files,
     library_file_problem,
@@ -59,6 +60,7 @@ _PART_OF_FIELD: dict[str, CredentialPart] = {
     "secret": ACCESS_KEY_SECRET,
     "secret_env": ACCESS_KEY_SECRET,
     "secret_file": ACCESS_KEY_SECRET,
+    "security_token": SECURITY_TOKEN,
     "security_token_env": SECURITY_TOKEN,
     "security_token_file": SECURITY_TOKEN,
 }
@@ -94,6 +96,40 @@ class AccessKeySource(_Strict):
         if self.security_token_env is not None and self.security_token_file is not None:
             raise ValueError("give security_token_env or security_token_file, not both")
         return self
+
+    def inline_token(self) -> SecretStr | None:
+        """An STS token given with the key itself: only the settings give one (a file names a variable or file)."""
+        return None
+
+    def inline_name(self, field_name: str) -> str:
+        """How an error names a value written inline (``id``, ``secret``, ``security_token``)."""
+        return f"{field_name} in the config file"
+
+    def provider_name(self, with_token: bool) -> str:
+        """What requests name as their credentials provider (``x-acs-credentials-provider``)."""
+        return "access_key"
+
+
+class SettingsKeySource(AccessKeySource):
+    """The flat settings' AccessKey (``IDAAS_EXPORTER_ACCESS_KEY_ID``...), as the source of the ``default`` account.
+
+    Built by :func:`settings_account`, never read from a file: a file's ``access_key`` is an
+    :class:`AccessKeySource`, which refuses these fields.
+    """
+
+    security_token: SecretStr | None = None
+    # Each value's setting as an error names it: the variable, the flag and the file key.
+    names: dict[str, str] = Field(default_factory=dict)
+
+    def inline_token(self) -> SecretStr | None:
+        return self.security_token
+
+    def inline_name(self, field_name: str) -> str:
+        return self.names.get(field_name, field_name)
+
+    def provider_name(self, with_token: bool) -> str:
+        # The names the SDK's own static providers send, as the settings' key always has.
+        return "static_sts" if with_token else "static_ak"
 
 
 class _StsOptions(_Strict):
@@ -178,9 +214,50 @@ class Account(_Strict):
             return f"assume_role {self.assume_role.role_arn} via {self.assume_role.source_account}"
         if self.access_key is not None:
             key = self.access_key
-            where = key.id_env or key.id_file or "the config file"
+            where = (
+                key.id_env
+                or key.id_file
+                or ("the settings" if isinstance(key, SettingsKeySource) else "the config file")
+            )
             return f"access_key id from {where}"
         return self.source
+
+
+def settings_account(
+    name: str,
+    access_key_id: str | None,
+    access_key_secret: SecretStr | None,
+    security_token: SecretStr | None,
+    *,
+    names: Mapping[str, str],
+) -> Account:
+    """The account of the flat settings: their AccessKey, or the default chain when they give none.
+
+    One account like any of the config file's, so its credentials come from the same factory
+    (:func:`credentials_for`); ``names`` says how an error calls each value (``id``, ``secret``,
+    ``security_token``): by the setting the user gave it as, never by its value.
+    """
+    if not access_key_id or access_key_secret is None:
+        return Account(name=name, default_chain=DefaultChainSource())
+    token = security_token if security_token is not None and security_token.get_secret_value().strip() else None
+    source = SettingsKeySource(id=access_key_id, secret=access_key_secret, security_token=token, names=dict(names))
+    return Account(name=name, access_key=source)
+
+
+def inline_key_problems(account: Account) -> list[str]:
+    """Problems with the values an account's ``access_key`` holds inline, each named as the source names it."""
+    key = account.access_key
+    if key is None:
+        return []
+    problems = []
+    if key.id is not None:
+        problems += _problem_of(key.id, "id", key.inline_name("id"))
+    if key.secret is not None:
+        problems += _problem_of(key.secret.get_secret_value(), "secret", key.inline_name("secret"))
+    token = key.inline_token()
+    if token is not None:
+        problems += _problem_of(token.get_secret_value(), "security_token", key.inline_name("security_token"))
+    return problems
 
 
 def check_account_problems(accounts: list[Account], *, allow_inline_secrets: bool) -> list[str]:
@@ -351,6 +428,7 @@ class _AccessKeyProvider:
     """An alibabacloud-credentials provider over an access_key source (so AssumeRole can sign with it)."""
 
     def __init__(self, source: AccessKeySource, environ: Mapping[str, str]) -> None:
+        self._source = source
         self._parts: dict[str, Callable[[], str | None]] = {
             "id": self._part("id", source.id, source.id_env, source.id_file, environ),
             "secret": self._part(
@@ -360,7 +438,13 @@ class _AccessKeyProvider:
                 source.secret_file,
                 environ,
             ),
-            "token": self._part("security_token", None, source.security_token_env, source.security_token_file, environ),
+            "token": self._part(
+                "security_token",
+                token.get_secret_value() if (token := source.inline_token()) else None,
+                source.security_token_env,
+                source.security_token_file,
+                environ,
+            ),
         }
         self._cache: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 
@@ -374,7 +458,7 @@ class _AccessKeyProvider:
             field_name, value = f"{name}_env", environ.get(variable, "")
             source = _source(field_name, variable)
         elif inline is not None:
-            field_name, value, source = name, inline, f"{name} in the config file"
+            field_name, value, source = name, inline, self._source.inline_name(name)
         else:
             return lambda: None
         part = _PART_OF_FIELD[field_name]
@@ -401,7 +485,7 @@ class _AccessKeyProvider:
             access_key_id=key_id,
             access_key_secret=secret,
             security_token=token or None,
-            provider_name=self.get_provider_name(),
+            provider_name=self._source.provider_name(bool(token)),
         )
 
     async def get_credentials_async(self) -> Any:
@@ -457,21 +541,45 @@ def _library_provider(account: Account, accounts: Mapping[str, Account], environ
         return CLIProfileCredentialsProvider(
             profile_name=account.cli_profile.profile, profile_file=_cli_profile_file(account.cli_profile, environ)
         )
-    return DefaultCredentialsProvider()
+    return _DefaultChain(DefaultCredentialsProvider())
+
+
+class _DefaultChain:
+    """The library's default chain, its failure told as the sources it tried and how to set one.
+
+    The chain's own text lists each provider's exception in turn, some quoting an answer; what an
+    operator needs is where it looked.
+    """
+
+    def __init__(self, chain: Any) -> None:
+        self._chain = chain
+
+    async def get_credentials_async(self) -> Any:
+        try:
+            return await self._chain.get_credentials_async()
+        except Exception as exc:  # the chain raises bare Exceptions of several kinds
+            raise CredentialsError(chain_failure_message(exc)) from None
 
 
 def credentials_for(
-    account: Account, accounts: Mapping[str, Account], environ: Mapping[str, str] | None = None
+    account: Account,
+    accounts: Mapping[str, Account],
+    environ: Mapping[str, str] | None = None,
+    *,
+    label: str | None = None,
 ) -> CredentialsProvider:
     """The credentials of ``account``; built lazily, so nothing is fetched before the first request.
 
-    Sources that need a service to exist (OIDC token file, ECS metadata) raise from their
-    constructor when it does not; that becomes the account's poll error, not a crash.
+    Every source, the flat settings' included (:func:`settings_account`), is built here: a new
+    source is a field of :class:`Account` and a branch of :func:`_library_provider`. Sources that
+    need a service to exist (OIDC token file, ECS metadata) raise from their constructor when it
+    does not; that becomes the account's poll error, not a crash. ``label`` opens each error
+    (default: the account's name and source).
     """
     env = dict(os.environ if environ is None else environ)
     return LibraryCredentialsProvider(
         lambda: _library_provider(account, accounts, env),
-        label=f"account {account.name} ({account.describe()})",
+        label=label or f"account {account.name} ({account.describe()})",
         secrets=lambda: _secrets_of(account, accounts, env),
         files=lambda: _library_files(account, accounts, env),
     )
@@ -523,6 +631,8 @@ def _secrets_of(account: Account, accounts: Mapping[str, Account], environ: Mapp
         if key is not None:
             if key.secret is not None:
                 found.append(key.secret.get_secret_value())
+            if (token := key.inline_token()) is not None:
+                found.append(token.get_secret_value())
             for variable in (key.secret_env, key.security_token_env):
                 if variable and environ.get(variable):
                     found.append(environ[variable])

@@ -169,7 +169,11 @@ def _add_pull_config_command(commands: argparse._SubParsersAction[argparse.Argum
         sub = pull_commands.add_parser(action, help=f"{action} the configuration")
         sub.add_argument("--instance-id", required=True)
         sub.add_argument("--identity-provider-id", required=True)
-        sub.add_argument("--config", help="YAML settings file (connection settings as for serve)")
+        sub.add_argument(
+            "--config",
+            help="YAML settings file as for serve; an instance its instances list is reached with its own "
+            "account, region and endpoint",
+        )
         for name in ("region_id", "endpoint", "access_key_id", "access_key_secret", "security_token", "log_level"):
             sub.add_argument("--" + name.replace("_", "-"), dest=f"setting_{name}", default=None, metavar="VALUE")
         if action == "get":
@@ -499,9 +503,10 @@ def settings_from(
 
 def _pull_config(args: argparse.Namespace) -> int:
     from idaas_sync_exporter.api.client import EiamClient
-    from idaas_sync_exporter.api.endpoint import resolve_endpoint
+    from idaas_sync_exporter.api.credentials import CredentialsProvider
+    from idaas_sync_exporter.api.endpoint import Endpoint, resolve_endpoint
     from idaas_sync_exporter.pullconfig import command as pullconfig_cli
-    from idaas_sync_exporter.runtime import credentials_from
+    from idaas_sync_exporter.runtime import account_credentials, credentials_from
     from idaas_sync_exporter.settings import check_instance_id
 
     try:
@@ -527,7 +532,8 @@ def _pull_config(args: argparse.Namespace) -> int:
     async def run() -> int:
         if args.pull_command == "set" and args.dry_run:
             return await apply(None)  # a dry run contacts nothing
-        async with EiamClient(endpoint=endpoint, credentials=credentials_from(settings)) as client:
+        where, credentials = connection()
+        async with EiamClient(endpoint=where, credentials=credentials) as client:
             if args.pull_command == "get":
                 return await pullconfig_cli.get(
                     client, args.instance_id, args.identity_provider_id, args.output, sys.stdout
@@ -605,6 +611,7 @@ def _simulate(args: argparse.Namespace) -> int:
     except LaunchError as exc:
         for problem in exc.problems:
             print(f"idaas-sync-exporter: error: {problem}", file=sys.stderr)
+    from idaas_sync_exporter.tenancy import load_tenancy
         return EXIT_USAGE
     # The world runs --speed times faster; what the API reports is compressed back onto the wall clock.
     clock = CompressedClock(speed=args.speed)
@@ -614,6 +621,15 @@ def _simulate(args: argparse.Namespace) -> int:
     app = SimulatorApp(
         world,
         served.keys,
+    def connection() -> tuple[Endpoint, CredentialsProvider]:
+        # An instance the config file lists is reached as serve reaches it: with its account, region
+        # and endpoint; any other with the flat settings. A dry run reaches nothing, so reads no key.
+        tenancy = load_tenancy(settings, args.config)
+        listed = next((i for i in tenancy.instances if i.instance_id == args.instance_id), None)
+        if listed is None:
+            return endpoint, credentials_from(settings)
+        return resolve_endpoint(listed.region, listed.endpoint), account_credentials(settings, tenancy)[listed.account]
+
         faults=faults,
         seed=args.seed,
         session_keys=(lambda key_id, token: sessions.key(key_id, token, instance_ids)) if sessions else None,

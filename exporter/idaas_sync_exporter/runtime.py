@@ -18,14 +18,9 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
-from idaas_sync_exporter.accounts import credentials_for
+from idaas_sync_exporter.accounts import Account, credentials_for, inline_key_problems, settings_account
 from idaas_sync_exporter.api.client import ClientOptions, EiamClient
-from idaas_sync_exporter.api.credentials import (
-    CredentialsError,
-    CredentialsProvider,
-    DefaultChainCredentialsProvider,
-    StaticCredentialsProvider,
-)
+from idaas_sync_exporter.api.credentials import CredentialsProvider
 from idaas_sync_exporter.api.endpoint import EndpointError, resolve_endpoint
 from idaas_sync_exporter.api.ratelimit import TokenBucket
 from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
@@ -43,7 +38,7 @@ from idaas_sync_exporter.settings import (
     parse_listen_address,
 )
 from idaas_sync_exporter.shards import Shard, ShardError, resolve
-from idaas_sync_exporter.tenancy import Tenancy, plan_tenancy
+from idaas_sync_exporter.tenancy import DEFAULT_ACCOUNT, Tenancy, plan_tenancy
 from idaas_sync_exporter.web.config import WebConfigError, WebConfigWatcher
 from idaas_sync_exporter.web.connections import ConnectionGuard, quiet_accept_errors
 from idaas_sync_exporter.web.server import ENDPOINTS_KEY, build_app
@@ -70,21 +65,34 @@ class Demo:
     speed: float
 
 
+def flat_settings_account(settings: Settings) -> Account:
+    """The flat settings' AccessKey (or the default chain) as the ``default`` account."""
+
+    def named(name: str) -> str:
+        return f"{name} ({ENV_PREFIX}{name.upper()}, {flag_name(name)} or the config file)"
+
+    return settings_account(
+        DEFAULT_ACCOUNT,
+        settings.access_key_id,
+        settings.access_key_secret,
+        settings.security_token,
+        names={part: named(setting) for part, setting in _SETTING_OF_PART.items()},
+    )
+
+
+# The setting each value of the flat AccessKey comes from.
+_SETTING_OF_PART = {"id": "access_key_id", "secret": "access_key_secret", "security_token": "security_token"}
+
+
 def credentials_from(settings: Settings) -> CredentialsProvider:
     """The settings' own AccessKey, or the default chain; SettingsError (exit 2) for a value that cannot be a key."""
-    if settings.access_key_id and settings.access_key_secret is not None:
-
-        def named(name: str) -> str:
-            return f"{name} ({ENV_PREFIX}{name.upper()}, {flag_name(name)} or the config file)"
-
-        names = (named("access_key_id"), named("access_key_secret"), named("security_token"))
-        try:
-            return StaticCredentialsProvider(
-                settings.access_key_id, settings.access_key_secret, settings.security_token, names=names
-            )
-        except CredentialsError as exc:
-            raise SettingsError([str(exc)]) from None
-    return DefaultChainCredentialsProvider()
+    account = flat_settings_account(settings)
+    problems = inline_key_problems(account)
+    if problems:
+        raise SettingsError(problems)
+    # The chain is named as the variables and documents name it, not as an account the user never wrote.
+    label = "the default credential chain" if account.default_chain is not None else None
+    return credentials_for(account, {account.name: account}, label=label)
 
 
 def account_credentials(settings: Settings, tenancy: Tenancy) -> dict[str, CredentialsProvider]:
@@ -434,9 +442,7 @@ def instance_labels(tenancy: Tenancy) -> list[InstanceLabels]:
     return [InstanceLabels(i.instance_id, i.region, i.account) for i in tenancy.instances]
 
 
-async def once(
-    settings: Settings, demo: Demo | None = None, tenancy: Tenancy | None = None
-) -> tuple[bytes, list[str]]:
+async def once(settings: Settings, demo: Demo | None = None, tenancy: Tenancy | None = None) -> tuple[bytes, list[str]]:
     """One full poll of every instance; returns the exposition and the errors (empty when all succeeded)."""
     from idaas_sync_exporter.metrics.exposition import render
 

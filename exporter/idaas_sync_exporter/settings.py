@@ -10,15 +10,25 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from idaas_sync_exporter.api.endpoint import REGION_PATTERN, EndpointError, parse_endpoint
+from idaas_sync_exporter.api.models import DIRECTIONS, TARGET_TYPES
 from idaas_sync_exporter.collect.finished import DEFAULT_CONSOLE_URL, check_console_url
 from idaas_sync_exporter.collect.poller import TARGET_ID_CHARS_PER_QUERY, TARGET_IDS_PER_QUERY
 from idaas_sync_exporter.files import SHOWN_CHARACTERS, shown_name, shown_path
@@ -26,13 +36,12 @@ from idaas_sync_exporter.files import shown as shown_value
 from idaas_sync_exporter.links import DOCS_URL, check_docs_url
 from idaas_sync_exporter.logs import LOG_FORMATS, LOG_LEVELS
 from idaas_sync_exporter.metrics.selfmetrics import REVISION_VARIABLE
-from idaas_sync_exporter.yamlfile import YamlFileError, read_yaml
+from idaas_sync_exporter.validation import Document, Loc, describe, load_document
+from idaas_sync_exporter.yamlfile import YamlFileError
 
 ENV_PREFIX = "IDAAS_EXPORTER_"
 # Registered-range default; see docs/configuration.md "Port".
 DEFAULT_PORT = 10129
-DIRECTIONS = ("ingress", "egress")
-TARGET_TYPES = ("identity_provider", "application")
 # Variables with the prefix that are not settings: the image's build revision (see the Dockerfile).
 OTHER_VARIABLES = frozenset({REVISION_VARIABLE})
 # Kubernetes gives each pod variables for every Service in its namespace, named after the Service:
@@ -121,6 +130,27 @@ def check_instance_id(value: str) -> str:
     return value
 
 
+def one_of(choices: tuple[str, ...]) -> Callable[[list[str]], list[str]]:
+    """A check that every item of a list is one of ``choices``; ValueError naming the first that is not."""
+
+    def check(values: list[str]) -> list[str]:
+        for item in values:
+            if item not in choices:
+                raise ValueError(f"{shown(item)} is not one of {', '.join(choices)}")
+        return values
+
+    return check
+
+
+# The types of the values a setting and a config file's instance share: checked by one rule each.
+InstanceId = Annotated[str, AfterValidator(check_instance_id)]
+# A list of ids is told by its first bad one: a list pasted by mistake is one mistake, not a thousand.
+InstanceIds = Annotated[list[str], AfterValidator(lambda ids: [check_instance_id(item) for item in ids])]
+TargetTypes = Annotated[list[str], Field(max_length=MAX_FILTER_VALUES), AfterValidator(one_of(TARGET_TYPES))]
+Directions = Annotated[list[str], Field(max_length=MAX_FILTER_VALUES), AfterValidator(one_of(DIRECTIONS))]
+TargetIds = Annotated[list[str], AfterValidator(check_target_ids)]
+
+
 def default_state_path() -> str:
     """``/var/lib/idaas-sync-exporter`` when it exists (the container volume), else a user data dir."""
     container = Path("/var/lib/idaas-sync-exporter")
@@ -171,7 +201,7 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
     )
 
-    instance_ids: list[str] = Field(
+    instance_ids: InstanceIds = Field(
         default_factory=list, max_length=MAX_INSTANCES, description="IDaaS instance ids to export, comma-separated"
     )
     region_id: str = Field("cn-hangzhou", description="region of the instances")
@@ -194,13 +224,9 @@ class Settings(BaseSettings):
         900.0, ge=10, le=86400, description="seconds between listings of target names and inbound-sync configurations"
     )
     state_path: str = Field(default_factory=default_state_path, description="SQLite state file; empty = in memory")
-    target_types: list[str] = Field(
-        default_factory=list, max_length=MAX_FILTER_VALUES, description="only these target types"
-    )
-    directions: list[str] = Field(
-        default_factory=list, max_length=MAX_FILTER_VALUES, description="only these directions"
-    )
-    target_ids: list[str] = Field(
+    target_types: TargetTypes = Field(default_factory=list, description="only these target types")
+    directions: Directions = Field(default_factory=list, description="only these directions")
+    target_ids: TargetIds = Field(
         default_factory=list, description=f"only these target ids (at most {MAX_TARGET_IDS}: they are sent in each URL)"
     )
     access_key_id: str | None = Field(None, description="AccessKey id (else the default credential chain)")
@@ -244,34 +270,6 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
-
-    @field_validator("instance_ids")
-    @classmethod
-    def _instance_ids(cls, value: list[str]) -> list[str]:
-        for instance_id in value:
-            check_instance_id(instance_id)
-        return value
-
-    @field_validator("target_ids")
-    @classmethod
-    def _target_ids(cls, value: list[str]) -> list[str]:
-        return check_target_ids(value)
-
-    @field_validator("target_types")
-    @classmethod
-    def _target_types(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if item not in TARGET_TYPES:
-                raise ValueError(f"{shown(item)} is not one of {', '.join(TARGET_TYPES)}")
-        return value
-
-    @field_validator("directions")
-    @classmethod
-    def _directions(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if item not in DIRECTIONS:
-                raise ValueError(f"{shown(item)} is not one of {', '.join(DIRECTIONS)}")
-        return value
 
     @field_validator("log_level")
     @classmethod
@@ -374,21 +372,27 @@ def _env_values() -> dict[str, Any]:
     return values
 
 
-def read_config_document(path: str) -> dict[str, Any]:
-    """The config file as a mapping; :class:`SettingsError` if it cannot be read or is not one."""
+def read_config_document(path: str) -> Document:
+    """The config file, positions kept; :class:`SettingsError` if it cannot be read or is not a mapping."""
     try:
-        data = read_yaml(path) or {}
+        document = load_document(path)
     except YamlFileError as exc:
         raise SettingsError([f"config: {exc}"]) from None
-    if not isinstance(data, dict):
+    if document.data is None:
+        return Document(document.name, {}, document.marked)
+    if not isinstance(document.data, dict):
         raise SettingsError([f"config: {shown_path(path)} must be a mapping of setting names to values"])
-    return data
+    return document
 
 
-def _yaml_values(path: str, tenancy_keys: list[str] | None = None) -> dict[str, Any]:
+def _yaml_values(
+    document: Document, tenancy_keys: list[str] | None = None, spelled_as: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings of the file by their own names; ``spelled_as`` gets the key each was written as."""
+    path = document.name or "config"
     values: dict[str, Any] = {}
     spelled: dict[str, str] = {}
-    for key, value in read_config_document(path).items():
+    for key, value in document.data.items():
         if key in TENANCY_KEYS:
             if tenancy_keys is not None:
                 tenancy_keys.append(str(key))
@@ -401,11 +405,13 @@ def _yaml_values(path: str, tenancy_keys: list[str] | None = None) -> dict[str, 
             # let the later silently win.
             raise SettingsError(
                 [
-                    f"config: {shown_path(path)}: {spelled[name]} and {shown_name(key)} are the same setting "
+                    f"config: {path}: {spelled[name]} and {shown_name(key)} are the same setting "
                     f"({shown_name(name)}); keep one"
                 ]
             )
         spelled[name] = shown_name(key)
+        if spelled_as is not None:
+            spelled_as[name] = key
         values[name] = [str(v) for v in value] if isinstance(value, list) else value
     return values
 
@@ -460,11 +466,12 @@ def load_settings(
     problems = unknown_variables(os.environ)
     merged: dict[str, Any] = dict(defaults or {})
     given_as: dict[str, str] = {}
+    file = Document(None, {})
+    spelled_as: dict[str, Any] = {}
+    tenancy_keys: list[str] = []
     if config_file:
-        tenancy_keys: list[str] = []
-        for name, value in _yaml_values(config_file, tenancy_keys).items():
-            merged[name] = value
-            given_as[name] = f"{shown_path(config_file)}: {shown_name(name)}"
+        file = read_config_document(config_file)
+        merged.update(_yaml_values(file, tenancy_keys, spelled_as))
     for name, value in _env_values().items():
         merged[name] = value
         given_as[name] = ENV_PREFIX + name.upper()
@@ -472,37 +479,58 @@ def load_settings(
         if value is not None:
             merged[name] = value
             given_as[name] = (flag_names or {}).get(name) or flag_name(name)
-    if config_file and ignored and ignored_given is not None:
+    if ignored_given is not None:
         # The file's accounts and instances describe the tenant too.
-        ignored_given.extend(f"{shown_path(config_file)}: {key}" for key in tenancy_keys if key in ignored)
+        ignored_given.extend(f"{file.name}: {key}" for key in tenancy_keys if key in ignored)
     for name in sorted(ignored):
-        if name in given_as and ignored_given is not None:
-            ignored_given.append(given_as[name])
+        if ignored_given is not None and (name in given_as or name in spelled_as):
+            ignored_given.append(given_as.get(name) or f"{file.name}: {shown_name(name)}")
         merged.pop(name, None)
-        given_as.pop(name, None)
+    # A value the file gave is named by its position in the file; one a variable or flag gave, by that.
+    from_file: dict[Hashable, Hashable] = {
+        name: key for name, key in spelled_as.items() if name not in given_as and name in merged
+    }
+    document = Document(file.name, merged, file.marked, from_file)
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        raise SettingsError(problems + _describe(exc, merged, given_as)) from None
+        raise SettingsError(problems + _describe(exc, document, given_as)) from None
     if problems:
         raise SettingsError(problems)
     return settings
 
 
-def _describe(exc: ValidationError, given: dict[str, Any], given_as: dict[str, str]) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else ""
-        message = str(error["msg"]).removeprefix("Value error, ")
-        source = given_as.get(name) or (f"{ENV_PREFIX}{name.upper()}" if name else "settings")
-        if error["type"] == "extra_forbidden":
-            closest = closest_setting(name)
-            hint = f"did you mean {closest}? " if closest else ""
-            problems.append(f"{source}: unknown setting; {hint}see docs/configuration.md")
-            continue
-        got = ""
-        credentials_in_url = name == "endpoint" and "@" in str(given.get(name))
-        if name in given and "secret" not in name and "token" not in name and not credentials_in_url:
-            got = f" (got {shown(given[name])})"
-        problems.append(f"{source}{got}: {message}")
-    return problems
+def _describe(exc: ValidationError, document: Document, given_as: Mapping[str, str]) -> list[str]:
+    """The problems of the settings, each named the way its value was given: flag, variable or file key."""
+
+    def head(path: Loc) -> str | None:
+        name = str(path[0]) if path else ""
+        if name in document.keys:
+            return None  # the file's position and key
+        return given_as.get(name) or (f"{ENV_PREFIX}{name.upper()}" if name else "settings")
+
+    def show_value(path: Loc, error: ErrorDetails) -> Loc | None:
+        # The setting's value as given, whichever item the problem is with; never a secret's, nor an
+        # endpoint's that carries a user name or password.
+        name = str(path[0]) if path else ""
+        present, value = document.value(path[:1])
+        if error["type"] == "extra_forbidden" or not present or "secret" in name or "token" in name:
+            return None
+        if name == "endpoint" and "@" in str(value):
+            return None
+        return path[:1]
+
+    def explain(path: Loc, error: ErrorDetails) -> str | None:
+        if error["type"] != "extra_forbidden":
+            return None
+        closest = closest_setting(str(path[0]))
+        hint = f"did you mean {closest}? " if closest else ""
+        return f"unknown setting; {hint}see docs/configuration.md"
+
+    return describe(
+        exc,
+        document,
+        show_value=show_value,
+        explain=explain,
+        head=head,
+    )

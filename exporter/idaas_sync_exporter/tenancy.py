@@ -16,24 +16,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from idaas_sync_exporter.accounts import Account, check_account_problems, read_environment_keys
 from idaas_sync_exporter.api.endpoint import REGION_PATTERN
 from idaas_sync_exporter.settings import (
-    DIRECTIONS,
-    INSTANCE_ID_PATTERN,
-    INSTANCE_ID_RULE,
-    MAX_FILTER_VALUES,
     MAX_INSTANCES,
-    TARGET_TYPES,
     TENANCY_KEYS,
+    Directions,
+    InstanceId,
     Settings,
     SettingsError,
+    TargetIds,
+    TargetTypes,
     check_endpoint,
-    check_target_ids,
     read_config_document,
     shown,
 )
+from idaas_sync_exporter.validation import Document, Loc, describe, document_of, locate
 
 DEFAULT_ACCOUNT = "default"
 
@@ -41,42 +41,21 @@ DEFAULT_ACCOUNT = "default"
 class InstanceEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, allow_inf_nan=False)
 
-    id: str = Field(pattern=INSTANCE_ID_PATTERN)
+    id: InstanceId
     region: str | None = Field(None, pattern=REGION_PATTERN.pattern)
     endpoint: str | None = None
     account: str | None = None
     poll_interval_seconds: float | None = Field(None, ge=1, le=86400)
-    target_types: list[str] | None = Field(None, max_length=MAX_FILTER_VALUES)
-    directions: list[str] | None = Field(None, max_length=MAX_FILTER_VALUES)
-    target_ids: list[str] | None = Field(None)
+    # Sent in the URL of every listing of this instance, as the settings' are: the same rules.
+    target_types: TargetTypes | None = None
+    directions: Directions | None = None
+    target_ids: TargetIds | None = None
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value is not None:
             check_endpoint(value)
-        return value
-
-    @field_validator("target_ids")
-    @classmethod
-    def _target_ids(cls, value: list[str] | None) -> list[str] | None:
-        # Sent in the URL of every listing of this instance, as the setting's are.
-        return check_target_ids(value) if value is not None else None
-
-    @field_validator("target_types")
-    @classmethod
-    def _target_types(cls, value: list[str] | None) -> list[str] | None:
-        for item in value or ():
-            if item not in TARGET_TYPES:
-                raise ValueError(f"{shown(item)} is not one of {', '.join(TARGET_TYPES)}")
-        return value
-
-    @field_validator("directions")
-    @classmethod
-    def _directions(cls, value: list[str] | None) -> list[str] | None:
-        for item in value or ():
-            if item not in DIRECTIONS:
-                raise ValueError(f"{shown(item)} is not one of {', '.join(DIRECTIONS)}")
         return value
 
 
@@ -120,17 +99,6 @@ class Tenancy:
         return Tenancy(self.accounts, tuple(i for i in self.instances if i.instance_id in wanted))
 
 
-def _path(location: tuple[Any, ...]) -> str:
-    """``('accounts', 1, 'assume_role', 'role_arn')`` -> ``accounts[1].assume_role.role_arn``."""
-    text = ""
-    for part in location:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += ("." if text else "") + str(part)
-    return text or "config"
-
-
 # What a value that does not match its pattern should look like, by key.
 _PATTERN_HINTS = {
     "name": "letters, digits, '.', '_' or '-', up to 63, starting with a letter or digit",
@@ -140,61 +108,61 @@ _PATTERN_HINTS = {
     "region": "a region id such as cn-hangzhou or ap-southeast-1",
     "sts_region": "a region id such as cn-hangzhou or ap-southeast-1",
     "sts_endpoint": "a host[:port] such as sts-vpc.cn-hangzhou.aliyuncs.com",
-    "id": f"an instance id: {INSTANCE_ID_RULE}",
 }
 
 
-def _describe(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        location = error["loc"]
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key; see docs/configuration.md"
-        elif error["type"] == "string_pattern_mismatch":
-            key = str(location[-1]) if location else ""
-            hint = _PATTERN_HINTS.get(key, "see docs/configuration.md")
-            if key.endswith("_env"):
-                hint = "an environment variable name (letters, digits and '_')"
-            # An account's field may hold a secret pasted into the wrong key (secret_env: <the secret>).
-            shown_value = (
-                "the value is not shown: it may be a pasted secret"
-                if location[:1] == ("accounts",)
-                else f"got {str(error.get('input'))[:80]!r}"
-            )
-            message = f"must be {hint} ({shown_value})"
-        problems.append(f"{_path(location)}: {message}")
-    return problems
+def _explain(path: Loc, error: ErrorDetails) -> str | None:
+    if error["type"] != "string_pattern_mismatch":
+        return None
+    key = str(path[-1]) if path else ""
+    hint = _PATTERN_HINTS.get(key, "see docs/configuration.md")
+    if key.endswith("_env"):
+        hint = "an environment variable name (letters, digits and '_')"
+    # An account's field may hold a secret pasted into the wrong key (secret_env: <the secret>).
+    unshown = " (the value is not shown: it may be a pasted secret)" if path[:1] == ("accounts",) else ""
+    return f"must be {hint}{unshown}"
 
 
-def parse_tenancy_file(document: Mapping[str, Any]) -> TenancyFile:
+def _show_value(path: Loc, error: ErrorDetails) -> Loc | None:
+    # Only an instance's values may be quoted: any field of an account may hold a pasted secret.
+    return path if error["type"] == "string_pattern_mismatch" and path[:1] == ("instances",) else None
+
+
+def parse_tenancy_file(document: Mapping[str, Any] | Document) -> TenancyFile:
     """The file's ``accounts``, ``instances`` and ``allow_inline_secrets``; :class:`SettingsError` if wrong."""
+    if not isinstance(document, Document):
+        document = document_of(document)
+    data = document.data if isinstance(document.data, Mapping) else {}
     try:
-        return TenancyFile.model_validate({key: document[key] for key in TENANCY_KEYS if key in document})
+        return TenancyFile.model_validate({key: data[key] for key in TENANCY_KEYS if key in data})
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        raise SettingsError(
+            describe(exc, document, model=TenancyFile, show_value=_show_value, explain=_explain)
+        ) from None
 
 
 def load_tenancy(settings: Settings, config_file: str | None) -> Tenancy:
     """The tenancy of the settings and the config file (read again: the settings took their keys)."""
     if not config_file:
         return plan_tenancy(settings)
-    return plan_tenancy(settings, read_config_document(config_file), file_name=config_file)
+    return plan_tenancy(settings, read_config_document(config_file))
 
 
 def plan_tenancy(
     settings: Settings,
-    document: Mapping[str, Any] | None = None,
+    document: Mapping[str, Any] | Document | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     file_name: str = "config",
 ) -> Tenancy:
-    """The accounts and instances of the settings and, when given, the config file's document."""
+    """The accounts and instances of the settings and, when given, the config file's document.
+
+    A document that was not read from a file (a mapping) is named ``file_name`` in problems.
+    """
     env = os.environ if environ is None else environ
-    try:
-        parsed = parse_tenancy_file(document or {})
-    except SettingsError as exc:
-        raise SettingsError([f"{file_name}: {problem}" for problem in exc.problems]) from None
+    if not isinstance(document, Document):
+        document = Document(file_name, document or {})
+    parsed = parse_tenancy_file(document)
     problems = check_account_problems(parsed.accounts, allow_inline_secrets=parsed.allow_inline_secrets)
     problems += read_environment_keys(parsed.accounts, env)
     named = {account.name: account for account in parsed.accounts}
@@ -218,7 +186,7 @@ def plan_tenancy(
         account = next(iter(accounts)) if len(accounts) == 1 else DEFAULT_ACCOUNT
         planned = [_planned(instance_id, None, settings, account) for instance_id in settings.instance_ids]
     if problems:
-        raise SettingsError([f"{file_name}: {problem}" for problem in problems])
+        raise SettingsError([locate(document, problem) for problem in problems])
     return Tenancy(accounts, tuple(planned))
 
 

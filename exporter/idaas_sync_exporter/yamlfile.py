@@ -14,6 +14,8 @@ key each; YAML would silently keep the last). The file itself is read by
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -156,6 +158,64 @@ class BoundedLoader(yaml.SafeLoader):
 
 def read_yaml(path: str) -> Any:
     """The parsed document (``None`` for an empty file); :class:`YamlFileError` naming the first problem."""
+    return read_marked_yaml(path).data
+
+
+# A key or list index of a path into a document, as pydantic's error locations name them.
+Step = Hashable
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MarkedYaml:
+    """A parsed document and where in the file each of its keys and values was written.
+
+    The positions are looked up on demand by walking the composed nodes beside the data, not
+    tabulated as the file is read: only a failing value is ever asked for, and a table of every
+    item of a 1 MiB list would cost a hundred times the file.
+    """
+
+    data: Any
+    root: yaml.Node | None = None
+
+    def position(self, path: Sequence[Step], *, of_key: bool = False) -> tuple[int, int] | None:
+        """The 1-based (line, column) of the value at ``path`` (of its key with ``of_key``).
+
+        A path that leaves the document (a missing key) gives the position of the deepest mapping or
+        list it reaches, where the key belongs; None for a document not read from a file.
+        """
+        node, data = self.root, self.data
+        if node is None:
+            return None
+        mark = node.start_mark
+        for index, step in enumerate(path):
+            found = _child(node, data, step)
+            if found is None:
+                break
+            key_node, node, data = found
+            last = index == len(path) - 1
+            mark = key_node.start_mark if of_key and last and key_node is not None else node.start_mark
+        return mark.line + 1, mark.column + 1
+
+
+def _child(node: yaml.Node, data: Any, step: Step) -> tuple[yaml.Node | None, yaml.Node, Any] | None:
+    """The key node, value node and value one step below ``node``/``data``, or None when there is none.
+
+    The constructed mapping holds its keys in the order the nodes give them (a key given twice is
+    refused), so the two are walked side by side and keys compared as the values they built.
+    """
+    if isinstance(node, yaml.MappingNode) and isinstance(data, dict):
+        for key, (key_node, value_node) in zip(data, node.value, strict=False):
+            if key == step and type(key) is type(step):
+                return key_node, value_node, data[key]
+        return None
+    in_list = isinstance(node, yaml.SequenceNode) and isinstance(data, list)
+    if in_list and isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(node.value):
+        return None, node.value[step], data[step]
+    return None
+
+
+def read_marked_yaml(path: str) -> MarkedYaml:
+    """:func:`read_yaml` with the position of every key and value; :class:`YamlFileError` naming the first problem."""
     name = shown_path(path)
     try:
         # Opened without blocking and judged on the descriptor: a FIFO, a device or a file still
@@ -172,8 +232,10 @@ def read_yaml(path: str) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlFileError(f"{name}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    loader = BoundedLoader(text)
     try:
-        return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - BoundedLoader is a SafeLoader
+        root = loader.get_single_node()
+        return MarkedYaml(loader.construct_document(root) if root is not None else None, root)
     except _Refused as exc:
         raise YamlFileError(f"{name}:{exc.line}: {exc.message}") from None
     except yaml.MarkedYAMLError as exc:
@@ -185,3 +247,5 @@ def read_yaml(path: str) -> Any:
     except yaml.YAMLError as exc:
         first_line = (str(exc).splitlines() or [""])[0]
         raise YamlFileError(f"{name} is not valid YAML: {escaped(first_line, 120)}") from None
+    finally:
+        loader.dispose()

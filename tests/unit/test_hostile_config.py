@@ -174,7 +174,7 @@ def test_a_config_file_with_too_many_instances_is_refused(tmp_path: Path) -> Non
     with pytest.raises(SettingsError) as caught:
         load_tenancy(load_settings(str(config)), str(config))
     assert caught.value.problems == [
-        f"{config}: instances: List should have at most 1000 items after validation, not 1001"
+        f"{config}:2:3: instances: List should have at most 1000 items after validation, not 1001"
     ]
 
 
@@ -190,7 +190,9 @@ def test_an_instance_id_follows_one_rule_from_every_source(
     monkeypatch.delenv("IDAAS_EXPORTER_INSTANCE_IDS")
     config = tmp_path / "x.yml"
     config.write_text(yaml.safe_dump({"instances": [{"id": bad}]}))
-    with pytest.raises(SettingsError, match=r"instances\[0\]\.id: must be an instance id: 1 to 64 letters"):
+    with pytest.raises(
+        SettingsError, match=r"x\.yml:2:7: instances\[0\]\.id: '.*' is not an instance id: use 1 to 64 letters"
+    ):
         load_tenancy(load_settings(str(config)), str(config))
     assert main(["pull-config", "get", "--instance-id", bad, "--identity-provider-id", "idp_x"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
@@ -270,7 +272,9 @@ def test_every_variable_the_project_uses_is_accepted() -> None:
 def test_a_misspelled_key_in_the_file_names_the_closest_setting(tmp_path: Path) -> None:
     config = tmp_path / "x.yml"
     config.write_text("instance_ids: [idaas_a]\npoll_interval_second: 30\n")
-    assert f"{config}: poll_interval_second: unknown setting; did you mean poll_interval_seconds?" in _refusal(config)
+    assert f"{config}:2:1: poll_interval_second: unknown setting; did you mean poll_interval_seconds?" in _refusal(
+        config
+    )
 
 
 def test_two_spellings_of_one_setting_in_the_file_are_refused(tmp_path: Path) -> None:

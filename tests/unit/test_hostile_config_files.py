@@ -75,7 +75,7 @@ def test_aliases_of_a_long_text_within_the_bound_are_described_not_written_out(t
     finally:
         tracemalloc.stop()
     assert peak < PEAK_BYTES, f"peak {peak} bytes"
-    assert problem.startswith(f"{config}: instance_ids (got a list of 250 items): ")
+    assert problem.startswith(f"{config}:1:15: instance_ids (got a list of 250 items): ")
     # Measured without the file's path, whose length depends on where pytest puts tmp_path.
     assert len(problem.removeprefix(str(config))) < 250
 
@@ -167,7 +167,7 @@ def test_an_unknown_key_is_named_cut_and_escaped(tmp_path: Path) -> None:
     # An explicit key (?): a plain one may be at most 1024 characters long.
     config.write_text('instance_ids: [idaas_a]\n? "bad\\nkey\\e[2J' + "k" * 5000 + '"\n: 1\n')
     problem = _problem(config)
-    assert problem.startswith(f"{config}: 'bad\\nkey\\x1b[2j") and problem.endswith(
+    assert problem.startswith(f"{config}:2:3: 'bad\\nkey\\x1b[2j") and problem.endswith(
         "…: unknown setting; see docs/configuration.md"
     )
     assert len(problem.removeprefix(str(config))) < 150
@@ -267,8 +267,8 @@ def test_a_thousand_target_ids_are_refused_naming_the_bound_and_why(tmp_path: Pa
     config.write_text("instance_ids: [idaas_a]\ntarget_ids: [" + ",".join(ids) + "]\n")
     problem = _problem(config)
     assert problem == (
-        f"{config}: target_ids (got a list of 1000 items): 1000 target ids are more than the 100 that fit in the URL "
-        "of one job listing (every poll would fail); filter by target_types or directions instead"
+        f"{config}:2:13: target_ids (got a list of 1000 items): 1000 target ids are more than the 100 that fit "
+        "in the URL of one job listing (every poll would fail); filter by target_types or directions instead"
     )
 
 

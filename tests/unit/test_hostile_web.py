@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import bcrypt
 import pytest
@@ -22,9 +21,9 @@ import idaas_sync_exporter.web.config as web_config
 from idaas_sync_exporter.collect.store import StateStore
 from idaas_sync_exporter.metrics.api_requests import ApiStats
 from idaas_sync_exporter.service import Exporter
+from idaas_sync_exporter.validation import Document, load_document
 from idaas_sync_exporter.web.config import WebConfigError, WebConfigWatcher, load
 from idaas_sync_exporter.web.server import build_app
-from idaas_sync_exporter.yamlfile import read_yaml
 
 GOOD = "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
 HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4)).decode()
@@ -52,7 +51,11 @@ def test_a_header_value_aiohttp_cannot_send_is_refused_in_the_file(tmp_path: Pat
     path.write_text(yaml.safe_dump({"http_server_config": {"headers": {"X-Frame-Options": value}}}))
     with pytest.raises(WebConfigError) as caught:
         load(str(path))
-    assert "http_server_config.headers.X-Frame-Options must be one line of visible ASCII" in str(caught.value)
+    message = str(caught.value)
+    assert (
+        f"web config: {path}:3:22: http_server_config.headers.X-Frame-Options: must be one line of visible ASCII"
+        in message
+    )
     one_bounded_line(str(caught.value))
 
 
@@ -175,11 +178,11 @@ async def test_a_good_change_is_put_in_force_off_the_event_loop(
         loop_thread = threading.current_thread()
         readers: list[threading.Thread] = []
 
-        def recorded(path: str) -> Any:
+        def recorded(path: str) -> Document:
             readers.append(threading.current_thread())
-            return read_yaml(path)
+            return load_document(path)
 
-        monkeypatch.setattr(web_config, "read_yaml", recorded)
+        monkeypatch.setattr(web_config, "load_document", recorded)
         config.write_text(f"{GOOD}basic_auth_users:\n  prometheus: '{HASH}'\n")
         await answered_quickly(http, "/healthz")
         assert await watcher.reloaded() is True
@@ -194,14 +197,14 @@ async def test_a_read_that_hangs_never_stops_the_endpoints(
     config.write_text(GOOD)
     released = threading.Event()
 
-    def hung(path: str) -> Any:
+    def hung(path: str) -> Document:
         # A file on a hung mount: let go after 5 s at the latest, so a read on the event loop fails
         # the test instead of hanging it.
         released.wait(5)
         raise OSError("the mount answered at last")
 
     async with serving(config) as (http, watcher):
-        monkeypatch.setattr(web_config, "read_yaml", hung)
+        monkeypatch.setattr(web_config, "load_document", hung)
         config.write_text(GOOD + "\n")
         try:
             for _ in range(3):

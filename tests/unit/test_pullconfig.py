@@ -58,8 +58,14 @@ def test_hours_of_the_day() -> None:
     ("config", "fragment"),
     [
         ({}, "IncrementalCallbackStatus: required"),
-        ({"IncrementalCallbackStatus": "yes"}, "IncrementalCallbackStatus: 'yes' is not one of enabled, disabled"),
-        ({"IncrementalCallbackStatus": "enabled", "GroupSyncStatus": "on"}, "GroupSyncStatus: 'on' is not one of"),
+        (
+            {"IncrementalCallbackStatus": "yes"},
+            "IncrementalCallbackStatus (got 'yes'): must be one of enabled, disabled",
+        ),
+        (
+            {"IncrementalCallbackStatus": "enabled", "GroupSyncStatus": "on"},
+            "GroupSyncStatus (got 'on'): must be one of",
+        ),
         (
             {"IncrementalCallbackStatus": "enabled", "PeriodicSyncConfig": {"PeriodicSyncType": "cron"}},
             "PeriodicSyncCron: required when PeriodicSyncType is cron",
@@ -73,15 +79,15 @@ def test_hours_of_the_day() -> None:
                 "IncrementalCallbackStatus": "enabled",
                 "PeriodicSyncConfig": {"PeriodicSyncType": "time", "PeriodicSyncTimes": [3, 24]},
             },
-            "PeriodicSyncConfig.PeriodicSyncTimes: must be a list of hours 0-23",
+            "PeriodicSyncConfig.PeriodicSyncTimes[1] (got a list of 2 items): must be a list of hours 0-23",
         ),
         (
             {"IncrementalCallbackStatus": "enabled", "PullProtectedRule": {"UserDeletedThreshold": -1}},
-            "PullProtectedRule.UserDeletedThreshold: must be a non-negative integer",
+            "PullProtectedRule.UserDeletedThreshold (got -1): must be a non-negative integer",
         ),
         (
             {"IncrementalCallbackStatus": "enabled", "PullProtectedRule": {"GroupDeletedThreshold": 2.5}},
-            "PullProtectedRule.GroupDeletedThreshold: must be a non-negative integer",
+            "PullProtectedRule.GroupDeletedThreshold (got 2.5): must be a non-negative integer",
         ),
         (
             {"IncrementalCallbackStatus": "enabled", "LdapUdPullConfig": {"UserObjectClas": "x"}},
@@ -234,8 +240,9 @@ def test_invalid_file_exits_2_naming_each_problem(
     )
     assert code == 2
     assert "IncrementalCallbackStatus: required" in err
-    assert "PullProtectedRule.UserDeletedThreshold: must be a non-negative integer" in err
-    assert "GroupSyncStatus: True is not one of enabled, disabled" in err  # YAML reads `on` as true
+    assert f"{path}:3:25: PullProtectedRule.UserDeletedThreshold (got -3): must be a non-negative integer" in err
+    # YAML reads `on` as true
+    assert f"{path}:1:18: GroupSyncStatus (got True): must be one of enabled, disabled" in err
 
 
 def test_api_errors_exit_1_with_code_message_and_request_id(
@@ -270,3 +277,87 @@ def test_an_ldap_block_is_refused_for_a_provider_that_is_not_ad_or_ldap(
         assert run(monkeypatch, capsys, "get", *args)[1] == before  # nothing was sent
     else:
         assert code == 0 and "applied (RequestId " in out, err
+
+
+# -- the config file's accounts and instances ---------------------------------------
+
+
+def _pull(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """pull-config with only the environment and flags the test gives (no AccessKey of the settings)."""
+    monkeypatch.delenv("IDAAS_EXPORTER_ACCESS_KEY_SECRET", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code = cli.main(["pull-config", *args, "--log-level", "error"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _ids(world: World) -> list[str]:
+    instance = instance_id_of(world)
+    return [
+        "--instance-id",
+        instance,
+        "--identity-provider-id",
+        world.instances[instance].providers[1].identity_provider_id,
+    ]
+
+
+def test_an_instance_of_the_config_file_is_reached_with_its_account_and_endpoint(
+    sim: SimulatorThread,
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        "accounts:\n  - name: team\n    access_key: {id_env: TEAM_KEY_ID, secret_env: TEAM_KEY_SECRET}\n"
+        f"instances:\n  - id: {instance_id_of(world)}\n    account: team\n    endpoint: {sim.endpoint}\n"
+    )
+    monkeypatch.setenv("TEAM_KEY_ID", AK_ID)
+    monkeypatch.setenv("TEAM_KEY_SECRET", AK_SECRET)
+    # No --endpoint and no AccessKey setting: the file's instance says where, its account with what.
+    code, out, err = _pull(monkeypatch, capsys, "get", "--config", str(config), *_ids(world))
+    assert code == 0, err
+    assert yaml.safe_load(out)["IncrementalCallbackStatus"] in ("enabled", "disabled")
+    path = tmp_path / "idp.yaml"
+    path.write_text(FILE)
+    code, out, err = _pull(
+        monkeypatch, capsys, "set", "--config", str(config), *_ids(world), "--file", str(path), "--yes"
+    )
+    assert code == 0 and "applied (RequestId " in out, err
+
+    # The account's key is the one used: a wrong one fails, named by the account, never shown.
+    monkeypatch.setenv("TEAM_KEY_SECRET", "not-the-secret")
+    code, _, err = _pull(monkeypatch, capsys, "get", "--config", str(config), *_ids(world))
+    assert code == 1 and "not-the-secret" not in err and AK_SECRET not in err
+
+
+def test_an_instance_the_config_file_does_not_list_is_reached_with_the_flat_settings(
+    sim: SimulatorThread,
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "exporter.yaml"
+    config.write_text("instances:\n  - id: idaas_elsewhere\n    endpoint: http://127.0.0.1:9\n")
+    monkeypatch.setenv("IDAAS_EXPORTER_ACCESS_KEY_ID", AK_ID)
+    flat = ["--endpoint", sim.endpoint, "--access-key-secret", AK_SECRET]
+    code, _, err = _pull(monkeypatch, capsys, "get", "--config", str(config), *_ids(world), *flat)
+    assert code == 0, err
+    # Listed without an account of its own, an instance takes the flat AccessKey and its own endpoint.
+    config.write_text(f"instances:\n  - id: {instance_id_of(world)}\n    endpoint: {sim.endpoint}\n")
+    code, _, err = _pull(
+        monkeypatch, capsys, "get", "--config", str(config), *_ids(world), "--access-key-secret", AK_SECRET
+    )
+    assert code == 0, err
+
+
+def test_a_bad_config_file_is_reported_before_anything_is_sent(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "exporter.yaml"
+    config.write_text(f"instances:\n  - id: {instance_id_of(world)}\n    account: ghost\n")
+    code, _, err = _pull(monkeypatch, capsys, "get", "--config", str(config), *_ids(world))
+    assert code == 2
+    assert f"invalid setting: {config}:3:14: instances[0].account: no account is named 'ghost'" in err

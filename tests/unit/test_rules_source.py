@@ -93,7 +93,7 @@ def test_default_runbooks_are_absolute_links_to_sections_that_exist() -> None:
         ("aggregation_labels: [cluster, 'bad-label']\n", "aggregation_labels: 'bad-label' is not a label name"),
         ("runbook_url_pattern: docs/alerts.md#{alert}\n", "runbook_url_pattern: must be an absolute http(s) URL"),
         ("failed_window: 15 minutes\n", "failed_window: must be a Prometheus duration"),
-        ("stale_second: 60\n", "stale_second: Extra inputs are not permitted"),
+        ("stale_second: 60\n", "stale_second: unknown key (allowed here: job_selector, "),
         ("- a list\n", "must be a mapping of settings"),
         ("key: [unclosed\n", "cannot read it"),
     ],

@@ -65,7 +65,7 @@ def test_the_source_of_a_bad_value_is_named(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(SettingsError) as caught:
         load_settings(str(config), {"stuck_after_seconds": "0"})
     problems = "\n".join(caught.value.problems)
-    assert f"{config}: lookback_seconds (got 5)" in problems
+    assert f"{config}:2:19: lookback_seconds (got 5)" in problems
     assert "IDAAS_EXPORTER_OVERLAP_SECONDS (got '-1')" in problems
     assert "--stuck-after-seconds (got '0')" in problems
 

@@ -139,11 +139,14 @@ def test_instances_take_their_own_region_account_interval_and_filters_else_the_s
         ),
         ("instances: [{id: idaas_x, account: ghost}]", "x.yml: instances[0].account: no account is named 'ghost'"),
         ("instances: [{id: idaas_x}, {id: idaas_x}]", "x.yml: instances[1].id: 'idaas_x' is already listed"),
-        ("instances: [{id: idaas_x, region: Hangzhou}]", "x.yml: instances[0].region: must be a region id"),
+        (
+            "instances: [{id: idaas_x, region: Hangzhou}]",
+            "x.yml: instances[0].region (got 'Hangzhou'): must be a region id",
+        ),
         ("instances: [{id: idaas_x, endpoint: 'ftp://x'}]", "x.yml: instances[0].endpoint: endpoint 'ftp://x'"),
         ("instances: [{id: idaas_x, directions: [up]}]", "x.yml: instances[0].directions: 'up' is not one of"),
         ("instances: [{id: idaas_x, poll_interval: 5}]", "x.yml: instances[0].poll_interval: unknown key"),
-        ("instances: [{id: 'idaas x'}]", "x.yml: instances[0].id: must be an instance id"),
+        ("instances: [{id: 'idaas x'}]", "x.yml: instances[0].id: 'idaas x' is not an instance id"),
         (
             "accounts: [{name: a, default_chain: }, {name: b, default_chain: }]",
             "x.yml: instances: the config file lists several accounts; list the instances",

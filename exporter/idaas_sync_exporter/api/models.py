@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Collection, Mapping
-from typing import Annotated, Any, NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
 from idaas_sync_exporter.api.answer import RepairedText
@@ -28,6 +29,10 @@ COUNT_RESULTS = ("success", "failed", "skipped")
 OBJECT_TYPES = ("user", "organizational_unit", "group", "group_member")
 ACTIONS = ("created", "updated", "binded", "deleted", "same", "pushed", "exported")
 TRIGGER_TYPES = ("auto", "manual")
+# What a job's target and direction may be: the filters of the settings and the config file's
+# instances, and what the simulator accepts, take these.
+DIRECTIONS = ("ingress", "egress")
+TARGET_TYPES = ("identity_provider", "application")
 # Values beyond those documented that a target may show as labels (object types, actions, trigger
 # types, each counted on its own); further new ones are counted under OTHER_LABEL, so an API that
 # invents a name per job cannot add series, and state, forever. The documented ones are always kept.
@@ -115,6 +120,9 @@ INVALID_ERROR_CODE = "invalid"
 # Why a job was quarantined (not used at all) or repaired (used without the bad part).
 QUARANTINE_REASONS = ("malformed",)
 REPAIR_REASONS = ("bad_statistic", "bad_end_time", "bad_error_code", "bad_trigger_type", "bad_text")
+# Every reason of idaas_exporter_jobs_anomalous_total, so that each series exists from the start: the
+# examination's reasons and the poller's own (a job dated after the API's clock, one that appeared late).
+ANOMALY_REASONS = (*QUARANTINE_REASONS, *REPAIR_REASONS, "future_start", "late")
 
 
 class Anomaly(NamedTuple):
@@ -387,13 +395,9 @@ class Application(WireModel):
     sso_type: str | None = None
 
 
-def _setting(rule: str) -> Any:
-    """A field ``pull-config set`` takes from its file, checked by ``rule`` (see pullconfig/config.py)."""
-    return Field(None, json_schema_extra={"rule": rule})
-
-
-# The inbound-sync configuration, once: parsed from Get answers here, and the file schema of
-# ``pull-config set`` (with each setting's rule) is derived from these models.
+# The inbound-sync configuration, once: parsed from Get answers here, and the file of
+# ``pull-config set`` (see pullconfig/config.py) is derived from these models: each field the file
+# may set carries its type there, in its metadata (:class:`InFile`); the rest are answer-only.
 # Numbers of a configuration answer become samples (thresholds) or schedule arithmetic (hours):
 # one out of range is refused at parse, so the configuration is reported unreadable, never exported.
 # A threshold past 2**53 would not even be an exact float64 sample; 400 digits are no float at all.
@@ -403,39 +407,69 @@ Hour = Annotated[int, Field(ge=0, le=23)]
 MAX_CRON_CHARS = 256
 
 
+@dataclass(frozen=True, slots=True)
+class InFile:
+    """The type a field has in a ``pull-config set`` file: what the API document allows, strictly.
+
+    An answer is read leniently (a status the API adds later is still a status); a file is what the
+    user asks the API to store, so it is held to the document.
+    """
+
+    type: Any
+
+
+def _one_or_more(value: Any) -> Any:
+    # The request takes a list of hours; a single hour is written plainly just as often.
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Status = Annotated[str | None, InFile(Literal["enabled", "disabled"])]
+Text = Annotated[str | None, InFile(str)]
+Hours = Annotated[
+    list[Hour],
+    BeforeValidator(_one_or_more),
+    Field(min_length=1, max_length=24 * 4),
+    AfterValidator(lambda hours: sorted(set(hours))),
+]
+Count = Annotated[Threshold | None, InFile(Threshold)]
+
+
 class PeriodicSyncConfig(WireModel):
-    periodic_sync_type: str | None = _setting("type")
-    periodic_sync_cron: Annotated[str, Field(max_length=MAX_CRON_CHARS)] | None = _setting("str")
+    periodic_sync_type: Annotated[str | None, InFile(Literal["cron", "time"])] = None
+    periodic_sync_cron: Annotated[
+        Annotated[str, Field(max_length=MAX_CRON_CHARS)] | None,
+        InFile(Annotated[str, Field(max_length=MAX_CRON_CHARS)]),
+    ] = None
     # The response model types this as int while the request takes a list; accept both.
-    periodic_sync_times: Annotated[list[Hour], Field(max_length=24 * 4)] | Hour | None = _setting("hours")
+    periodic_sync_times: Annotated[Annotated[list[Hour], Field(max_length=24 * 4)] | Hour | None, InFile(Hours)] = None
 
 
 class PullProtectedRule(WireModel):
-    user_deleted_threshold: Threshold | None = _setting("count")
-    organizational_unit_deleted_threshold: Threshold | None = _setting("count")
-    group_deleted_threshold: Threshold | None = _setting("count")
+    user_deleted_threshold: Count = None
+    organizational_unit_deleted_threshold: Count = None
+    group_deleted_threshold: Count = None
 
 
 class UdSyncScopeConfig(WireModel):
-    source_scopes: list[str] | None = _setting("strings")
-    target_scope: str | None = _setting("str")
+    source_scopes: Annotated[list[str] | None, InFile(list[str])] = None
+    target_scope: Text = None
 
 
 class LdapUdPullConfig(WireModel):
-    user_object_class: str | None = _setting("str")
-    user_object_class_custom_filter: str | None = _setting("str")
-    organization_unit_object_class: str | None = _setting("str")
-    group_object_class: str | None = _setting("str")
-    group_object_class_custom_filter: str | None = _setting("str")
-    group_member_attribute_name: str | None = _setting("str")
+    user_object_class: Text = None
+    user_object_class_custom_filter: Text = None
+    organization_unit_object_class: Text = None
+    group_object_class: Text = None
+    group_object_class_custom_filter: Text = None
+    group_member_attribute_name: Text = None
 
 
 class UdPullConfiguration(WireModel):
     instance_id: str | None = None
     identity_provider_id: str | None = None
-    incremental_callback_status: str | None = _setting("status")
-    group_sync_status: str | None = _setting("status")
-    periodic_sync_status: str | None = _setting("status")
+    incremental_callback_status: Status = None
+    group_sync_status: Status = None
+    periodic_sync_status: Status = None
     periodic_sync_config: PeriodicSyncConfig | None = None
     pull_protected_rule: PullProtectedRule | None = None
     ud_sync_scope_config: UdSyncScopeConfig | None = None

@@ -16,7 +16,8 @@ from idaas_sync_exporter.api.client import EiamClient
 from idaas_sync_exporter.api.errors import ApiError, EiamError, shown_text
 from idaas_sync_exporter.api.flatten import flatten
 from idaas_sync_exporter.pullconfig.config import PullConfigError, from_response, to_request, validate
-from idaas_sync_exporter.yamlfile import YamlFileError, read_yaml
+from idaas_sync_exporter.validation import load_document
+from idaas_sync_exporter.yamlfile import YamlFileError
 
 EXIT_OK = 0
 EXIT_API = 1
@@ -84,10 +85,10 @@ async def misplaced_ldap_block(client: EiamClient, instance_id: str, idp_id: str
 def load_file(path: str) -> dict[str, Any]:
     """Read and validate a configuration file; raises PullConfigError naming every problem."""
     try:
-        data = read_yaml(path)
+        document = load_document(path)
     except YamlFileError as exc:
         raise PullConfigError([str(exc)]) from None
-    return validate(data)
+    return validate(document.data, document)
 
 
 async def set_(

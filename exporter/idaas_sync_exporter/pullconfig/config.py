@@ -15,40 +15,62 @@ from __future__ import annotations
 
 import itertools
 import re
-import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from croniter import croniter
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import ErrorDetails
 
 from idaas_sync_exporter.api.errors import shown_text
-from idaas_sync_exporter.api.models import MAX_CRON_CHARS, UdPullConfiguration
-from idaas_sync_exporter.files import shown, shown_name
+from idaas_sync_exporter.api.models import MAX_CRON_CHARS, MAX_PLAUSIBLE_COUNT, InFile, UdPullConfiguration
+from idaas_sync_exporter.validation import Document, Loc, describe, document_of
 
 # IDaaS evaluates schedules in China Standard Time.
 SCHEDULE_TZ = timezone(timedelta(hours=8))
-STATUS_VALUES = ("enabled", "disabled")
+_FILE_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
+
+
+def file_model(wire: type[BaseModel]) -> type[BaseModel]:
+    """The strict model of the file: the fields of ``wire`` that carry an :class:`InFile` type, by wire name."""
+    fields: dict[str, Any] = {}
+    for name, info in wire.model_fields.items():
+        nested = _nested_model(info.annotation)
+        in_file = next((item.type for item in info.metadata if isinstance(item, InFile)), None)
+        if nested is not None:
+            fields[name] = (file_model(nested) | None, Field(None, alias=info.alias))
+        elif in_file is not None:
+            fields[name] = (in_file | None, Field(None, alias=info.alias))
+    model: type[BaseModel] = create_model(f"{wire.__name__}File", __config__=_FILE_CONFIG, **fields)
+    return model
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((found for arg in getattr(annotation, "__args__", ()) if (found := _nested_model(arg))), None)
+
+
+PullConfigFile = file_model(UdPullConfiguration)
 
 
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """The file schema of ``model``: wire name -> rule, or -> the schema of a nested model."""
+    """The keys of the file: wire name -> the keys of a nested mapping, or ``"value"``."""
     schema: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        wire = field.alias or name
-        nested = [
-            arg for arg in typing.get_args(field.annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)
-        ]
-        extra = field.json_schema_extra
-        if nested:
-            schema[wire] = schema_of(nested[0])
-        elif isinstance(extra, dict) and isinstance(extra.get("rule"), str):
-            schema[wire] = extra["rule"]
+    for info in model.model_fields.values():
+        nested = _nested_model(info.annotation)
+        schema[str(info.alias)] = schema_of(nested) if nested is not None else "value"
     return schema
 
 
-SCHEMA: dict[str, Any] = schema_of(UdPullConfiguration)
+SCHEMA: dict[str, Any] = schema_of(PullConfigFile)
+# Fields whose value a problem quotes, as the file writes them: choices and numbers, never free text
+# (a custom LDAP filter may hold anything).
+_QUOTED = frozenset(
+    {"IncrementalCallbackStatus", "GroupSyncStatus", "PeriodicSyncStatus", "PeriodicSyncType", "PeriodicSyncTimes"}
+    | set(SCHEMA["PullProtectedRule"])
+)
 
 
 class PullConfigError(ValueError):
@@ -59,103 +81,67 @@ class PullConfigError(ValueError):
         super().__init__("; ".join(problems))
 
 
-def validate(config: Any) -> dict[str, Any]:
-    """Check ``config`` against the API document; returns a cleaned copy or raises :class:`PullConfigError`."""
-    if not isinstance(config, Mapping):
-        raise PullConfigError(["the file must be a mapping of the API's parameter names to values"])
+def _quoted(path: Loc, error: ErrorDetails) -> Loc | None:
+    for index, step in enumerate(path):
+        if step in _QUOTED:
+            return path[: index + 1]
+    return None
+
+
+def _explain(path: Loc, error: ErrorDetails) -> str | None:
+    if error["type"] == "extra_forbidden":
+        return None
+    if not path and error["type"] == "model_type":
+        return "the file must be a mapping of the API's parameter names to values"
+    if "PeriodicSyncTimes" in path:
+        return "must be a list of hours 0-23"
+    if path[:1] == ("PullProtectedRule",) and len(path) > 1:
+        return f"must be a non-negative integer, at most {MAX_PLAUSIBLE_COUNT}"
+    return None
+
+
+def validate(config: Any, document: Document | None = None) -> dict[str, Any]:
+    """Check ``config`` against the API document; returns a cleaned copy or raises :class:`PullConfigError`.
+
+    ``document`` is the file ``config`` was read from, for the position of each problem.
+    """
+    document = document if document is not None else document_of(config)
     problems: list[str] = []
-    cleaned = _walk(config, SCHEMA, "", problems)
-    if not config.get("IncrementalCallbackStatus"):
-        problems.append("IncrementalCallbackStatus: required (enabled or disabled)")
-    periodic = cleaned.get("PeriodicSyncConfig") or {}
-    kind = periodic.get("PeriodicSyncType")
-    if kind == "cron":
-        cron = periodic.get("PeriodicSyncCron")
-        if not cron:
-            problems.append("PeriodicSyncConfig.PeriodicSyncCron: required when PeriodicSyncType is cron")
-        else:
-            try:
-                quartz_to_croniter(cron)
-            except ValueError as exc:
-                problems.append(f"PeriodicSyncConfig.PeriodicSyncCron: {exc}")
-    raw_periodic = config.get("PeriodicSyncConfig")
-    times_given = isinstance(raw_periodic, Mapping) and raw_periodic.get("PeriodicSyncTimes") is not None
-    if kind == "time" and not times_given:
-        problems.append("PeriodicSyncConfig.PeriodicSyncTimes: required when PeriodicSyncType is time (hours 0-23)")
-    if cleaned.get("PeriodicSyncStatus") == "enabled" and not kind:
-        problems.append("PeriodicSyncConfig.PeriodicSyncType: required when PeriodicSyncStatus is enabled")
+    cleaned: dict[str, Any] = {}
+    try:
+        cleaned = PullConfigFile.model_validate(config).model_dump(by_alias=True, exclude_none=True)
+    except ValidationError as exc:
+        problems += describe(exc, document, model=PullConfigFile, show_value=_quoted, explain=_explain)
+    if isinstance(config, Mapping):
+        problems += [document.line(path, problem) for path, problem in _schedule_problems(config)]
     if problems:
         raise PullConfigError(problems)
     return cleaned
 
 
-# Unknown keys named per mapping; the rest are counted in one line.
-_MAX_UNKNOWN_KEYS_SHOWN = 5
-
-
-def _walk(node: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, problems: list[str]) -> dict[str, Any]:
-    cleaned: dict[str, Any] = {}
-    unknown = 0
-    for key, value in node.items():
-        # Keys come from the file: named bounded and escaped, as the values below.
-        path = f"{prefix}{shown_name(key)}"
-        rule = schema.get(key) if isinstance(key, str) else None
-        if rule is None:
-            unknown += 1
-            # A file of thousands of unknown keys is one mistake, not thousands of lines.
-            if unknown <= _MAX_UNKNOWN_KEYS_SHOWN:
-                problems.append(f"{path}: unknown key (allowed here: {', '.join(schema)})")
-            elif unknown == _MAX_UNKNOWN_KEYS_SHOWN + 1:
-                problems.append(f"{prefix or 'the file: '}more unknown keys left out; fix the ones above first")
-            continue
-        if value is None:
-            continue
-        if isinstance(rule, dict):
-            if not isinstance(value, Mapping):
-                problems.append(f"{path}: must be a mapping")
-                continue
-            cleaned[str(key)] = _walk(value, rule, f"{path}.", problems)
-            continue
-        checked = _check(rule, value, path, problems)
-        if checked is not None:
-            cleaned[str(key)] = checked
-    return cleaned
-
-
-def _check(rule: str, value: Any, path: str, problems: list[str]) -> Any:
-    if rule == "status":
-        if value not in STATUS_VALUES:
-            problems.append(f"{path}: {shown(value)} is not one of enabled, disabled")
-            return None
-        return value
-    if rule == "type":
-        if value not in ("cron", "time"):
-            problems.append(f"{path}: {shown(value)} is not one of cron, time")
-            return None
-        return value
-    if rule == "str":
-        if not isinstance(value, str):
-            problems.append(f"{path}: must be a string")
-            return None
-        return value
-    if rule == "strings":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            problems.append(f"{path}: must be a list of strings")
-            return None
-        return list(value)
-    if rule == "count":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append(f"{path}: must be a non-negative integer, got {shown(value)}")
-            return None
-        return value
-    if rule == "hours":
-        hours = value if isinstance(value, list) else [value]
-        bad = [h for h in hours if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= 23]
-        if bad or not hours:
-            problems.append(f"{path}: must be a list of hours 0-23, got {shown(value)}")
-            return None
-        return sorted(set(hours))
-    raise AssertionError(rule)
+def _schedule_problems(config: Mapping[Any, Any]) -> list[tuple[Loc, str]]:
+    """What the API document asks across fields: a callback status, and the schedule its type needs."""
+    problems: list[tuple[Loc, str]] = []
+    if config.get("IncrementalCallbackStatus") is None:
+        problems.append((("IncrementalCallbackStatus",), "required (enabled or disabled)"))
+    raw = config.get("PeriodicSyncConfig")
+    periodic: Mapping[Any, Any] = raw if isinstance(raw, Mapping) else {}
+    kind = periodic.get("PeriodicSyncType") if periodic.get("PeriodicSyncType") in ("cron", "time") else None
+    where = ("PeriodicSyncConfig",)
+    if kind == "cron":
+        cron = periodic.get("PeriodicSyncCron")
+        if not cron:
+            problems.append(((*where, "PeriodicSyncCron"), "required when PeriodicSyncType is cron"))
+        elif isinstance(cron, str) and len(cron) <= MAX_CRON_CHARS:  # else the model said what is wrong
+            try:
+                quartz_to_croniter(cron)
+            except ValueError as exc:
+                problems.append(((*where, "PeriodicSyncCron"), str(exc)))
+    if kind == "time" and periodic.get("PeriodicSyncTimes") is None:
+        problems.append(((*where, "PeriodicSyncTimes"), "required when PeriodicSyncType is time (hours 0-23)"))
+    if config.get("PeriodicSyncStatus") == "enabled" and not kind:
+        problems.append(((*where, "PeriodicSyncType"), "required when PeriodicSyncStatus is enabled"))
+    return problems
 
 
 # -- schedules ------------------------------------------------------------------

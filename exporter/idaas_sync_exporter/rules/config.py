@@ -8,8 +8,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from idaas_sync_exporter.files import shown_path
 from idaas_sync_exporter.links import DOCS_URL, check_docs_url, docs_page
-from idaas_sync_exporter.yamlfile import YamlFileError, read_yaml
+from idaas_sync_exporter.validation import describe, load_document
+from idaas_sync_exporter.yamlfile import YamlFileError
 
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # One or more label matchers as PromQL writes them inside braces: job="x", namespace=~"a|b".
@@ -22,7 +24,11 @@ Seconds = Annotated[int, Field(gt=0, le=30 * 86400)]
 
 
 class RulesConfigError(Exception):
-    """A rules configuration that cannot be used; the message is one line."""
+    """A rules configuration that cannot be used; ``problems`` holds each, the message all in one line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 class RulesConfig(BaseModel):
@@ -106,19 +112,21 @@ class RulesConfig(BaseModel):
 
 
 def load(path: Path | None) -> RulesConfig:
-    """The defaults, overridden by a YAML file; problems are one line naming the key."""
+    """The defaults, overridden by a YAML file; every problem named by its position and key."""
     if path is None:
         return RulesConfig()
     try:
-        data = read_yaml(str(path)) or {}
+        document = load_document(str(path))
     except YamlFileError as exc:
-        raise RulesConfigError(f"rules config: cannot read it: {exc}") from None
+        raise RulesConfigError([f"rules config: cannot read it: {exc}"]) from None
+    data = {} if document.data is None else document.data
     if not isinstance(data, dict):
-        raise RulesConfigError(f"rules config {path}: must be a mapping of settings (see docs/alerts.md)")
+        raise RulesConfigError(
+            [f"rules config: {shown_path(str(path))}: must be a mapping of settings (see docs/alerts.md)"]
+        )
     try:
         return RulesConfig.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise RulesConfigError(f"rules config {path}: {where}: {message}") from None
+        raise RulesConfigError(
+            [f"rules config: {line}" for line in describe(exc, document, model=RulesConfig)]
+        ) from None

@@ -8,14 +8,13 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from idaas_sync_exporter.api.models import DIRECTIONS, TARGET_TYPES
 from idaas_sync_exporter.pullconfig.config import SCHEMA as PULL_CONFIG_SCHEMA
 from idaas_sync_exporter.simulator.world import JobPlan, World
 
 MAX_PAGE = 100
 ENABLED_DISABLED = ("enabled", "disabled")
 _STATUSES = ("pending", "running", "failed", "partial_success", "success")
-_DIRECTIONS = ("ingress", "egress")
-_TARGET_TYPES = ("identity_provider", "application")
 # Filters.N.Key values the simulator understands, mapped onto job fields.
 _FILTER_KEYS = {
     "status": "status",
@@ -192,8 +191,8 @@ class Actions:
         start = _int_param(params, "StartTime", low=0)
         end = _int_param(params, "EndTime", low=0)
         status = _choice(params, "Status", _STATUSES)
-        direction = _choice(params, "Direction", _DIRECTIONS)
-        target_type = _choice(params, "TargetType", _TARGET_TYPES)
+        direction = _choice(params, "Direction", DIRECTIONS)
+        target_type = _choice(params, "TargetType", TARGET_TYPES)
         target_ids = {str(v) for v in _as_list(params.get("TargetIds"))}
         filters = self._filters(params.get("Filters"))
         max_results = _int_param(params, "MaxResults", low=1, high=MAX_PAGE)

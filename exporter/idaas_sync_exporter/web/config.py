@@ -32,49 +32,77 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import bcrypt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
-from idaas_sync_exporter.yamlfile import YamlFileError, read_yaml
+from idaas_sync_exporter.files import SHOWN_PATH_CHARACTERS, shown
+from idaas_sync_exporter.validation import Loc, describe, load_document
+from idaas_sync_exporter.yamlfile import YamlFileError
 
 log = logging.getLogger(__name__)
 
-CLIENT_AUTH_TYPES = {
+ClientAuthType = Literal[
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+]
+CLIENT_AUTH_TYPES: dict[str, ssl.VerifyMode] = {
     "NoClientCert": ssl.CERT_NONE,
     "RequestClientCert": ssl.CERT_OPTIONAL,
     "RequireAnyClientCert": ssl.CERT_REQUIRED,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
-ALLOWED_HEADERS = (
+HeaderName = Literal[
     "Content-Security-Policy",
     "X-Frame-Options",
     "X-Content-Type-Options",
     "X-XSS-Protection",
     "Strict-Transport-Security",
-)
-_TLS_KEYS = {
-    "cert_file",
-    "key_file",
-    "client_auth_type",
-    "client_ca_file",
-    "min_version",
-    "max_version",
-    "cipher_suites",
-    "prefer_server_cipher_suites",
-    "curve_preferences",
-    "client_allowed_sans",
-}
-_TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
+]
+ALLOWED_HEADERS: tuple[str, ...] = get_args(HeaderName)
 # Go's names of the TLS 1.2 cipher suites exporter-toolkit accepts, as OpenSSL names them.
 # (TLS 1.3 suites are not configurable, in Go as here.)
+CipherSuite = Literal[
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+]
 CIPHER_SUITES = {
     "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
     "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
@@ -96,10 +124,8 @@ CIPHER_SUITES = {
 # Go's curve names; Python's ssl module can pin one curve, not order several. X25519 is OpenSSL's
 # default first group, and set_ecdh_curve cannot select it on some OpenSSL 3.0 builds ("EC:
 # UNKNOWN_GROUP"): it means "leave OpenSSL's default group list", which offers X25519 first.
+Curve = Literal["CurveP256", "CurveP384", "CurveP521", "X25519"]
 CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": None}
-# exporter-toolkit's http2 (default true there): this server speaks HTTP/1.1 only, so false is
-# honoured as it is and true is refused rather than silently ignored.
-_HTTP_KEYS = {"headers", "http2"}
 # RFC 9110 field-value, ASCII only: visible characters, with spaces and tabs inside. aiohttp
 # refuses to send any control character, so one in a header would fail every response.
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
@@ -110,52 +136,154 @@ _BCRYPT_HASH = re.compile(r"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
 MAX_BCRYPT_COST = 16
 MAX_USERS = 100
 MAX_USER_NAME_CHARS = 256
-# How much of a name or value given in the file a message quotes; a path, which the operator needs
-# whole to find the file, a little more.
-SHOWN_CHARACTERS = 40
-SHOWN_PATH_CHARACTERS = 200
+_VERIFIED_CLIENT_AUTH = ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
 
 
 class WebConfigError(ValueError):
-    """The web configuration file is invalid; the message names the key and the fix."""
+    """The web configuration file is invalid; ``problems`` names each by its place, the message all in one line."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else problems
+        super().__init__("; ".join(self.problems))
 
 
-def _shown(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
-    """A name or value from the file as a message may quote it: cut, escaped, one line; other types by type."""
-    if isinstance(value, str):
-        # repr escapes every control, separator and format character and every lone surrogate.
-        return repr(value[:limit]) + ("…" if len(value) > limit else "")
-    if value is None or isinstance(value, bool | float) or (isinstance(value, int) and abs(value) < 10**18):
-        return repr(value)
-    return f"a {type(value).__name__}"
-
-
-def _named(key: str) -> str:
-    """A key as one step of a dotted path in a message: plain when it is a plain name, else quoted and cut."""
-    return key if re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", key) else _shown(key)
-
-
-def _mapping(raw: Any, where: str, what: str) -> dict[str, Any]:
-    """``raw`` when it is a mapping with names for keys; mixed key types cannot be sorted or compared."""
-    if not isinstance(raw, dict):
-        raise WebConfigError(f"{where} must be a mapping of {what}")
-    for key in raw:
-        if not isinstance(key, str):
-            raise WebConfigError(f"{where}: key {_shown(key)} is not a name; write {what}")
-    return raw
-
-
-def _unknown(raw: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise WebConfigError(f"{where}: unknown key {_shown(unknown[0])} (allowed: {', '.join(sorted(allowed))})")
-
-
-def _choice(raw: dict[str, Any], key: str, choices: dict[str, Any], where: str) -> str:
-    value = raw[key]
-    if not isinstance(value, str) or value not in choices:
-        raise WebConfigError(f"{where}.{key} {_shown(value)} is not one of {', '.join(sorted(choices))}")
+def _header_value(value: str) -> str:
+    if len(value) > MAX_HEADER_VALUE_CHARS or not _HEADER_VALUE.fullmatch(value):
+        raise ValueError(
+            f"must be one line of visible ASCII characters (spaces and tabs inside), at most {MAX_HEADER_VALUE_CHARS}"
+        )
     return value
+
+
+def _user_name(user: str) -> str:
+    # A user name is compared as UTF-8: a lone surrogate could not be, and a control character
+    # could not be typed by any client.
+    if not user or len(user) > MAX_USER_NAME_CHARS or ":" in user or not user.isprintable():
+        raise ValueError(f"invalid user name; use 1 to {MAX_USER_NAME_CHARS} printable characters without ':'")
+    return user
+
+
+def _bcrypt_hash(hashed: str) -> str:
+    # The value is never quoted: a password written where its hash belongs is a secret.
+    if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        raise ValueError("must be a bcrypt hash ($2y$...), not a password")
+    shape = _BCRYPT_HASH.fullmatch(hashed)
+    if shape is None or not 4 <= int(shape["cost"]) <= MAX_BCRYPT_COST:
+        raise ValueError(
+            f"is not a bcrypt hash of cost 4 to {MAX_BCRYPT_COST}; make one with htpasswd -nbBC 10 '' PASSWORD"
+        )
+    try:
+        bcrypt.checkpw(b"", hashed.encode("ascii"))
+    except ValueError:
+        raise ValueError("is not a valid bcrypt hash") from None
+    return hashed
+
+
+def _at_most_users(users: Any) -> Any:
+    # Counted before any hash is checked: each check costs bcrypt's rounds.
+    if isinstance(users, dict) and len(users) > MAX_USERS:
+        raise ValueError(f"holds {len(users)} users; at most {MAX_USERS}")
+    return users
+
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
+FilePath = Annotated[str, Field(min_length=1)]
+
+
+class TlsServerConfig(BaseModel):
+    model_config = _STRICT
+
+    cert_file: FilePath
+    key_file: FilePath
+    client_auth_type: ClientAuthType = "NoClientCert"
+    client_ca_file: FilePath | None = None
+    min_version: TlsVersion | None = None
+    max_version: TlsVersion | None = None
+    cipher_suites: list[CipherSuite] | None = Field(None, min_length=1)
+    prefer_server_cipher_suites: bool | None = None
+    curve_preferences: list[Curve] | None = Field(None, min_length=1, max_length=1)
+    client_allowed_sans: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _regular_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Relative to the web config file, as in exporter-toolkit.
+        if value is None:
+            return None
+        base = (info.context or {}).get("base", Path("."))
+        resolved = Path(value) if os.path.isabs(value) else base / value
+        if not _regular(str(resolved)):
+            raise ValueError(f"{shown(str(resolved), SHOWN_PATH_CHARACTERS)} is not an existing regular file")
+        return str(resolved)
+
+    @model_validator(mode="after")
+    def _client_certificates(self) -> TlsServerConfig:
+        auth = self.client_auth_type
+        if auth in _VERIFIED_CLIENT_AUTH and self.client_ca_file is None:
+            raise ValueError(f"client_auth_type {auth} needs tls_server_config.client_ca_file")
+        if auth == "RequireAnyClientCert":
+            # Python's ssl module cannot ask for a certificate without verifying it, so without a CA
+            # every client would be refused in the handshake.
+            raise ValueError(
+                "client_auth_type RequireAnyClientCert (a certificate that is not verified) is not "
+                "supported; use RequireAndVerifyClientCert with tls_server_config.client_ca_file"
+            )
+        if self.client_allowed_sans is not None and auth not in _VERIFIED_CLIENT_AUTH:
+            raise ValueError(
+                "client_allowed_sans needs client_auth_type RequireAndVerifyClientCert "
+                "(the names of an unverified certificate prove nothing)"
+            )
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """What :func:`configure_ssl` applies: OpenSSL's names, and only what the file set."""
+        tls: dict[str, Any] = {
+            "cert_file": self.cert_file,
+            "key_file": self.key_file,
+            "client_auth_type": self.client_auth_type,
+        }
+        if self.client_ca_file is not None:
+            tls["client_ca_file"] = self.client_ca_file
+        for key in ("min_version", "max_version", "prefer_server_cipher_suites"):
+            if getattr(self, key) is not None:
+                tls[key] = getattr(self, key)
+        if self.cipher_suites is not None:
+            tls["cipher_suites"] = [CIPHER_SUITES[name] for name in self.cipher_suites]
+        if self.curve_preferences is not None and CURVES[self.curve_preferences[0]] is not None:
+            tls["curve"] = CURVES[self.curve_preferences[0]]
+        if self.client_allowed_sans is not None:
+            tls["client_allowed_sans"] = frozenset(self.client_allowed_sans)
+        return tls
+
+
+class HttpServerConfig(BaseModel):
+    model_config = _STRICT
+
+    headers: dict[HeaderName, Annotated[str, AfterValidator(_header_value)]] | None = None
+    # exporter-toolkit's http2 (default true there): this server speaks HTTP/1.1 only, so false is
+    # honoured as it is and true is refused rather than silently ignored.
+    http2: bool = False
+
+    @field_validator("http2")
+    @classmethod
+    def _http1_only(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("this exporter serves HTTP/1.1 only; set http2: false or leave it out")
+        return value
+
+
+class WebConfigFile(BaseModel):
+    model_config = _STRICT
+
+    tls_server_config: TlsServerConfig | None = None
+    http_server_config: HttpServerConfig | None = None
+    basic_auth_users: (
+        Annotated[
+            dict[Annotated[str, AfterValidator(_user_name)], Annotated[str, AfterValidator(_bcrypt_hash)]],
+            BeforeValidator(_at_most_users),
+        ]
+        | None
+    ) = None
 
 
 @dataclass(frozen=True)
@@ -174,107 +302,43 @@ class WebConfig:
         return f"WebConfig(path={self.path!r}, tls={self.tls is not None}, users={sorted(self.users)})"
 
 
+def _show_value(path: Loc, error: ErrorDetails) -> Loc | None:
+    # The choices a file names are quoted, as what was written instead; no other value (a user's
+    # hash, a header) ever is.
+    return path if error["type"] == "literal_error" and path[:1] == ("tls_server_config",) else None
+
+
+def _explain(path: Loc, error: ErrorDetails) -> str | None:
+    if "curve_preferences" in path:
+        return (
+            f"must name exactly one of {', '.join(CURVES)} "
+            "(Python's ssl module pins one curve and cannot order several)"
+        )
+    if not path and error["type"] == "model_type":
+        return "must be a mapping of tls_server_config, http_server_config, basic_auth_users"
+    return None
+
+
 def load(path: str) -> WebConfig:
+    """The web configuration of the file at ``path``; :class:`WebConfigError` naming every problem."""
     try:
-        data = read_yaml(path) or {}
+        document = load_document(path)
     except YamlFileError as exc:
         raise WebConfigError(f"web config: {exc}") from None
-    data = _mapping(data, f"web config {path}", "tls_server_config, http_server_config, basic_auth_users")
-    _unknown(data, _TOP_KEYS, f"web config {path}")
-    base = Path(path).parent
-    tls = _tls(data.get("tls_server_config"), base, path)
-    headers = _headers(data.get("http_server_config"), path)
-    users = _users(data.get("basic_auth_users"), path)
-    return WebConfig(path, tls, headers, users)
-
-
-def _resolve(base: Path, value: Any, key: str, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise WebConfigError(f"web config {path}: tls_server_config.{key} must be a file path")
-    resolved = Path(value) if os.path.isabs(value) else base / value
-    if not _regular(str(resolved)):
-        shown = _shown(str(resolved), SHOWN_PATH_CHARACTERS)
-        raise WebConfigError(f"web config {path}: tls_server_config.{key}: {shown} is not an existing regular file")
-    return str(resolved)
-
-
-def _tls(raw: Any, base: Path, path: str) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    where = f"web config {path}: tls_server_config"
-    raw = _mapping(raw, where, "cert_file, key_file, client_auth_type, ...")
-    _unknown(raw, _TLS_KEYS, where)
-    if not raw.get("cert_file") or not raw.get("key_file"):
-        raise WebConfigError(f"web config {path}: tls_server_config needs both cert_file and key_file")
-    tls: dict[str, Any] = {
-        "cert_file": _resolve(base, raw["cert_file"], "cert_file", path),
-        "key_file": _resolve(base, raw["key_file"], "key_file", path),
-    }
-    auth = _choice(raw, "client_auth_type", CLIENT_AUTH_TYPES, where) if "client_auth_type" in raw else "NoClientCert"
-    tls["client_auth_type"] = auth
-    if raw.get("client_ca_file"):
-        tls["client_ca_file"] = _resolve(base, raw["client_ca_file"], "client_ca_file", path)
-    elif auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
-        raise WebConfigError(f"web config {path}: client_auth_type {auth} needs tls_server_config.client_ca_file")
-    for key in ("min_version", "max_version"):
-        if key in raw:
-            tls[key] = _choice(raw, key, TLS_VERSIONS, where)
-    if auth == "RequireAnyClientCert":
-        # Python's ssl module cannot ask for a certificate without verifying it, so without a CA
-        # every client would be refused in the handshake.
-        raise WebConfigError(
-            f"web config {path}: client_auth_type RequireAnyClientCert (a certificate that is not verified) is not "
-            "supported; use RequireAndVerifyClientCert with tls_server_config.client_ca_file"
-        )
-    tls.update(_tls_options(raw, auth, path))
-    return tls
-
-
-def _tls_options(raw: dict[str, Any], auth: str, path: str) -> dict[str, Any]:
-    """cipher_suites, prefer_server_cipher_suites, curve_preferences, client_allowed_sans, checked."""
-    options: dict[str, Any] = {}
-    where = f"web config {path}: tls_server_config"
-    suites = raw.get("cipher_suites")
-    if suites is not None:
-        if not isinstance(suites, list) or not suites or not all(isinstance(name, str) for name in suites):
-            raise WebConfigError(f"{where}.cipher_suites must be a non-empty list of cipher suite names")
-        unknown = [name for name in suites if name not in CIPHER_SUITES]
-        if unknown:
-            raise WebConfigError(
-                f"{where}.cipher_suites: {_shown(unknown[0])} is not one of {', '.join(sorted(CIPHER_SUITES))}"
-            )
-        options["cipher_suites"] = [CIPHER_SUITES[name] for name in suites]
-    prefer = raw.get("prefer_server_cipher_suites")
-    if prefer is not None:
-        if not isinstance(prefer, bool):
-            raise WebConfigError(f"{where}.prefer_server_cipher_suites must be true or false")
-        options["prefer_server_cipher_suites"] = prefer
-    curves = raw.get("curve_preferences")
-    if curves is not None:
-        if (
-            not isinstance(curves, list)
-            or len(curves) != 1
-            or not isinstance(curves[0], str)
-            or curves[0] not in CURVES
-        ):
-            raise WebConfigError(
-                f"{where}.curve_preferences must name exactly one of {sorted(CURVES)} "
-                "(Python's ssl module pins one curve and cannot order several)"
-            )
-        curve = CURVES[curves[0]]
-        if curve is not None:
-            options["curve"] = curve
-    sans = raw.get("client_allowed_sans")
-    if sans is not None:
-        if not isinstance(sans, list) or not sans or not all(isinstance(name, str) and name for name in sans):
-            raise WebConfigError(f"{where}.client_allowed_sans must be a non-empty list of names")
-        if auth not in ("RequireAndVerifyClientCert", "VerifyClientCertIfGiven"):
-            raise WebConfigError(
-                f"{where}.client_allowed_sans needs client_auth_type RequireAndVerifyClientCert "
-                "(the names of an unverified certificate prove nothing)"
-            )
-        options["client_allowed_sans"] = frozenset(sans)
-    return options
+    data = {} if document.data is None else document.data
+    try:
+        parsed = WebConfigFile.model_validate(data, context={"base": Path(path).parent})
+    except ValidationError as exc:
+        problems = describe(exc, document, model=WebConfigFile, show_value=_show_value, explain=_explain)
+        raise WebConfigError([f"web config: {problem}" for problem in problems]) from None
+    http = parsed.http_server_config
+    users = parsed.basic_auth_users or {}
+    return WebConfig(
+        path,
+        parsed.tls_server_config.settings() if parsed.tls_server_config is not None else None,
+        {str(name): value for name, value in ((http.headers if http is not None else None) or {}).items()},
+        {user: hashed.encode("ascii") for user, hashed in users.items()},
+    )
 
 
 def allowed_client(tls: dict[str, Any] | None, peercert: dict[str, Any] | None) -> bool:
@@ -287,59 +351,6 @@ def allowed_client(tls: dict[str, Any] | None, peercert: dict[str, Any] | None) 
         return True
     names = {str(value) for _, value in (peercert or {}).get("subjectAltName", ())}
     return bool(names & allowed)
-
-
-def _headers(raw: Any, path: str) -> dict[str, str]:
-    if raw is None:
-        return {}
-    where = f"web config {path}: http_server_config"
-    raw = _mapping(raw, where, "headers")
-    _unknown(raw, _HTTP_KEYS, where)
-    if raw.get("http2", False) is not False:
-        raise WebConfigError(f"{where}.http2: this exporter serves HTTP/1.1 only; set http2: false or leave it out")
-    headers = _mapping(raw.get("headers") or {}, f"{where}.headers", "header names to values")
-    for name, value in headers.items():
-        if name not in ALLOWED_HEADERS:
-            raise WebConfigError(f"{where}.headers: {_shown(name)} is not one of {', '.join(ALLOWED_HEADERS)}")
-        if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE_CHARS or not _HEADER_VALUE.fullmatch(value):
-            raise WebConfigError(
-                f"{where}.headers.{name} must be one line of visible ASCII characters (spaces and tabs inside), "
-                f"at most {MAX_HEADER_VALUE_CHARS}"
-            )
-    return dict(headers)
-
-
-def _users(raw: Any, path: str) -> dict[str, bytes]:
-    if raw is None:
-        return {}
-    where = f"web config {path}: basic_auth_users"
-    raw = _mapping(raw, where, "user names to bcrypt hashes")
-    if len(raw) > MAX_USERS:
-        raise WebConfigError(f"{where} holds {len(raw)} users; at most {MAX_USERS}")
-    users: dict[str, bytes] = {}
-    for user, hashed in raw.items():
-        # A user name is compared as UTF-8: a lone surrogate could not be, and a control character
-        # could not be typed by any client.
-        if not user or len(user) > MAX_USER_NAME_CHARS or ":" in user or not user.isprintable():
-            raise WebConfigError(
-                f"{where}: invalid user name {_shown(user)}; use 1 to {MAX_USER_NAME_CHARS} printable characters "
-                "without ':'"
-            )
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise WebConfigError(f"{where}.{_named(user)} must be a bcrypt hash ($2y$...), not a password")
-        shape = _BCRYPT_HASH.fullmatch(hashed)
-        if shape is None or not 4 <= int(shape["cost"]) <= MAX_BCRYPT_COST:
-            raise WebConfigError(
-                f"{where}.{_named(user)} is not a bcrypt hash of cost 4 to {MAX_BCRYPT_COST}; "
-                "make one with htpasswd -nbBC 10 '' PASSWORD"
-            )
-        encoded = hashed.encode("ascii")
-        try:
-            bcrypt.checkpw(b"", encoded)
-        except ValueError:
-            raise WebConfigError(f"{where}.{_named(user)} is not a valid bcrypt hash") from None
-        users[user] = encoded
-    return users
 
 
 def ssl_context(tls: dict[str, Any], path: str | None = None) -> ssl.SSLContext:
