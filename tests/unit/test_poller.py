@@ -422,3 +422,40 @@ async def test_a_poll_that_learns_nothing_commits_nothing_and_keeps_the_state(
     assert result.jobs_changed > 0
     assert store.saves == 3
     assert poller.state is not settled
+
+
+async def test_a_failed_commit_leaves_the_pollers_memory_so_the_next_poll_redoes_everything(
+    world: World, client: EiamClient, clock: ManualClock
+) -> None:
+    store = FailingStore(fail_times=0)
+    poller = make_poller(world, client, store, clock)
+    await poller.poll()
+    baseline = set(final_ids(world, world.now_ms()))
+    cursor_ms = poller.state.cursor_ms
+    assert cursor_ms is not None
+    # One job the API shows without a status (reported, never counted) and one that appears behind
+    # the window, where only the late check finds it (reported and counted).
+    (odd,) = add_finished_jobs(world, "no-status", [world.now_ms() + 1000])
+    odd.wire_overrides = {"Status": None}
+    (late,) = add_finished_jobs(world, "late", [cursor_ms - 60_000])
+    # Long enough that the late check is due whatever the call budget.
+    clock.advance(OPTIONS.late_horizon_seconds)
+    before = (dict(poller.reported), poller.last_late_check_ms, poller.pruned_before_ms, dict(poller.last_seen_ms))
+    store.fail_times = 1
+    with pytest.raises(StateError):
+        await poller.poll()  # it reported both and ran the late check, but committed nothing
+    assert (dict(poller.reported), poller.last_late_check_ms, poller.pruned_before_ms, dict(poller.last_seen_ms)) == (
+        before
+    )
+
+    clock.advance(60)  # too soon for another late check, had the failed poll's been remembered
+    result = await poller.poll()
+    assert result.anomalies.get("malformed") == 1, "reported again: its count was lost with the failed commit"
+    assert result.anomalies.get("late") == 1
+    # Every job counted once, the late one included, the one without a status left out.
+    expected = expected_jobs(world, baseline, world.now_ms())
+    expected[(odd.target_id, odd.trigger_type, odd.final_status)] -= 1
+    assert counted_jobs(poller.state) == +expected
+    assert poller.last_late_check_ms == clock() * 1000
+    assert {key for key, _ in poller.reported} >= {odd.job_id, late.job_id}
+    assert poller.pruned_before_ms > before[2]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 from idaas_sync_exporter.api.errors import bounded_code
@@ -42,6 +43,9 @@ class LastJob:
     start_ms: int
     end_ms: int | None
     objects: dict[tuple[str, str, str], int]
+
+    def copy(self) -> LastJob:
+        return LastJob(self.job_id, self.status, self.start_ms, self.end_ms, dict(self.objects))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -165,7 +169,7 @@ class FailedJob:
     end_ms: int | None
 
 
-def _millis_of(raw: dict[str, Any], name: str) -> int | None:
+def _millis_of(raw: Mapping[str, Any], name: str) -> int | None:
     """``name_ms`` of a stored document, or ``name`` in seconds as schema 3 stored it."""
     if f"{name}_ms" in raw:
         value = raw[f"{name}_ms"]
@@ -191,22 +195,161 @@ def job_objects(job: SynchronizationJob) -> dict[tuple[str, str, str], int]:
     return objects
 
 
+def _exemplar(job_id: Any, end_ms: Any) -> Exemplar:
+    if not isinstance(job_id, str) or (end_ms is not None and type(end_ms) is not int):
+        raise TypeError("an exemplar is not a job id and an end time")
+    return Exemplar(job_id, end_ms)
+
+
+def _failure_json(failure: FailedJob | None) -> dict[str, Any] | None:
+    if failure is None:
+        return None
+    return {
+        "job_id": failure.job_id,
+        "status": failure.status,
+        "error_code": failure.error_code,
+        "start_ms": failure.start_ms,
+        "end_ms": failure.end_ms,
+    }
+
+
+def _failure_of(raw: Any) -> FailedJob | None:
+    if raw is None:
+        return None
+    texts = (raw["job_id"], raw["status"], raw["error_code"])
+    if not all(isinstance(value, str) for value in texts):
+        raise TypeError("the latest failed job has a field that is not text")
+    start_ms, end_ms = raw["start_ms"], raw["end_ms"]
+    if type(start_ms) is not int or (end_ms is not None and type(end_ms) is not int):
+        raise TypeError("the latest failed job's times are not integers")
+    return FailedJob(raw["job_id"], raw["status"], raw["error_code"], start_ms, end_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """How one field of a :class:`TargetTally` is copied for a poll, written to the state file and read back.
+
+    A committed tally is never changed: snapshots show its dictionaries through read-only proxies
+    without copying them, and the snapshot builder and the exposition reuse what they made of a
+    tally for as long as it is the same object. A poll changes a copy instead, so ``copy`` must
+    leave nothing the copy could change shared with the original.
+    """
+
+    copy: Callable[[Any], Any]
+    dump: Callable[[Any], Any]
+    # Reads the field from the target's whole stored document: older files may spell it differently.
+    load: Callable[[Mapping[str, Any], str], Any]
+    # Files written before the field existed lack it and read the field's default; without it, a
+    # document that lacks the field is damage (the store moves the file aside).
+    optional: bool = False
+
+
+# The key of a TargetTally field's metadata that holds its Stored. The kinds below return that metadata.
+_STORED = "stored"
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _number(convert: Callable[[Any], Any], *, optional: bool = False) -> dict[str, Stored]:
+    """A number, stored as it is and read back through ``convert``."""
+    return {_STORED: Stored(_same, _same, lambda raw, name: convert(raw[name]), optional)}
+
+
+def _millis(*, optional: bool = False) -> dict[str, Stored]:
+    """A time in milliseconds or None, in a field named ``..._ms``; schema 3 stored it in seconds, without ``_ms``."""
+    return {_STORED: Stored(_same, _same, lambda raw, name: _millis_of(raw, name.removesuffix("_ms")), optional)}
+
+
+def _named_counts(*, optional: bool = False) -> dict[str, Stored]:
+    """Counts by one text label, stored as a JSON object."""
+    return {_STORED: Stored(dict, _same, lambda raw, name: dict(raw[name]), optional)}
+
+
+def _buckets(*, optional: bool = False) -> dict[str, Stored]:
+    """Counts by position (histogram buckets), stored as a JSON array."""
+    return {_STORED: Stored(list, _same, lambda raw, name: list(raw[name]), optional)}
+
+
+def _counts(labels: int, *, optional: bool = False) -> dict[str, Stored]:
+    """Counts by ``labels`` label values (a tuple, or a bare value when one), stored as rows ``[*labels, count]``."""
+
+    def dump(counts: dict[Any, int]) -> list[list[Any]]:
+        return [[*_key_cells(key, labels), count] for key, count in counts.items()]
+
+    def load(raw: Mapping[str, Any], name: str) -> dict[Any, int]:
+        return {key: count for key, (count,) in (_split_row(row, labels, 1) for row in raw[name])}
+
+    return {_STORED: Stored(dict, dump, load, optional)}
+
+
+def _exemplars(labels: int, *, optional: bool = False) -> dict[str, Stored]:
+    """The latest job behind each series, by ``labels`` label values, stored as rows ``[*labels, job_id, end_ms]``."""
+
+    def dump(exemplars: dict[Any, Exemplar]) -> list[list[Any]]:
+        return [[*_key_cells(key, labels), e.job_id, e.end_ms] for key, e in exemplars.items()]
+
+    def load(raw: Mapping[str, Any], name: str) -> dict[Any, Exemplar]:
+        rows = (_split_row(row, labels, 2) for row in raw[name])
+        return {key: _exemplar(job_id, end_ms) for key, (job_id, end_ms) in rows}
+
+    # Exemplars are frozen: copies share them, not the dictionary.
+    return {_STORED: Stored(dict, dump, load, optional)}
+
+
+def _last_job(*, optional: bool = False) -> dict[str, Stored]:
+    return {
+        _STORED: Stored(
+            lambda last: last.copy() if last else None,
+            lambda last: last.to_json() if last else None,
+            lambda raw, name: LastJob.from_json(raw[name]) if raw[name] else None,
+            optional,
+        )
+    }
+
+
+def _last_failure(*, optional: bool = False) -> dict[str, Stored]:
+    # Frozen: copies share it.
+    return {_STORED: Stored(_same, _failure_json, lambda raw, name: _failure_of(raw[name]), optional)}
+
+
+def _key_cells(key: Any, labels: int) -> list[Any]:
+    """A key as the cells of a stored row: a bare value when there is one label, else a tuple of them."""
+    return [*key] if labels > 1 else [key]
+
+
+def _split_row(row: Any, labels: int, values: int) -> tuple[Any, list[Any]]:
+    """A stored row as (key, values), the key as :func:`_key_cells` wrote it."""
+    cells = list(row)
+    if len(cells) != labels + values:
+        raise ValueError(f"a stored row has {len(cells)} cells, not {labels + values}")
+    return (tuple(cells[:labels]) if labels > 1 else cells[0]), cells[labels:]
+
+
 @dataclass(slots=True)
 class TargetTally:
-    """Everything exported for one target (type, id, direction)."""
+    """Everything exported for one target (type, id, direction).
 
-    jobs: dict[tuple[str, str], int] = field(default_factory=dict)  # (trigger_type, status)
-    objects: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-    duration_buckets: list[int] = field(default_factory=lambda: [0] * (len(JOB_DURATION_BUCKETS) + 1))
-    duration_sum: float = 0.0
-    duration_count: int = 0
-    last_job: LastJob | None = None
-    last_success_end_ms: int | None = None
+    Each field says in its metadata how it is copied and stored (:class:`Stored`); ``copy``,
+    ``to_json`` and ``from_json`` follow from that, in the order of the fields.
+    """
+
+    jobs: dict[tuple[str, str], int] = field(default_factory=dict, metadata=_counts(2))  # (trigger_type, status)
+    objects: dict[tuple[str, str, str], int] = field(default_factory=dict, metadata=_counts(3))
+    errors: dict[str, int] = field(default_factory=dict, metadata=_named_counts())
+    duration_buckets: list[int] = field(
+        default_factory=lambda: [0] * (len(JOB_DURATION_BUCKETS) + 1), metadata=_buckets()
+    )
+    duration_sum: float = field(default=0.0, metadata=_number(float))
+    duration_count: int = field(default=0, metadata=_number(int))
+    last_job: LastJob | None = field(default=None, metadata=_last_job())
+    last_success_end_ms: int | None = field(default=None, metadata=_millis())
     # The latest job behind each jobs series ((trigger_type, status)) and each error code.
-    job_exemplars: dict[tuple[str, str], Exemplar] = field(default_factory=dict)
-    error_exemplars: dict[str, Exemplar] = field(default_factory=dict)
-    last_failure: FailedJob | None = None
+    # Optional: files written before exemplars and the latest failure were kept lack them.
+    job_exemplars: dict[tuple[str, str], Exemplar] = field(default_factory=dict, metadata=_exemplars(2, optional=True))
+    error_exemplars: dict[str, Exemplar] = field(default_factory=dict, metadata=_exemplars(1, optional=True))
+    last_failure: FailedJob | None = field(default=None, metadata=_last_failure(optional=True))
 
     def _trigger_label(self, job: SynchronizationJob) -> str:
         trigger = job.trigger_type
@@ -288,51 +431,31 @@ class TargetTally:
             self.last_failure = FailedJob(job.job_id, job.status, job.error_code or "", job.start_ms, job.end_ms)
 
     def copy(self) -> TargetTally:
-        return TargetTally(
-            jobs=dict(self.jobs),
-            objects=dict(self.objects),
-            errors=dict(self.errors),
-            duration_buckets=list(self.duration_buckets),
-            duration_sum=self.duration_sum,
-            duration_count=self.duration_count,
-            last_job=self.last_job,  # replaced, never mutated
-            last_success_end_ms=self.last_success_end_ms,
-            job_exemplars=dict(self.job_exemplars),
-            error_exemplars=dict(self.error_exemplars),
-            last_failure=self.last_failure,
-        )
+        """A tally a poll may change without changing this one."""
+        return TargetTally(**{name: stored.copy(getattr(self, name)) for name, stored in _TALLY_FIELDS})
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "jobs": [[*k, v] for k, v in self.jobs.items()],
-            "objects": [[*k, v] for k, v in self.objects.items()],
-            "errors": self.errors,
-            "duration_buckets": self.duration_buckets,
-            "duration_sum": self.duration_sum,
-            "duration_count": self.duration_count,
-            "last_job": self.last_job.to_json() if self.last_job else None,
-            "last_success_end_ms": self.last_success_end_ms,
-            "job_exemplars": [[t, st, e.job_id, e.end_ms] for (t, st), e in self.job_exemplars.items()],
-            "error_exemplars": [[code, e.job_id, e.end_ms] for code, e in self.error_exemplars.items()],
-            "last_failure": _failure_json(self.last_failure),
-        }
+        return {name: stored.dump(getattr(self, name)) for name, stored in _TALLY_FIELDS}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> TargetTally:
         return cls(
-            jobs={(t, s): v for t, s, v in raw["jobs"]},
-            objects={(o, a, r): v for o, a, r, v in raw["objects"]},
-            errors=dict(raw["errors"]),
-            duration_buckets=list(raw["duration_buckets"]),
-            duration_sum=float(raw["duration_sum"]),
-            duration_count=int(raw["duration_count"]),
-            last_job=LastJob.from_json(raw["last_job"]) if raw["last_job"] else None,
-            last_success_end_ms=_millis_of(raw, "last_success_end"),
-            # Absent from files written before exemplars existed: those start without them.
-            job_exemplars={(t, st): _exemplar(j, e) for t, st, j, e in raw.get("job_exemplars", ())},
-            error_exemplars={code: _exemplar(j, e) for code, j, e in raw.get("error_exemplars", ())},
-            last_failure=_failure_of(raw.get("last_failure")),
+            **{
+                name: stored.load(raw, name)
+                for name, stored in _TALLY_FIELDS
+                if not (stored.optional and name not in raw)
+            }
         )
+
+
+def _stored_fields(cls: type[Any]) -> tuple[tuple[str, Stored], ...]:
+    unsaid = [each.name for each in fields(cls) if _STORED not in each.metadata]
+    if unsaid:
+        raise TypeError(f"{cls.__name__}: say how {', '.join(unsaid)} is copied and stored (metadata=..., see Stored)")
+    return tuple((each.name, each.metadata[_STORED]) for each in fields(cls))
+
+
+_TALLY_FIELDS = _stored_fields(TargetTally)
 
 
 def _log_first_fold(job: SynchronizationJob, what: str, limit: int) -> None:
@@ -347,33 +470,3 @@ def _log_first_fold(job: SynchronizationJob, what: str, limit: int) -> None:
             "limit": limit,
         },
     )
-
-
-def _exemplar(job_id: Any, end_ms: Any) -> Exemplar:
-    if not isinstance(job_id, str) or (end_ms is not None and type(end_ms) is not int):
-        raise TypeError("an exemplar is not a job id and an end time")
-    return Exemplar(job_id, end_ms)
-
-
-def _failure_json(failure: FailedJob | None) -> dict[str, Any] | None:
-    if failure is None:
-        return None
-    return {
-        "job_id": failure.job_id,
-        "status": failure.status,
-        "error_code": failure.error_code,
-        "start_ms": failure.start_ms,
-        "end_ms": failure.end_ms,
-    }
-
-
-def _failure_of(raw: Any) -> FailedJob | None:
-    if raw is None:
-        return None
-    texts = (raw["job_id"], raw["status"], raw["error_code"])
-    if not all(isinstance(value, str) for value in texts):
-        raise TypeError("the latest failed job has a field that is not text")
-    start_ms, end_ms = raw["start_ms"], raw["end_ms"]
-    if type(start_ms) is not int or (end_ms is not None and type(end_ms) is not int):
-        raise TypeError("the latest failed job's times are not integers")
-    return FailedJob(raw["job_id"], raw["status"], raw["error_code"], start_ms, end_ms)

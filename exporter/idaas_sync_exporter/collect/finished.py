@@ -6,7 +6,6 @@ Elasticsearch) reads the same as one against ``/api/v1/jobs``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import string
@@ -17,6 +16,7 @@ from urllib.parse import quote
 
 from idaas_sync_exporter.collect.counting import FinishedJob
 from idaas_sync_exporter.collect.targets import TargetInfo
+from idaas_sync_exporter.pacing import paced
 
 log = logging.getLogger("idaas_sync_exporter.jobs")
 EVENT_MESSAGE = "sync job finished"
@@ -75,11 +75,9 @@ async def write_events(
     instance_id: str, jobs: tuple[FinishedJob, ...], names: Mapping[tuple[str, str], TargetInfo]
 ) -> None:
     """One log event per job, in the order they finished; called after the poll that counted them committed."""
-    for written, job in enumerate(sorted(jobs, key=lambda finished: finished.order), start=1):
+    async for job in paced(sorted(jobs, key=lambda finished: finished.order), EVENTS_PER_SLICE):
         named = names.get((job.target.target_type, job.target.target_id))
         log.info(EVENT_MESSAGE, extra=event_fields(instance_id, job, named.name if named is not None else None))
-        if written % EVENTS_PER_SLICE == 0:
-            await asyncio.sleep(0)
 
 
 # The scheme and host of a console link come from the pattern alone: placeholders may only follow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from idaas_sync_exporter.collect.poller import ANOMALY_REASONS
+from idaas_sync_exporter.api.models import ANOMALY_REASONS
 
 
 @dataclass(slots=True)

@@ -11,7 +11,8 @@ Reading strategy (the cost follows new and changed jobs, not the window):
 2. Followed (pending/running) jobs that step 1 did not return are re-read in batches:
    one listing per group of up to 100 targets, bounded to their start times; jobs
    running for a long time with one ``Status=running`` listing. Anything a complete
-   batch did not return is read with ``GetSynchronizationJob``.
+   batch did not return is read with ``GetSynchronizationJob``. The batches are planned
+   in :mod:`idaas_sync_exporter.collect.recheck`.
 
 Re-reads are paid from what the poll learns. A poll makes at most one call more than
 one per 100 new or changed jobs it has seen so far; re-reads that would exceed that
@@ -36,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import heapq
 import logging
 import math
@@ -46,22 +46,22 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from idaas_sync_exporter.api.client import MAX_PAGE_SIZE, EiamClient, JobFilter, JobPage
 from idaas_sync_exporter.api.errors import ApiError, EiamError
-from idaas_sync_exporter.api.models import IN_PROGRESS_STATUSES, REPAIR_REASONS, Anomaly, SynchronizationJob
+from idaas_sync_exporter.api.models import IN_PROGRESS_STATUSES, Anomaly, SynchronizationJob
 from idaas_sync_exporter.collect.counting import FinishedJob, TargetKey, finish_order
+
+# Re-exported: the settings bound the configured target filters by what one re-read listing can carry.
+from idaas_sync_exporter.collect.recheck import TARGET_ID_CHARS_PER_QUERY as TARGET_ID_CHARS_PER_QUERY  # noqa: PLC0414
+from idaas_sync_exporter.collect.recheck import TARGET_IDS_PER_QUERY as TARGET_IDS_PER_QUERY  # noqa: PLC0414
+from idaas_sync_exporter.collect.recheck import Recheck, RecheckPlanner, spare_calls
 from idaas_sync_exporter.collect.state import InstanceState, PollWork, TrackedJob
 from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.pacing import paced
 
 log = logging.getLogger(__name__)
 
-# How many target ids one batched re-read asks for, and how many characters they may
-# take together: API fronts refuse request lines over 8 KB (400 LineTooLong), and the
-# rest of a signed query needs about 1 KB.
-TARGET_IDS_PER_QUERY = 100
-TARGET_ID_CHARS_PER_QUERY = 5000
 # A job may start this far after the API's own clock (the Date header rounds to seconds)
 # before its StartTime is treated as wrong: it then never moves the cursor.
 FUTURE_TOLERANCE_MS = 60_000
@@ -70,8 +70,8 @@ REPORTED_LIMIT = 10_000
 # Odd jobs logged one by one in a poll; past this they are counted and summed up in one line, so
 # pages full of malformed entries cannot flood the log.
 ANOMALIES_LOGGED_PER_POLL = 50
-# Every reason of idaas_exporter_jobs_anomalous_total, so that each series exists from the start.
-ANOMALY_REASONS = ("malformed", *REPAIR_REASONS, "future_start", "late")
+# Jobs of a page applied between returns to the event loop, so that scrapes are served between slices of a page.
+JOBS_PER_SLICE = 25
 _ANOMALY_MESSAGES = {
     "malformed": "job quarantined: not used until the API shows it usable",
     "future_start": "job starts after the API's clock; followed and counted, but it does not move the cursor",
@@ -157,14 +157,23 @@ class PollResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Recheck:
-    """One listing that re-reads a group of followed jobs."""
+class PollMemory:
+    """What a poll leaves its poller to remember beside the state it commits.
 
-    jobs: dict[str, TrackedJob]
-    job_filter: JobFilter
-    # Milliseconds since the least recently seen of these jobs was seen.
-    waited: float
-    forced: bool
+    The poller takes it only once that state is committed (or when there was nothing to commit).
+    A poll that fails leaves the poller as it was, so the next poll redoes all of it: it reports
+    again the odd jobs whose counts were lost with the failed poll, and runs its late check again.
+    """
+
+    # When jobs behind the window were last looked for.
+    last_late_check_ms: float
+    # The boundary below which settled ids were last let go of.
+    pruned_before_ms: float
+    # Odd jobs this poll reported first, in the order it did (keys of InstancePoller.reported).
+    newly_reported: tuple[tuple[str, str], ...]
+    # The jobs the API returned in this poll, and when: followed ones among them are not due for a re-read.
+    seen: AbstractSet[str]
+    seen_at_ms: int
 
 
 class InstancePoller:
@@ -188,14 +197,14 @@ class InstancePoller:
         if len(state.recent) > options.recent_jobs:  # the limit was lowered since the file was written
             state = dataclasses.replace(state, recent=state.recent[: options.recent_jobs])
         self._state = state
-        # When each followed job was last returned by the API (ms), in this process. Not
-        # persisted: after a restart every followed job is due at once.
+        # What polls leave to remember beside the state (see PollMemory); none of it is persisted.
+        # When each followed job was last returned by the API (ms): after a restart every followed job is due at once.
         self.last_seen_ms: dict[str, float] = {}
-        # Odd jobs already logged, so that each is logged once, not every poll.
+        # Odd jobs already logged and counted, so that each is logged once, not every poll.
         self.reported: OrderedDict[tuple[str, str], None] = OrderedDict()
-        # When jobs behind the window were last checked for (not persisted: due at once after a restart).
+        # When jobs behind the window were last checked for: due at once after a restart.
         self.last_late_check_ms = -math.inf
-        # The boundary below which settled ids were last let go of (not persisted: pruned on the first poll).
+        # The boundary below which settled ids were last let go of: pruned on the first poll.
         self.pruned_before_ms = -math.inf
 
     @property
@@ -219,18 +228,30 @@ class InstancePoller:
             recent = run.work.new_recent(state)
             await asyncio.to_thread(self._store.save, state, run.work.touched, recent, self.options.recent_jobs)
             self._state = state
+        self._remember(run.memory(), state)
+        return run.result(state)
+
+    def _remember(self, memory: PollMemory, state: InstanceState) -> None:
+        """Take what a poll learned beside ``state``, its committed state; never called for a failed poll."""
+        self.last_late_check_ms = memory.last_late_check_ms
+        self.pruned_before_ms = memory.pruned_before_ms
+        reported = self.reported
+        for key in memory.newly_reported:
+            reported[key] = None
+        while len(reported) > REPORTED_LIMIT:
+            reported.popitem(last=False)
         self.last_seen_ms = {
-            job_id: run.now_ms if job_id in run.seen else self.last_seen_ms.get(job_id, -math.inf)
+            job_id: memory.seen_at_ms if job_id in memory.seen else self.last_seen_ms.get(job_id, -math.inf)
             for job_id in state.tracked
         }
-        return run.result(state)
 
 
 class PollRun:
     """One poll: what it has read so far and the changes it will commit.
 
     Reading strategy and counting rules are in the module documentation; the steps are
-    :meth:`read_window`, :meth:`recheck`, :meth:`check_late`, then :meth:`finish`.
+    :meth:`read_window`, :meth:`recheck`, :meth:`check_late`, then :meth:`finish`. It only reads
+    its poller: what the poller is to remember is handed over by :meth:`memory` after the commit.
     """
 
     def __init__(self, poller: InstancePoller, work: PollWork, *, now_ms: int) -> None:
@@ -249,6 +270,10 @@ class PollRun:
         # A cold poll reads a day of jobs and keeps the newest few for the recent-jobs page:
         # a bounded heap of (order, tie-breaker, job, target), made into records at the end.
         self._cold_newest: list[tuple[tuple[int, int, str], int, SynchronizationJob, TargetKey]] = []
+        # The poller's memory as this poll leaves it (see PollMemory), until the poller takes it.
+        self.last_late_check_ms = poller.last_late_check_ms
+        self.pruned_before_ms = poller.pruned_before_ms
+        self.newly_reported: dict[tuple[str, str], None] = {}
 
     @property
     def api_now_ms(self) -> int:
@@ -286,15 +311,13 @@ class PollRun:
                 # The cursor never passes the API's own clock: a job dated in the future would
                 # otherwise move every later window past the jobs that really come next.
                 latest_plausible_ms = self.api_now_ms + FUTURE_TOLERANCE_MS
-                for index, job in enumerate(page.jobs):
+                async for job in paced(page.jobs, JOBS_PER_SLICE):
                     if job.start_ms > latest_plausible_ms:
                         self.note_anomalies([Anomaly(job.job_id, "future_start", _after_clock(job))])
                     elif self.newest_start_ms is None or job.start_ms > self.newest_start_ms:
                         self.newest_start_ms = job.start_ms
                     self.seen.add(job.job_id)
                     self.apply(job, cold=self.cold)
-                    if index % 25 == 24:
-                        await asyncio.sleep(0)  # scrapes are served between slices of a page
                 if page.next_token and page.jobs and self.rest_is_known(page, total):
                     break
 
@@ -313,31 +336,16 @@ class PollRun:
             return False
         return total - len(self.seen) == _known_between(base, self.window_start_ms, last_ms, skip=self.seen)
 
-    def _waited_ms(self, job_ids: Iterable[str]) -> float:
-        """How long ago the least recently seen of ``job_ids`` was seen (infinite if never)."""
-        last_seen = self.poller.last_seen_ms
-        return self.now_ms - min(last_seen.get(job_id, -math.inf) for job_id in job_ids)
-
-    def rechecks(self, unseen: dict[str, TrackedJob]) -> list[_Recheck]:
-        """The listings that would re-read ``unseen``, those that must run first, then by how long they waited."""
-        recheck_max_ms = _ms(self.opts.recheck_max_seconds)
-        cutoff = self.api_now_ms - _ms(self.opts.long_running_seconds)
-        recent = {job_id: tracked for job_id, tracked in unseen.items() if tracked.start_ms >= cutoff}
-        old = {job_id: tracked for job_id, tracked in unseen.items() if tracked.start_ms < cutoff}
-        rechecks: list[_Recheck] = []
-        for group in _recheck_groups(recent, self.poller.last_seen_ms):
-            waited = self._waited_ms(group)
-            starts = [tracked.start_ms for tracked in group.values()]
-            job_filter = self.opts.job_filter(start_ms=min(starts), end_ms=max(starts), target_ids=_targets_of(group))
-            rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= recheck_max_ms))
-        waited = self._waited_ms(old) if old else 0.0
-        if waited >= recheck_max_ms / 2:
-            for group in _recheck_groups(old, {}):
-                start_ms = min(tracked.start_ms for tracked in group.values())
-                job_filter = self.opts.job_filter(start_ms=start_ms, status="running", target_ids=_targets_of(group))
-                rechecks.append(_Recheck(group, job_filter, waited, forced=waited >= recheck_max_ms))
-        rechecks.sort(key=lambda recheck: (not recheck.forced, -recheck.waited))
-        return rechecks
+    def _recheck_planner(self) -> RecheckPlanner:
+        opts = self.opts
+        return RecheckPlanner(
+            last_seen_ms=self.poller.last_seen_ms,
+            now_ms=self.now_ms,
+            api_now_ms=self.api_now_ms,
+            recheck_max_ms=_ms(opts.recheck_max_seconds),
+            long_running_ms=_ms(opts.long_running_seconds),
+            job_filter=opts.job_filter,
+        )
 
     async def recheck(self, unseen: dict[str, TrackedJob]) -> None:
         """Re-read followed jobs the window listing did not return, within the poll's call budget.
@@ -345,9 +353,10 @@ class PollRun:
         Whatever a complete listing did not return is read one by one, so nothing depends
         on how the API interprets EndTime or on a job having left the running state.
         """
-        if self.stats.spare_calls() < 1 and self._waited_ms(unseen) < _ms(self.opts.recheck_max_seconds):
+        planner = self._recheck_planner()
+        if self.stats.spare_calls() < 1 and not planner.any_due(unseen):
             return  # no call to spare and none is due: planning the listings would be wasted work
-        for recheck in self.rechecks(unseen):
+        for recheck in planner.plan(unseen):
             if not recheck.forced and self.stats.spare_calls() < 1:
                 continue
             self.stats.forced += recheck.forced
@@ -357,7 +366,7 @@ class PollRun:
                 if job_id not in self.seen:
                     await self.read_one(job_id)
 
-    async def _list_followed(self, recheck: _Recheck, unseen: dict[str, TrackedJob]) -> bool:
+    async def _list_followed(self, recheck: Recheck, unseen: dict[str, TrackedJob]) -> bool:
         """Apply what one re-read listing returns; False when it stopped early for lack of calls."""
         async with contextlib.aclosing(self._pages(recheck.job_filter)) as pages:
             async for page in pages:
@@ -379,14 +388,14 @@ class PollRun:
         One call asks only for ``TotalCount`` between ``cursor - late_horizon`` and the window;
         only when that exceeds the jobs already known there is the range listed.
         """
-        poller, work = self.poller, self.work
+        work = self.work
         cursor_ms = work.base.cursor_ms
         if cursor_ms is None:
-            poller.last_late_check_ms = self.now_ms  # a cold start has just read the whole lookback window
+            self.last_late_check_ms = self.now_ms  # a cold start has just read the whole lookback window
             return
         recheck_max_ms = _ms(self.opts.recheck_max_seconds)
         horizon_ms = _ms(self.opts.late_horizon_seconds)
-        waited = self.now_ms - poller.last_late_check_ms
+        waited = self.now_ms - self.last_late_check_ms
         # Paid from spare calls every half recheck maximum; forced (over the call bound) only
         # often enough that every job up to half the horizon late is still inside it.
         forced = waited >= max(recheck_max_ms, horizon_ms / 2)
@@ -396,7 +405,7 @@ class PollRun:
         end_ms = self.window_start_ms - 1
         if end_ms < start_ms:
             return
-        poller.last_late_check_ms = self.now_ms
+        self.last_late_check_ms = self.now_ms
         self.stats.forced += forced
         job_filter = self.opts.job_filter(start_ms=start_ms, end_ms=end_ms)
         total = await self.count(job_filter)
@@ -446,16 +455,14 @@ class PollRun:
 
     def note_anomalies(self, anomalies: Iterable[Anomaly], *, mark_seen: bool = True) -> None:
         """Log and count each odd job once (again only if it turns odd another way)."""
-        reported = self.poller.reported
+        reported_before = self.poller.reported
         for anomaly in anomalies:
             if anomaly.job_id is not None and mark_seen:
                 self.seen.add(anomaly.job_id)  # listed, even if not usable: the TotalCount check counts it
             key = (anomaly.job_id or anomaly.detail, anomaly.reason)
-            if key in reported:
+            if key in reported_before or key in self.newly_reported:
                 continue
-            reported[key] = None
-            if len(reported) > REPORTED_LIMIT:
-                reported.popitem(last=False)
+            self.newly_reported[key] = None
             self.stats.anomalies[anomaly.reason] += 1
             if self.stats.anomalies.total() > ANOMALIES_LOGGED_PER_POLL:
                 self.stats.anomalies_not_logged += 1
@@ -581,12 +588,22 @@ class PollRun:
         work.cursor_ms = base_ms if self.newest_start_ms is None else max(base_ms, self.newest_start_ms)
         # Ids are kept as long as the late check looks back; older ones are never asked for again.
         prune_before = work.cursor_ms - max(_ms(self.opts.late_horizon_seconds), self.overlap_ms + 60_000)
-        if prune_before > self.poller.pruned_before_ms:
+        if prune_before > self.pruned_before_ms:
             # Only when the cursor moved: an idle poll keeps the very same ids (keeping a few
             # ids longer never counts a job twice).
             work.counted = {job_id: start for job_id, start in work.counted.items() if start >= prune_before}
-            self.poller.pruned_before_ms = prune_before
+            self.pruned_before_ms = prune_before
         return work.result(self.opts.recent_jobs)
+
+    def memory(self) -> PollMemory:
+        """What the poller is to remember of this poll, once its state is committed."""
+        return PollMemory(
+            last_late_check_ms=self.last_late_check_ms,
+            pruned_before_ms=self.pruned_before_ms,
+            newly_reported=tuple(self.newly_reported),
+            seen=self.seen,
+            seen_at_ms=self.now_ms,
+        )
 
     def result(self, state: InstanceState) -> PollResult:
         stats = self.stats
@@ -629,51 +646,6 @@ def _after_clock(job: SynchronizationJob) -> str:
     return f"StartTime {job.start_ms} is after the API's clock"
 
 
-def _targets_of(group: dict[str, TrackedJob]) -> list[str]:
-    return sorted({tracked.target.target_id for tracked in group.values()})
-
-
-def _recheck_groups(jobs: dict[str, TrackedJob], last_seen: dict[str, float]) -> list[dict[str, TrackedJob]]:
-    """``jobs`` in groups of at most TARGET_IDS_PER_QUERY targets: those last seen together, by start time.
-
-    Jobs last seen in the same poll go together, so the longest-waiting jobs are read
-    in the first listings instead of each listing holding a few of them (which would let
-    them all reach the recheck maximum at once). Within that, adjacent start times keep
-    each listing's time range (and the settled jobs of the same targets inside it)
-    small. As few groups as the target limit allows, of even size, so that none barely
-    spills onto a second page.
-    """
-    ordered = sorted(jobs, key=lambda job_id: (last_seen.get(job_id, -math.inf), jobs[job_id].start_ms))
-    distinct = {tracked.target.target_id for tracked in jobs.values()}
-    chars = sum(map(_query_chars, distinct))
-    needed = max(math.ceil(len(distinct) / TARGET_IDS_PER_QUERY), math.ceil(chars / TARGET_ID_CHARS_PER_QUERY), 1)
-    per_group = math.ceil(len(distinct) / needed)
-    groups: list[dict[str, TrackedJob]] = []
-    targets: set[str] = set()
-    group_chars = 0
-    for job_id in ordered:
-        tracked = jobs[job_id]
-        target_id = tracked.target.target_id
-        if not groups or (
-            target_id not in targets
-            and (len(targets) == per_group or group_chars + _query_chars(target_id) > TARGET_ID_CHARS_PER_QUERY)
-        ):
-            groups.append({})
-            targets = set()
-            group_chars = 0
-        groups[-1][job_id] = tracked
-        if target_id not in targets:
-            targets.add(target_id)
-            group_chars += _query_chars(target_id)
-    return groups
-
-
-@functools.lru_cache(maxsize=16384)
-def _query_chars(target_id: str) -> int:
-    """Characters one target id adds to a signed query: ``&TargetIds.100=`` and the percent-encoded id."""
-    return 16 + len(quote(target_id, safe="-_.~"))
-
-
 @dataclass(slots=True)
 class _PollStats:
     calls: int = 0
@@ -687,5 +659,4 @@ class _PollStats:
     anomalies_not_logged: int = 0
 
     def spare_calls(self) -> int:
-        """Calls this poll may still make and stay within one per 100 jobs learned, plus one."""
-        return math.ceil(self.changed / MAX_PAGE_SIZE) + 1 - self.calls
+        return spare_calls(self.changed, self.calls)
