@@ -30,8 +30,10 @@ RUN groupadd --system --gid 10001 exporter \
 COPY --from=build /opt/venv /opt/venv
 LABEL org.opencontainers.image.title="idaas-sync-exporter" \
       org.opencontainers.image.revision="${REVISION}"
+# No IDAAS_EXPORTER_STATE_PATH: the default is /var/lib/idaas-sync-exporter/state.sqlite3 when that
+# directory exists, as here, and `serve --demo` then keeps its state in memory instead of writing
+# the volume a real tenant's state will use.
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
-    IDAAS_EXPORTER_STATE_PATH=/var/lib/idaas-sync-exporter/state.sqlite3 \
     IDAAS_EXPORTER_LOG_FORMAT=json \
     IDAAS_EXPORTER_REVISION=${REVISION}
 USER 10001:10001

@@ -164,8 +164,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PAGE = ROOT / "docs" / "configuration.md"
 LOCAL_HEADING = "### Try it locally"
 # The page's fixed ports: the two regions' simulators, the STS stand-in, the exporter.
-LOCAL_PORTS = (18081, 18082, 18443, 10129)
-EXPORTER_PORT = 10129
+LOCAL_PORTS = (18081, 18082, 18443, 18129)
+EXPORTER_PORT = 18129
 
 
 class LocalExample:

@@ -1,5 +1,5 @@
 import sys
 
-from idaas_sync_exporter.cli import main
+from idaas_sync_exporter.launcher import main
 
 sys.exit(main())

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from idaas_sync_exporter import __version__
 from idaas_sync_exporter.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
@@ -98,8 +99,87 @@ def _add_logging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=LOG_FORMATS, default=None, help="default: logfmt")
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line naming the command and where its help is.
+
+    argparse's own print the whole usage (34 lines for one mistyped value) before the error.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed; an unknown option is one line naming it (never its value) and the closest option."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = _subcommands(parser)
+        command = commands.get(args.command, parser)
+        command.error(_unknown_arguments(extras, command, commands.get("serve")))
+    return args
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _unknown_arguments(
+    extras: list[str], command: argparse.ArgumentParser, serve: argparse.ArgumentParser | None
+) -> str:
+    import difflib
+
+    options = [name for action in command._actions for name in action.option_strings]
+    # Only option names are shown: a value, or a stray word, may be a pasted secret.
+    unknown = [extra.split("=", 1)[0] for extra in extras if extra.startswith("-")]
+    if not unknown:
+        return f"{len(extras)} unexpected argument(s) that are not options"
+    name = unknown[0]
+    shown = shown_option(name)
+    spelled = name.replace("_", "-").lower()
+    serve_options = [n for action in serve._actions for n in action.option_strings] if serve else []
+    if spelled in options and spelled != name:
+        return f"unknown option {shown}: the option is spelled {spelled}"
+    if command is not serve and name in serve_options:
+        return f"{shown} is an option of serve only"
+    more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+    if spelled in OPTION_SYNONYMS and OPTION_SYNONYMS[spelled] in options:
+        return f"unknown option {shown}{more} (the option is {OPTION_SYNONYMS[spelled]})"
+    closest = difflib.get_close_matches(spelled, options, n=1, cutoff=0.75)
+    if closest:
+        return f"unknown option {shown}{more} (did you mean {closest[0]}?)"
+    closest = difflib.get_close_matches(spelled, serve_options, n=1, cutoff=0.75)
+    if closest and command is not serve:
+        return f"unknown option {shown}{more} (did you mean {closest[0]}? it is an option of serve only)"
+    return f"unknown option {shown}{more}"
+
+
+def shown_option(name: str) -> str:
+    """An option name from the command line, as an error may show it: plain ASCII and at most 60 characters."""
+    if len(name) <= 60 and all(c.isascii() and c.isprintable() for c in name):
+        return name
+    return "(an option name that is not plain ASCII, or longer than 60 characters)"
+
+
+# Names other tools give the same options, which no spelling distance finds.
+OPTION_SYNONYMS = {
+    "--port": "--listen-address",
+    "--listen": "--listen-address",
+    "--address": "--listen-address",
+    "--bind": "--listen-address",
+    "--interval": "--poll-interval-seconds",
+    "--region": "--region-id",
+    "--instance": "--instance-ids",
+    "--instance-id": "--instance-ids",
+    "--state": "--state-path",
+    "--state-file": "--state-path",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = CommandLineParser(
         prog="idaas-sync-exporter",
         description="Prometheus exporter for Alibaba Cloud IDaaS synchronization jobs.",
     )
@@ -358,6 +438,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def write_stdout(data: bytes) -> None:
+    """Write all of ``data`` to standard output; BrokenPipeError once its reader has gone away.
+
+    Straight to the descriptor, checking each write: a pipe whose reader exits while a large write
+    waits takes part of it and reports success, and the buffered file object then dropped the rest
+    and exited 0, as if the whole exposition had been delivered.
+    """
+    sys.stdout.flush()
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        # A stream with no descriptor (captured, redirected in-process) takes the text whole.
+        sys.stdout.write(data.decode("utf-8"))
+        return
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        view = view[written:]
+
+
 def _discard_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's last flush of what is buffered cannot fail again."""
     try:
@@ -370,7 +470,7 @@ def _discard_stdout() -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     try:
         if args.command == "simulate":
             configure_logging(args.log_level or "info", args.log_format or "logfmt")
@@ -443,13 +543,15 @@ def _exporter_command(args: argparse.Namespace) -> int:
             return EXIT_OK
         body, errors = asyncio.run(once(settings, demo, tenancy=tenancy))
     except (EndpointError, StateError, WebConfigError, ShardError, ListenError) as exc:
-        print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, StateError) and args.command == "once" and "in use by another" in str(exc):
+            hint = "; or run once with --state-path '' to poll without touching the daemon's state"
+        print(f"idaas-sync-exporter: error: {exc}{hint}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-    sys.stdout.write(body.decode("utf-8"))
-    sys.stdout.flush()
+    write_stdout(body)
     for error in errors:
         print(f"idaas-sync-exporter: error: poll failed: {error}", file=sys.stderr)
     return EXIT_RUNTIME if errors else EXIT_OK
@@ -508,6 +610,7 @@ def _pull_config(args: argparse.Namespace) -> int:
     from idaas_sync_exporter.pullconfig import command as pullconfig_cli
     from idaas_sync_exporter.runtime import account_credentials, credentials_from
     from idaas_sync_exporter.settings import check_instance_id
+    from idaas_sync_exporter.tenancy import load_tenancy
 
     try:
         check_instance_id(args.instance_id)
@@ -516,6 +619,15 @@ def _pull_config(args: argparse.Namespace) -> int:
     settings = settings_from(args, defaults={"state_path": ""})
     endpoint = resolve_endpoint(settings.region_id, settings.endpoint)
     configure_logging(settings.log_level, settings.log_format)
+
+    def connection() -> tuple[Endpoint, CredentialsProvider]:
+        # An instance the config file lists is reached as serve reaches it: with its account, region
+        # and endpoint; any other with the flat settings. A dry run reaches nothing, so reads no key.
+        tenancy = load_tenancy(settings, args.config)
+        listed = next((i for i in tenancy.instances if i.instance_id == args.instance_id), None)
+        if listed is None:
+            return endpoint, credentials_from(settings)
+        return resolve_endpoint(listed.region, listed.endpoint), account_credentials(settings, tenancy)[listed.account]
 
     async def apply(client: EiamClient | None) -> int:
         return await pullconfig_cli.set_(
@@ -553,7 +665,7 @@ def _rules(args: argparse.Namespace) -> int:
         config = load(Path(args.config) if args.config else None)
     except RulesConfigError as exc:
         raise UsageError(str(exc)) from None
-    sys.stdout.write(render(config, args.kind))
+    write_stdout(render(config, args.kind).encode("utf-8"))
     return EXIT_OK
 
 
@@ -611,7 +723,6 @@ def _simulate(args: argparse.Namespace) -> int:
     except LaunchError as exc:
         for problem in exc.problems:
             print(f"idaas-sync-exporter: error: {problem}", file=sys.stderr)
-    from idaas_sync_exporter.tenancy import load_tenancy
         return EXIT_USAGE
     # The world runs --speed times faster; what the API reports is compressed back onto the wall clock.
     clock = CompressedClock(speed=args.speed)
@@ -621,15 +732,6 @@ def _simulate(args: argparse.Namespace) -> int:
     app = SimulatorApp(
         world,
         served.keys,
-    def connection() -> tuple[Endpoint, CredentialsProvider]:
-        # An instance the config file lists is reached as serve reaches it: with its account, region
-        # and endpoint; any other with the flat settings. A dry run reaches nothing, so reads no key.
-        tenancy = load_tenancy(settings, args.config)
-        listed = next((i for i in tenancy.instances if i.instance_id == args.instance_id), None)
-        if listed is None:
-            return endpoint, credentials_from(settings)
-        return resolve_endpoint(listed.region, listed.endpoint), account_credentials(settings, tenancy)[listed.account]
-
         faults=faults,
         seed=args.seed,
         session_keys=(lambda key_id, token: sessions.key(key_id, token, instance_ids)) if sessions else None,

@@ -331,7 +331,7 @@ LOCAL_SETUP = 'export TEAM_ACCESS_KEY_ID=LTAI5tLocalTry TEAM_ACCESS_KEY_SECRET="
 LOCAL_CLOUD = "cat > cloud.yaml <<'YAML'"
 LOCAL_CONFIG = "cat > exporter.yaml <<'YAML'"
 LOCAL_START = "idaas-sync-exporter simulate --accounts cloud.yaml --region cn-hangzhou --speed 60 \\"
-LOCAL_COUNTS = "curl -s http://127.0.0.1:10129/metrics |"
+LOCAL_COUNTS = "curl -s http://127.0.0.1:18129/metrics |"
 LOCAL_REFUSED = (
     "TEAM_ACCESS_KEY_SECRET=not-the-secret SSL_CERT_FILE=sts.crt idaas-sync-exporter once --config exporter.yaml \\"
 )

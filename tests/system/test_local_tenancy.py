@@ -92,7 +92,7 @@ def test_the_documented_two_account_two_region_example_runs_locally(tmp_path: Pa
         step = example.run(start.text)
         assert step.status == 0 and step.output == example.expected(start), step.output
 
-        counting = example.block("curl -s http://127.0.0.1:10129/metrics |").text
+        counting = example.block("curl -s http://127.0.0.1:18129/metrics |").text
         latest: dict[str, int] = {}
 
         def every_instance_counted() -> bool:

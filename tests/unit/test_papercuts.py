@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import re
+import shlex
 import socket
 import ssl
 import subprocess
@@ -336,6 +337,19 @@ def _with_closed_stdout(*args: str, cwd: Path | None = None) -> subprocess.Compl
 
 
 @SYSTEM
+def test_a_reader_that_leaves_mid_exposition_is_exit_141_not_a_silent_success() -> None:
+    # `once … | head -c 100`: head reads a little and exits while the exposition is being written.
+    # The large write then returned short and the rest was dropped with exit code 0.
+    command = f"{shlex.join(exporter_command('once', '--demo', '--log-level', 'error'))} | head -c 100 > /dev/null"
+    result = subprocess.run(
+        ["bash", "-c", command + "; echo ${PIPESTATUS[0]}"],
+        capture_output=True, text=True, timeout=60, env=exporter_env(), check=False,
+    )  # fmt: skip
+    assert result.stdout.strip() == str(cli.EXIT_BROKEN_PIPE), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@SYSTEM
 @pytest.mark.parametrize(
     "args",
     [
@@ -587,3 +601,50 @@ def test_documented_commands_name_a_python_that_exists() -> None:
     for page in (ROOT / "docs" / "alerts.md", ROOT / "docs" / "development.md"):
         text = " ".join(page.read_text().split())
         assert "grafana/generate.py" in text and "the `test` extra" in text, page.name
+
+
+# --- 9. command-line mistakes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["serve", "--instance_ids", "x"],
+            "serve: error: unknown option --instance_ids: the option is spelled --instance-ids",
+        ),
+        (["serve", "--port", "10140"], "serve: error: unknown option --port (the option is --listen-address)"),
+        (["once", "--poll-interval-seconds", "5"], "once: error: --poll-interval-seconds is an option of serve only"),
+        (["once", "--poll-interval", "5"], "(did you mean --poll-interval-seconds? it is an option of serve only)"),
+        (
+            ["serve", "--access-key-secrett=hunter2-secret"],
+            "unknown option --access-key-secrett (did you mean --access-key-secret?)",
+        ),
+        (["serve", "--demo", "--demo-speed", "abc"], "serve: error: argument --demo-speed: invalid float value: 'abc'"),
+        (["rules", "--kind", "alert"], "rules: error: argument --kind: invalid choice: 'alert'"),
+        (["serve", "hunter2-secret"], "serve: error: 1 unexpected argument(s) that are not options"),
+    ],
+)
+def test_a_command_line_mistake_is_one_line_naming_the_command_and_a_fix(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+    assert err.startswith(f"idaas-sync-exporter {argv[0]}: error: ") and err.endswith(" --help\n")
+    assert "hunter2" not in err and "usage:" not in err
+
+
+@SYSTEM
+def test_once_refused_by_a_running_serve_says_how_to_look_without_its_state(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite3"
+    holder = StateStore(str(state))  # holds the lock, as a running serve does
+    try:
+        result = _cli("once", "--demo", "--state-path", str(state))
+    finally:
+        holder.close()
+    assert result.returncode == 2, result.stderr[-2000:]
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("idaas-sync-exporter: error: ")]
+    assert "is in use by another exporter process" in error and "--state-path ''" in error
