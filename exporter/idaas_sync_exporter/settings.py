@@ -28,14 +28,11 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from idaas_sync_exporter.api.endpoint import REGION_PATTERN, EndpointError, parse_endpoint
-from idaas_sync_exporter.api.models import DIRECTIONS, TARGET_TYPES
-from idaas_sync_exporter.collect.finished import DEFAULT_CONSOLE_URL, check_console_url
-from idaas_sync_exporter.collect.poller import TARGET_ID_CHARS_PER_QUERY, TARGET_IDS_PER_QUERY
+from idaas_sync_exporter.api.models import DIRECTIONS, TARGET_ID_CHARS_PER_QUERY, TARGET_IDS_PER_QUERY, TARGET_TYPES
 from idaas_sync_exporter.files import SHOWN_CHARACTERS, shown_name, shown_path
 from idaas_sync_exporter.files import shown as shown_value
-from idaas_sync_exporter.links import DOCS_URL, check_docs_url
+from idaas_sync_exporter.links import DEFAULT_CONSOLE_URL, DOCS_URL, check_console_url, check_docs_url
 from idaas_sync_exporter.logs import LOG_FORMATS, LOG_LEVELS
-from idaas_sync_exporter.metrics.selfmetrics import REVISION_VARIABLE
 from idaas_sync_exporter.validation import Document, Loc, describe, load_document
 from idaas_sync_exporter.yamlfile import YamlFileError
 
@@ -43,6 +40,8 @@ ENV_PREFIX = "IDAAS_EXPORTER_"
 # Registered-range default; see docs/configuration.md "Port".
 DEFAULT_PORT = 10129
 # Variables with the prefix that are not settings: the image's build revision (see the Dockerfile).
+# The image's build revision (the Dockerfile sets it), shown in idaas_exporter_build_info{revision}.
+REVISION_VARIABLE = "IDAAS_EXPORTER_REVISION"
 OTHER_VARIABLES = frozenset({REVISION_VARIABLE})
 # Kubernetes gives each pod variables for every Service in its namespace, named after the Service:
 # one named idaas-exporter (or idaas-exporter-x) brings <prefix>SERVICE_HOST, <prefix>PORT and the

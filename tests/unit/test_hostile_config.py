@@ -14,10 +14,9 @@ import pytest
 import yaml
 
 from idaas_sync_exporter.cli import main
-from idaas_sync_exporter.metrics.selfmetrics import REVISION_VARIABLE
 from idaas_sync_exporter.rules.config import RulesConfigError
 from idaas_sync_exporter.rules.config import load as load_rules_config
-from idaas_sync_exporter.settings import ENV_PREFIX, SettingsError, load_settings, unknown_variables
+from idaas_sync_exporter.settings import ENV_PREFIX, REVISION_VARIABLE, SettingsError, load_settings, unknown_variables
 from idaas_sync_exporter.shards import Shard, ShardError, resolve
 from idaas_sync_exporter.tenancy import load_tenancy
 from idaas_sync_exporter.web.config import WebConfigError

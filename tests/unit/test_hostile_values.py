@@ -29,11 +29,11 @@ from idaas_sync_exporter.api.models import (
     examine_job,
     parse_model,
 )
+from idaas_sync_exporter.api.schedule import max_interval_seconds, quartz_to_croniter
 from idaas_sync_exporter.collect import targets
 from idaas_sync_exporter.collect.counting import TargetTally
 from idaas_sync_exporter.collect.targets import TargetCatalogue
 from idaas_sync_exporter.pullconfig.command import describe_api_error
-from idaas_sync_exporter.pullconfig.config import max_interval_seconds, quartz_to_croniter
 from tests.conftest import AK_ID, AK_SECRET
 
 HUGE = int("9" * 400)

@@ -439,7 +439,8 @@ async def test_process_and_self_metrics_come_from_prometheus_client_in_both_form
 
 
 def test_the_revision_comes_from_the_image_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    from idaas_sync_exporter.metrics.selfmetrics import REVISION_VARIABLE, BuildInfo
+    from idaas_sync_exporter.metrics.selfmetrics import BuildInfo
+    from idaas_sync_exporter.settings import REVISION_VARIABLE
 
     monkeypatch.setenv(REVISION_VARIABLE, "0123abcd")
     assert BuildInfo.current().revision == "0123abcd"

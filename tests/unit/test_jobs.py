@@ -19,9 +19,10 @@ from pydantic import SecretStr
 from idaas_sync_exporter.api.client import ClientOptions, EiamClient
 from idaas_sync_exporter.api.credentials import StaticCredentialsProvider
 from idaas_sync_exporter.api.endpoint import resolve_endpoint
-from idaas_sync_exporter.collect.finished import EVENT_MESSAGE, check_console_url
+from idaas_sync_exporter.collect.finished import EVENT_MESSAGE
 from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
 from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.links import check_console_url
 from idaas_sync_exporter.metrics.api_requests import ApiStats
 from idaas_sync_exporter.service import Exporter
 from idaas_sync_exporter.simulator.clock import ManualClock

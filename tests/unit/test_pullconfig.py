@@ -13,7 +13,8 @@ import yaml
 from pydantic import SecretStr
 
 from idaas_sync_exporter import cli
-from idaas_sync_exporter.pullconfig.config import PullConfigError, max_interval_seconds, quartz_to_croniter, validate
+from idaas_sync_exporter.api.schedule import max_interval_seconds, quartz_to_croniter
+from idaas_sync_exporter.pullconfig.config import PullConfigError, validate
 from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
 from idaas_sync_exporter.simulator.world import World
 from tests.conftest import AK_ID, AK_SECRET, instance_id_of

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from idaas_sync_exporter.api.client import JobFilter
+from idaas_sync_exporter.api.models import TARGET_ID_CHARS_PER_QUERY, TARGET_IDS_PER_QUERY
 from idaas_sync_exporter.collect.counting import TargetKey
 from idaas_sync_exporter.collect.recheck import (
     CHANGED_JOBS_PER_CALL,
-    TARGET_ID_CHARS_PER_QUERY,
-    TARGET_IDS_PER_QUERY,
     RecheckPlanner,
     query_chars,
     recheck_groups,

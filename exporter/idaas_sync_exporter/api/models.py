@@ -29,6 +29,11 @@ COUNT_RESULTS = ("success", "failed", "skipped")
 OBJECT_TYPES = ("user", "organizational_unit", "group", "group_member")
 ACTIONS = ("created", "updated", "binded", "deleted", "same", "pushed", "exported")
 TRIGGER_TYPES = ("auto", "manual")
+# How many target ids one listing may filter by (the settings' target_ids, a batched re-read), and
+# how many characters they may take together: API fronts refuse request lines over 8 KB (400
+# LineTooLong), and the rest of a signed query needs about 1 KB.
+TARGET_IDS_PER_QUERY = 100
+TARGET_ID_CHARS_PER_QUERY = 5000
 # What a job's target and direction may be: the filters of the settings and the config file's
 # instances, and what the simulator accepts, take these.
 DIRECTIONS = ("ingress", "egress")

@@ -53,8 +53,6 @@ from idaas_sync_exporter.api.models import IN_PROGRESS_STATUSES, Anomaly, Synchr
 from idaas_sync_exporter.collect.counting import FinishedJob, TargetKey, finish_order
 
 # Re-exported: the settings bound the configured target filters by what one re-read listing can carry.
-from idaas_sync_exporter.collect.recheck import TARGET_ID_CHARS_PER_QUERY as TARGET_ID_CHARS_PER_QUERY  # noqa: PLC0414
-from idaas_sync_exporter.collect.recheck import TARGET_IDS_PER_QUERY as TARGET_IDS_PER_QUERY  # noqa: PLC0414
 from idaas_sync_exporter.collect.recheck import Recheck, RecheckPlanner, spare_calls
 from idaas_sync_exporter.collect.state import InstanceState, PollWork, TrackedJob
 from idaas_sync_exporter.collect.store import StateStore

@@ -17,13 +17,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from idaas_sync_exporter.api.client import MAX_PAGE_SIZE, JobFilter
+from idaas_sync_exporter.api.models import TARGET_ID_CHARS_PER_QUERY, TARGET_IDS_PER_QUERY
 from idaas_sync_exporter.collect.state import TrackedJob
 
-# How many target ids one batched re-read asks for, and how many characters they may
-# take together: API fronts refuse request lines over 8 KB (400 LineTooLong), and the
-# rest of a signed query needs about 1 KB.
-TARGET_IDS_PER_QUERY = 100
-TARGET_ID_CHARS_PER_QUERY = 5000
 # A poll may make one call per this many new or changed jobs it has seen, plus one: a call is worth
 # making once there is a full page of news to show for it, so the cost follows what changed.
 CHANGED_JOBS_PER_CALL = MAX_PAGE_SIZE

@@ -12,7 +12,7 @@ from idaas_sync_exporter.api.client import EiamClient
 from idaas_sync_exporter.api.credentials import CredentialsError
 from idaas_sync_exporter.api.errors import EiamError, bounded_code, shown_text
 from idaas_sync_exporter.api.models import UdPullConfiguration, is_plain_id, label_value
-from idaas_sync_exporter.pullconfig.config import max_interval_seconds
+from idaas_sync_exporter.api.schedule import max_interval_seconds
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,8 @@ from prometheus_client.registry import Collector
 from idaas_sync_exporter import __version__
 from idaas_sync_exporter.metrics import catalogue
 from idaas_sync_exporter.metrics.snapshot import Snapshot
+from idaas_sync_exporter.settings import REVISION_VARIABLE
 from idaas_sync_exporter.shards import Shard
-
-REVISION_VARIABLE = "IDAAS_EXPORTER_REVISION"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from idaas_sync_exporter.api.models import DIRECTIONS, TARGET_TYPES
-from idaas_sync_exporter.pullconfig.config import SCHEMA as PULL_CONFIG_SCHEMA
+from idaas_sync_exporter.api.pullfile import SCHEMA as PULL_CONFIG_SCHEMA
 from idaas_sync_exporter.simulator.world import JobPlan, World
 
 MAX_PAGE = 100

@@ -25,15 +25,14 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
 
+from idaas_sync_exporter.api.schedule import SCHEDULE_TZ
 from idaas_sync_exporter.simulator.clock import CompressedClock
 
-# IDaaS schedules are evaluated in China Standard Time.
-SCHEDULE_TZ = timezone(timedelta(hours=8))
 HOUR = 3600.0
 OBJECT_TYPES = ("User", "OrganizationalUnit", "Group", "GroupMember")
 INGRESS_ACTIONS = ("Created", "Updated", "Deleted", "Binded", "Same")

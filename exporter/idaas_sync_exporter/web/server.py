@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
-from idaas_sync_exporter.collect.finished import DEFAULT_CONSOLE_URL
-from idaas_sync_exporter.links import DOCS_URL
+from idaas_sync_exporter.links import DEFAULT_CONSOLE_URL, DOCS_URL
 from idaas_sync_exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from idaas_sync_exporter.metrics.exposition import ExpositionCache, Prepared, Renderer
 from idaas_sync_exporter.metrics.selfmetrics import SelfMetrics
