@@ -156,6 +156,7 @@ class Exporter:
                 "jobs_changed": result.jobs_changed,
                 "window_calls": result.window_calls,
                 "recheck_calls": result.recheck_calls,
+                "late_check_calls": result.late_check_calls,
                 "forced_rechecks": result.forced_rechecks,
                 "jobs_deferred": result.jobs_deferred,
                 "cold": result.cold,

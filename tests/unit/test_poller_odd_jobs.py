@@ -183,6 +183,9 @@ async def test_the_late_check_costs_one_call_when_nothing_is_late(
     assert not any(r.anomalies.get("late") for r in results)
     # Each poll stays within ceil(new or changed / 100) + 1 calls, forced re-reads aside.
     assert all(r.api_calls <= -(-r.jobs_changed // 100) + 1 + r.forced_rechecks for r in results)
+    # The late check's calls are its own, not counted as re-reads: one TotalCount call when it runs.
+    assert any(r.late_check_calls == 1 for r in results) and all(r.late_check_calls <= 1 for r in results)
+    assert all(r.api_calls == r.window_calls + r.recheck_calls + r.late_check_calls for r in results)
 
 
 async def test_pages_full_of_odd_jobs_are_counted_but_logged_in_a_bounded_number_of_lines(

@@ -141,9 +141,11 @@ class PollResult:
     fetched_individually: int = 0
     # New jobs plus jobs whose status changed: the least a poll has to learn.
     jobs_changed: int = 0
-    # Calls spent on the window listing and on re-reading followed jobs behind it.
+    # Calls spent on the window listing, on re-reading followed jobs behind it, and on the late check
+    # (its TotalCount call and any listing of a span it found short).
     window_calls: int = 0
     recheck_calls: int = 0
+    late_check_calls: int = 0
     # Followed jobs not seen in this poll, left for a later one (see the module doc).
     jobs_deferred: int = 0
     # Re-read listings made whatever the cost because their jobs had waited recheck_max_seconds.
@@ -415,6 +417,7 @@ class PollRun:
         async with contextlib.aclosing(self._pages(job_filter)) as pages:
             async for page in pages:
                 self.stats.calls += 1
+                self.stats.late_check_calls += 1
                 self.note_anomalies(page.anomalies)
                 for job in page.jobs:
                     if job.job_id in work.counted or job.job_id in work.tracked or job.job_id in self.seen:
@@ -428,6 +431,7 @@ class PollRun:
         async with contextlib.aclosing(self._pages(job_filter, max_results=1)) as pages:
             async for page in pages:
                 self.stats.calls += 1
+                self.stats.late_check_calls += 1
                 return page.total_count
         return None
 
@@ -613,7 +617,8 @@ class PollRun:
             fetched_individually=stats.individually,
             jobs_changed=stats.changed,
             window_calls=stats.window_calls,
-            recheck_calls=stats.calls - stats.window_calls,
+            recheck_calls=stats.calls - stats.window_calls - stats.late_check_calls,
+            late_check_calls=stats.late_check_calls,
             jobs_deferred=sum(1 for job_id in state.tracked if job_id not in self.seen),
             forced_rechecks=stats.forced,
             anomalies=dict(stats.anomalies),
@@ -648,6 +653,7 @@ def _after_clock(job: SynchronizationJob) -> str:
 class _PollStats:
     calls: int = 0
     window_calls: int = 0
+    late_check_calls: int = 0
     read: int = 0
     counted: int = 0
     changed: int = 0
