@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 # 1: one JSON document per instance; 2: targets in their own rows, written only when changed;
 # 3: the same tables, marked with APPLICATION_ID; 4: times in the API's milliseconds (3 is read
-# and converted as each target is next written).
+# and converted as each target is next written); 5: a table of each instance's recent finished
+# jobs, for /jobs (4 is migrated in place, its counts kept).
 SCHEMA_VERSION = 5
 
 
