@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from idaas_sync_exporter.simulator.launch import Tenant
     from idaas_sync_exporter.simulator.server import SimulatorApp
     from idaas_sync_exporter.simulator.sts import Sessions
+    from idaas_sync_exporter.validation import Document
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -511,7 +512,7 @@ def _exporter_command(args: argparse.Namespace) -> int:
         tenancy = plan_tenancy(settings)
     else:
         settings = settings_from(args, defaults={})
-        tenancy = load_tenancy(settings, args.config)
+        tenancy = load_tenancy(settings, config_document(args))
     if not tenancy.instances and not args.demo:
         print(
             "idaas-sync-exporter: invalid setting: IDAAS_EXPORTER_INSTANCE_IDS is required "
@@ -599,8 +600,29 @@ def settings_from(
         flags[setting] = value
         flag_names[setting] = alias
     return load_settings(
-        args.config, flags, flag_names=flag_names, defaults=defaults, ignored=ignored, ignored_given=ignored_given
+        config_document(args),
+        flags,
+        flag_names=flag_names,
+        defaults=defaults,
+        ignored=ignored,
+        ignored_given=ignored_given,
     )
+
+
+def config_document(args: argparse.Namespace) -> Document | None:
+    """The ``--config`` file, read once per command: the settings and the accounts and instances share the read.
+
+    Read twice, a file edited in between could give settings from one version and instances from another.
+    """
+    from idaas_sync_exporter.settings import read_config_document
+
+    if not getattr(args, "config", None):
+        return None
+    document: Document | None = getattr(args, "config_document", None)
+    if document is None:
+        document = read_config_document(args.config)
+        args.config_document = document
+    return document
 
 
 def _pull_config(args: argparse.Namespace) -> int:
@@ -623,7 +645,7 @@ def _pull_config(args: argparse.Namespace) -> int:
     def connection() -> tuple[Endpoint, CredentialsProvider]:
         # An instance the config file lists is reached as serve reaches it: with its account, region
         # and endpoint; any other with the flat settings. A dry run reaches nothing, so reads no key.
-        tenancy = load_tenancy(settings, args.config)
+        tenancy = load_tenancy(settings, config_document(args))
         listed = next((i for i in tenancy.instances if i.instance_id == args.instance_id), None)
         if listed is None:
             return endpoint, credentials_from(settings)

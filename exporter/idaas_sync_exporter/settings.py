@@ -446,7 +446,7 @@ def flag_name(setting: str) -> str:
 
 
 def load_settings(
-    config_file: str | None = None,
+    config_file: str | Document | None = None,
     overrides: dict[str, Any] | None = None,
     *,
     flag_names: dict[str, str] | None = None,
@@ -469,7 +469,8 @@ def load_settings(
     spelled_as: dict[str, Any] = {}
     tenancy_keys: list[str] = []
     if config_file:
-        file = read_config_document(config_file)
+        # A document already read (the command line reads the file once for settings and tenancy).
+        file = config_file if isinstance(config_file, Document) else read_config_document(config_file)
         merged.update(_yaml_values(file, tenancy_keys, spelled_as))
     for name, value in _env_values().items():
         merged[name] = value

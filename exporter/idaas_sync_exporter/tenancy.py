@@ -141,11 +141,12 @@ def parse_tenancy_file(document: Mapping[str, Any] | Document) -> TenancyFile:
         ) from None
 
 
-def load_tenancy(settings: Settings, config_file: str | None) -> Tenancy:
-    """The tenancy of the settings and the config file (read again: the settings took their keys)."""
+def load_tenancy(settings: Settings, config_file: str | Document | None) -> Tenancy:
+    """The tenancy of the settings and the config file: the document the settings were read from, or its path."""
     if not config_file:
         return plan_tenancy(settings)
-    return plan_tenancy(settings, read_config_document(config_file))
+    document = config_file if isinstance(config_file, Document) else read_config_document(config_file)
+    return plan_tenancy(settings, document)
 
 
 def plan_tenancy(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +155,34 @@ def test_exporter_toolkit_flag_names_are_aliases_and_errors_name_the_alias_used(
     assert "--log.level (got 'loud')" in capsys.readouterr().err
     assert main(["serve", "--web.listen-address", ":1", "--listen-address", ":2", "--instance-ids", "x"]) == 2
     assert "--web.listen-address and --listen-address are the same setting" in capsys.readouterr().err
+
+
+def test_the_config_file_is_read_once_for_settings_and_tenancy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from idaas_sync_exporter import cli, runtime, settings
+    from idaas_sync_exporter.validation import load_document
+
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        "poll_interval_seconds: 45\ninstances:\n  - {id: idaas_ue2jvisn35ea5lmthk267xxxxx, region: cn-hangzhou}\n"
+    )
+    reads: list[str] = []
+
+    def counted(path: str) -> Any:
+        reads.append(path)
+        return load_document(path)
+
+    seen: dict[str, Any] = {}
+
+    async def once(given: Any, demo: Any = None, tenancy: Any = None) -> tuple[bytes, list[str]]:
+        seen.update(settings=given, tenancy=tenancy)
+        return b"", []
+
+    monkeypatch.setattr(settings, "load_document", counted)
+    monkeypatch.setattr(runtime, "once", once)
+    monkeypatch.setattr(runtime, "start_problems", lambda *args, **kwargs: [])
+    assert cli.main(["once", "--config", str(config), "--state-path", ""]) == 0
+    assert reads == [str(config)]
+    assert seen["settings"].poll_interval_seconds == 45
+    assert seen["tenancy"].instance_ids == ["idaas_ue2jvisn35ea5lmthk267xxxxx"]
