@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.baseline import BODIES  # noqa: E402
 from bench.truth import Counts, compare, exported_jobs, finished_jobs, free_port, sum_by  # noqa: E402
-from idaas_sync_exporter.settings import Settings  # noqa: E402
+from idaas_sync_exporter.config.settings import Settings  # noqa: E402
 from idaas_sync_exporter.simulator.clock import ScaledClock  # noqa: E402
 from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread  # noqa: E402
 from idaas_sync_exporter.simulator.world import SCENARIOS, JobPlan, ScenarioSpec, World  # noqa: E402

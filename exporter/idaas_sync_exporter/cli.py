@@ -18,15 +18,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from idaas_sync_exporter import __version__
+from idaas_sync_exporter.config.settings import ENV_PREFIX, Settings, SettingsError, flag_name
 from idaas_sync_exporter.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from idaas_sync_exporter.settings import ENV_PREFIX, Settings, SettingsError, flag_name
 
 if TYPE_CHECKING:
+    from idaas_sync_exporter.config.validation import Document
     from idaas_sync_exporter.runtime import Demo
     from idaas_sync_exporter.simulator.launch import Tenant
     from idaas_sync_exporter.simulator.server import SimulatorApp
     from idaas_sync_exporter.simulator.sts import Sessions
-    from idaas_sync_exporter.validation import Document
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -80,7 +80,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, *, serve: bool) -> None:
     """One flag per setting, named after it (``poll_interval_seconds`` -> ``--poll-interval-seconds``)."""
     from pydantic_core import PydanticUndefined
 
-    from idaas_sync_exporter.settings import ENV_PREFIX, Settings, flag_name
+    from idaas_sync_exporter.config.settings import ENV_PREFIX, Settings, flag_name
 
     for name, field in Settings.model_fields.items():
         if name in SERVE_ONLY_SETTINGS and not serve:
@@ -496,8 +496,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _exporter_command(args: argparse.Namespace) -> int:
+    from idaas_sync_exporter.config.tenancy import load_tenancy, plan_tenancy
     from idaas_sync_exporter.runtime import once, serve
-    from idaas_sync_exporter.tenancy import load_tenancy, plan_tenancy
 
     if args.demo_speed <= 0 or not math.isfinite(args.demo_speed):
         raise UsageError(
@@ -534,8 +534,8 @@ def _exporter_command(args: argparse.Namespace) -> int:
     demo = _demo(args.demo_speed, args.demo_seed) if args.demo else None
     from idaas_sync_exporter.api.endpoint import EndpointError
     from idaas_sync_exporter.collect.store import StateError
+    from idaas_sync_exporter.config.shards import ShardError
     from idaas_sync_exporter.runtime import ListenError
-    from idaas_sync_exporter.shards import ShardError
     from idaas_sync_exporter.web.config import WebConfigError
 
     try:
@@ -582,7 +582,7 @@ def settings_from(
     Settings in ``ignored`` are dropped from every source (their names as given go to ``ignored_given``).
     Raises :class:`SettingsError`, which :func:`main` prints one line per problem.
     """
-    from idaas_sync_exporter.settings import load_settings
+    from idaas_sync_exporter.config.settings import load_settings
 
     given = vars(args)
     flags = {
@@ -614,7 +614,7 @@ def config_document(args: argparse.Namespace) -> Document | None:
 
     Read twice, a file edited in between could give settings from one version and instances from another.
     """
-    from idaas_sync_exporter.settings import read_config_document
+    from idaas_sync_exporter.config.settings import read_config_document
 
     if not getattr(args, "config", None):
         return None
@@ -629,10 +629,10 @@ def _pull_config(args: argparse.Namespace) -> int:
     from idaas_sync_exporter.api.client import EiamClient
     from idaas_sync_exporter.api.credentials import CredentialsProvider
     from idaas_sync_exporter.api.endpoint import Endpoint, resolve_endpoint
+    from idaas_sync_exporter.config.settings import check_instance_id
+    from idaas_sync_exporter.config.tenancy import load_tenancy
     from idaas_sync_exporter.pullconfig import command as pullconfig_cli
     from idaas_sync_exporter.runtime import account_credentials, credentials_from
-    from idaas_sync_exporter.settings import check_instance_id
-    from idaas_sync_exporter.tenancy import load_tenancy
 
     try:
         check_instance_id(args.instance_id)
@@ -708,7 +708,7 @@ class _ListenError(Exception):
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from idaas_sync_exporter.settings import parse_listen_address
+    from idaas_sync_exporter.config.settings import parse_listen_address
     from idaas_sync_exporter.simulator.clock import CompressedClock
     from idaas_sync_exporter.simulator.launch import LaunchError, TenantFlags, tenant
     from idaas_sync_exporter.simulator.server import Faults, SimulatorApp

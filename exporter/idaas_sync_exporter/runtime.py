@@ -18,18 +18,14 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
-from idaas_sync_exporter.accounts import Account, credentials_for, inline_key_problems, settings_account
 from idaas_sync_exporter.api.client import ClientOptions, EiamClient
 from idaas_sync_exporter.api.credentials import CredentialsProvider
 from idaas_sync_exporter.api.endpoint import EndpointError, resolve_endpoint
 from idaas_sync_exporter.api.ratelimit import TokenBucket
 from idaas_sync_exporter.collect.poller import InstancePoller, PollOptions
 from idaas_sync_exporter.collect.store import StateError, StateStore, check_state_path
-from idaas_sync_exporter.memory import limit_malloc_arenas
-from idaas_sync_exporter.metrics.api_requests import ApiStats
-from idaas_sync_exporter.metrics.selfmetrics import InstanceLabels, SelfMetrics
-from idaas_sync_exporter.service import Exporter
-from idaas_sync_exporter.settings import (
+from idaas_sync_exporter.config.accounts import Account, credentials_for, inline_key_problems, settings_account
+from idaas_sync_exporter.config.settings import (
     ENV_PREFIX,
     Settings,
     SettingsError,
@@ -37,8 +33,12 @@ from idaas_sync_exporter.settings import (
     flag_name,
     parse_listen_address,
 )
-from idaas_sync_exporter.shards import Shard, ShardError, resolve
-from idaas_sync_exporter.tenancy import DEFAULT_ACCOUNT, Tenancy, plan_tenancy
+from idaas_sync_exporter.config.shards import Shard, ShardError, resolve
+from idaas_sync_exporter.config.tenancy import DEFAULT_ACCOUNT, Tenancy, plan_tenancy
+from idaas_sync_exporter.memory import limit_malloc_arenas
+from idaas_sync_exporter.metrics.api_requests import ApiStats
+from idaas_sync_exporter.metrics.selfmetrics import InstanceLabels, SelfMetrics
+from idaas_sync_exporter.service import Exporter
 from idaas_sync_exporter.web.config import WebConfigError, WebConfigWatcher
 from idaas_sync_exporter.web.connections import ConnectionGuard, quiet_accept_errors
 from idaas_sync_exporter.web.server import ENDPOINTS_KEY, build_app

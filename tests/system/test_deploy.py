@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from idaas_sync_exporter.settings import DEFAULT_PORT
+from idaas_sync_exporter.config.settings import DEFAULT_PORT
 from tests.e2e import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]

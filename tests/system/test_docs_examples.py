@@ -24,11 +24,11 @@ import bcrypt
 import pytest
 import yaml
 
+from idaas_sync_exporter.config.settings import load_settings, read_config_document
+from idaas_sync_exporter.config.tenancy import load_tenancy, plan_tenancy
 from idaas_sync_exporter.rules.config import load as load_rules_config
-from idaas_sync_exporter.settings import load_settings, read_config_document
 from idaas_sync_exporter.simulator.cloud import load_cloud
 from idaas_sync_exporter.simulator.world import SCENARIOS, World
-from idaas_sync_exporter.tenancy import load_tenancy, plan_tenancy
 from idaas_sync_exporter.web.config import load as load_web_config
 from tests.e2e import exporter_env, free_port, require_binary, wait_http
 from tests.pki import make_ca, make_leaf

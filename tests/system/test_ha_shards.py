@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from idaas_sync_exporter.shards import Shard
+from idaas_sync_exporter.config.shards import Shard
 from idaas_sync_exporter.simulator.clock import ScaledClock
 from idaas_sync_exporter.simulator.server import AccessKey, SimulatorApp, SimulatorThread
 from idaas_sync_exporter.simulator.world import ScenarioSpec, World

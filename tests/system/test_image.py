@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from idaas_sync_exporter.settings import DEFAULT_PORT
+from idaas_sync_exporter.config.settings import DEFAULT_PORT
 from tests.e2e import free_port, wait_for
 from tests.image import TAG, podman, require_image
 from tests.pki import make_ca, make_leaf

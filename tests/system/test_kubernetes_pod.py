@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from idaas_sync_exporter.shards import shard_of
+from idaas_sync_exporter.config.shards import shard_of
 from idaas_sync_exporter.simulator.world import SCENARIOS, World
 from tests.image import TAG, podman, require_image, unavailable
 from tests.pki import make_ca, make_leaf

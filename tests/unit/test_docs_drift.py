@@ -37,7 +37,7 @@ def test_missing_binary_fails_with_one_line_install_hint() -> None:
 def test_configuration_reference_lists_every_setting_and_nothing_else() -> None:
     import re
 
-    from idaas_sync_exporter.settings import ENV_PREFIX, Settings
+    from idaas_sync_exporter.config.settings import ENV_PREFIX, Settings
 
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(IDAAS_EXPORTER_[A-Z_]+)`", text, re.M))

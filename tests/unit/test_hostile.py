@@ -13,9 +13,9 @@ from idaas_sync_exporter.api.errors import MalformedResponseError
 from idaas_sync_exporter.api.models import parse_job
 from idaas_sync_exporter.collect.counting import TargetKey, TargetTally
 from idaas_sync_exporter.collect.targets import TargetInfo
+from idaas_sync_exporter.config.settings import SettingsError, load_settings
 from idaas_sync_exporter.metrics.exposition import render
 from idaas_sync_exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
-from idaas_sync_exporter.settings import SettingsError, load_settings
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

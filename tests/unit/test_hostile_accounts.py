@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from idaas_sync_exporter.accounts import Account, credentials_for, read_environment_keys
 from idaas_sync_exporter.api import credentials as credentials_module
 from idaas_sync_exporter.api.credentials import (
     MAX_OIDC_TOKEN_BYTES,
@@ -28,8 +27,9 @@ from idaas_sync_exporter.api.credentials import (
     DefaultChainCredentialsProvider,
     default_chain_files,
 )
-from idaas_sync_exporter.settings import SettingsError, load_settings
-from idaas_sync_exporter.tenancy import parse_tenancy_file, plan_tenancy
+from idaas_sync_exporter.config.accounts import Account, credentials_for, read_environment_keys
+from idaas_sync_exporter.config.settings import SettingsError, load_settings
+from idaas_sync_exporter.config.tenancy import parse_tenancy_file, plan_tenancy
 from tests.conftest import AK_ID
 
 MARKER = "MARKER-7c2e0a-never-shown"

@@ -14,14 +14,20 @@ import pytest
 import yaml
 
 from idaas_sync_exporter.cli import main
+from idaas_sync_exporter.config.settings import (
+    ENV_PREFIX,
+    REVISION_VARIABLE,
+    SettingsError,
+    load_settings,
+    unknown_variables,
+)
+from idaas_sync_exporter.config.shards import Shard, ShardError, resolve
+from idaas_sync_exporter.config.tenancy import load_tenancy
+from idaas_sync_exporter.config.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
 from idaas_sync_exporter.rules.config import RulesConfigError
 from idaas_sync_exporter.rules.config import load as load_rules_config
-from idaas_sync_exporter.settings import ENV_PREFIX, REVISION_VARIABLE, SettingsError, load_settings, unknown_variables
-from idaas_sync_exporter.shards import Shard, ShardError, resolve
-from idaas_sync_exporter.tenancy import load_tenancy
 from idaas_sync_exporter.web.config import WebConfigError
 from idaas_sync_exporter.web.config import load as load_web_config
-from idaas_sync_exporter.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
 
 # 9 levels of 9 aliases each: about 387 million strings once expanded, in 340 bytes.
 BILLION_LAUGHS = "".join(

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from idaas_sync_exporter.config.settings import SettingsError, load_settings
+from idaas_sync_exporter.config.settings import shown as shown_setting
+from idaas_sync_exporter.config.tenancy import load_tenancy
+from idaas_sync_exporter.config.yamlfile import YamlFileError, read_yaml
 from idaas_sync_exporter.files import SmallFileError, escaped, read_small_file, shown
 from idaas_sync_exporter.pullconfig.config import PullConfigError, validate
-from idaas_sync_exporter.settings import SettingsError, load_settings
-from idaas_sync_exporter.settings import shown as shown_setting
-from idaas_sync_exporter.tenancy import load_tenancy
-from idaas_sync_exporter.yamlfile import YamlFileError, read_yaml
 
 QUICK_SECONDS = 5
 # The most a refusal or a message may allocate at its peak: far below what any bomb here asks for.

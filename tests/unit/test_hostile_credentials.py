@@ -27,8 +27,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from idaas_sync_exporter import accounts
-from idaas_sync_exporter.accounts import KeyFileError, credentials_for, read_environment_keys, read_key_file
 from idaas_sync_exporter.api.client import ClientOptions, EiamClient
 from idaas_sync_exporter.api.credentials import (
     ACCESS_KEY_ID,
@@ -44,10 +42,12 @@ from idaas_sync_exporter.api.credentials import (
 )
 from idaas_sync_exporter.api.endpoint import resolve_endpoint
 from idaas_sync_exporter.api.errors import TransportError
+from idaas_sync_exporter.config import accounts
+from idaas_sync_exporter.config.accounts import KeyFileError, credentials_for, read_environment_keys, read_key_file
+from idaas_sync_exporter.config.settings import SettingsError, load_settings
+from idaas_sync_exporter.config.tenancy import plan_tenancy
 from idaas_sync_exporter.runtime import credentials_from
-from idaas_sync_exporter.settings import SettingsError, load_settings
 from idaas_sync_exporter.simulator.server import RunningSimulator
-from idaas_sync_exporter.tenancy import plan_tenancy
 from tests.conftest import AK_ID, AK_SECRET, STS_ID, STS_SECRET, STS_TOKEN
 
 MARKER = "MARKER-4f1d9c-never-shown"
@@ -218,7 +218,7 @@ def test_an_id_file_pointing_at_another_file_is_refused_without_its_contents(
 
 
 def plan_accounts(document: dict[str, Any]) -> list[Any]:
-    from idaas_sync_exporter.tenancy import parse_tenancy_file
+    from idaas_sync_exporter.config.tenancy import parse_tenancy_file
 
     return list(parse_tenancy_file(document).accounts)
 

@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import idaas_sync_exporter.web.config as web_config
 from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.config.validation import Document, load_document
 from idaas_sync_exporter.metrics.api_requests import ApiStats
 from idaas_sync_exporter.service import Exporter
-from idaas_sync_exporter.validation import Document, load_document
 from idaas_sync_exporter.web.config import WebConfigError, WebConfigWatcher, load
 from idaas_sync_exporter.web.server import build_app
 

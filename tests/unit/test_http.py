@@ -12,13 +12,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from idaas_sync_exporter.collect.store import StateStore
+from idaas_sync_exporter.config.tenancy import PlannedInstance
 from idaas_sync_exporter.metrics.api_requests import ApiStats
 from idaas_sync_exporter.runtime import stop_polling
 from idaas_sync_exporter.service import Exporter
 from idaas_sync_exporter.simulator.clock import ManualClock
 from idaas_sync_exporter.simulator.server import SimulatorApp
 from idaas_sync_exporter.simulator.world import World
-from idaas_sync_exporter.tenancy import PlannedInstance
 from idaas_sync_exporter.web import landing
 from idaas_sync_exporter.web.access import RefusedRequestLog
 from idaas_sync_exporter.web.page import ago
@@ -439,15 +439,15 @@ async def test_process_and_self_metrics_come_from_prometheus_client_in_both_form
 
 
 def test_the_revision_comes_from_the_image_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    from idaas_sync_exporter.config.settings import REVISION_VARIABLE
     from idaas_sync_exporter.metrics.selfmetrics import BuildInfo
-    from idaas_sync_exporter.settings import REVISION_VARIABLE
 
     monkeypatch.setenv(REVISION_VARIABLE, "0123abcd")
     assert BuildInfo.current().revision == "0123abcd"
 
 
 async def test_the_landing_page_names_the_shard(exporter: Exporter, clock: ManualClock) -> None:
-    from idaas_sync_exporter.shards import Shard
+    from idaas_sync_exporter.config.shards import Shard
 
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(build_app(exporter, poll_interval=60, clock=clock, shard=Shard(1, 3)))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from idaas_sync_exporter.config.settings import SettingsError, load_settings
 from idaas_sync_exporter.links import DOCS_URL, PROJECT_URL, check_docs_url
 from idaas_sync_exporter.rules.config import RulesConfig
-from idaas_sync_exporter.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from idaas_sync_exporter.settings import DEFAULT_PORT, SettingsError, load_settings
+from idaas_sync_exporter.config.settings import DEFAULT_PORT, SettingsError, load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,8 +160,9 @@ def test_exporter_toolkit_flag_names_are_aliases_and_errors_name_the_alias_used(
 def test_the_config_file_is_read_once_for_settings_and_tenancy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from idaas_sync_exporter import cli, runtime, settings
-    from idaas_sync_exporter.validation import load_document
+    from idaas_sync_exporter import cli, runtime
+    from idaas_sync_exporter.config import settings
+    from idaas_sync_exporter.config.validation import load_document
 
     config = tmp_path / "exporter.yaml"
     config.write_text(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idaas_sync_exporter.shards import Shard, ShardError, resolve, shard_of
+from idaas_sync_exporter.config.shards import Shard, ShardError, resolve, shard_of
 
 INSTANCE_IDS = st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=60, unique=True)
 

@@ -14,12 +14,13 @@ import pytest
 import yaml
 
 from idaas_sync_exporter import cli
-from idaas_sync_exporter.accounts import credentials_for
 from idaas_sync_exporter.api.client import ClientOptions, EiamClient
 from idaas_sync_exporter.api.credentials import CredentialsError, StaticCredentialsProvider
 from idaas_sync_exporter.api.endpoint import resolve_endpoint
 from idaas_sync_exporter.api.errors import ApiError
-from idaas_sync_exporter.settings import load_settings
+from idaas_sync_exporter.config.accounts import credentials_for
+from idaas_sync_exporter.config.settings import load_settings
+from idaas_sync_exporter.config.tenancy import plan_tenancy
 from idaas_sync_exporter.simulator.actions import ActionError
 from idaas_sync_exporter.simulator.clock import ManualClock
 from idaas_sync_exporter.simulator.cloud import Cloud, CloudFileError, load_cloud
@@ -27,7 +28,6 @@ from idaas_sync_exporter.simulator.launch import LaunchError, TenantFlags, tenan
 from idaas_sync_exporter.simulator.server import RunningSimulator, SimulatorApp, start_simulator
 from idaas_sync_exporter.simulator.sts import Session, Sessions, StsApp, rpc_signature, server_tls, start_sts
 from idaas_sync_exporter.simulator.world import SCENARIOS, World
-from idaas_sync_exporter.tenancy import plan_tenancy
 from tests.conftest import SIM_START
 from tests.pki import make_ca, make_leaf
 from tests.sts import rpc_signature as documented_rpc_signature

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from idaas_sync_exporter.accounts import credentials_for
 from idaas_sync_exporter.api.credentials import CredentialsError, LibraryCredentialsProvider
+from idaas_sync_exporter.config.accounts import credentials_for
+from idaas_sync_exporter.config.settings import Settings, SettingsError, load_settings
+from idaas_sync_exporter.config.tenancy import DEFAULT_ACCOUNT, Tenancy, plan_tenancy
 from idaas_sync_exporter.runtime import account_credentials, build_exporter
-from idaas_sync_exporter.settings import Settings, SettingsError, load_settings
-from idaas_sync_exporter.tenancy import DEFAULT_ACCOUNT, Tenancy, plan_tenancy
 from tests.pki import make_ca, make_leaf
 from tests.sts import FakeSts, fake_sts
 

@@ -8,16 +8,16 @@ import bcrypt
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from idaas_sync_exporter.config.settings import SettingsError, load_settings
+from idaas_sync_exporter.config.tenancy import load_tenancy
+from idaas_sync_exporter.config.validation import MAX_PROBLEMS, Document, describe, load_document, locate
+from idaas_sync_exporter.config.yamlfile import read_marked_yaml
 from idaas_sync_exporter.pullconfig.command import load_file
 from idaas_sync_exporter.pullconfig.config import PullConfigError
 from idaas_sync_exporter.rules.config import RulesConfigError
 from idaas_sync_exporter.rules.config import load as load_rules
-from idaas_sync_exporter.settings import SettingsError, load_settings
-from idaas_sync_exporter.tenancy import load_tenancy
-from idaas_sync_exporter.validation import MAX_PROBLEMS, Document, describe, load_document, locate
 from idaas_sync_exporter.web.config import WebConfigError
 from idaas_sync_exporter.web.config import load as load_web
-from idaas_sync_exporter.yamlfile import read_marked_yaml
 
 
 class Inner(BaseModel):

@@ -21,10 +21,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from idaas_sync_exporter import __version__
+from idaas_sync_exporter.config.settings import REVISION_VARIABLE
+from idaas_sync_exporter.config.shards import Shard
 from idaas_sync_exporter.metrics import catalogue
 from idaas_sync_exporter.metrics.snapshot import Snapshot
-from idaas_sync_exporter.settings import REVISION_VARIABLE
-from idaas_sync_exporter.shards import Shard
 
 
 @dataclass(frozen=True, slots=True)

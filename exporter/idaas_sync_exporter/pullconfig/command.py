@@ -15,9 +15,9 @@ import yaml
 from idaas_sync_exporter.api.client import EiamClient
 from idaas_sync_exporter.api.errors import ApiError, EiamError, shown_text
 from idaas_sync_exporter.api.flatten import flatten
+from idaas_sync_exporter.config.validation import load_document
+from idaas_sync_exporter.config.yamlfile import YamlFileError
 from idaas_sync_exporter.pullconfig.config import PullConfigError, from_response, to_request, validate
-from idaas_sync_exporter.validation import load_document
-from idaas_sync_exporter.yamlfile import YamlFileError
 
 EXIT_OK = 0
 EXIT_API = 1

@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 from idaas_sync_exporter.api.models import MAX_CRON_CHARS, MAX_PLAUSIBLE_COUNT
 from idaas_sync_exporter.api.pullfile import SCHEMA, PullConfigFile
 from idaas_sync_exporter.api.schedule import quartz_to_croniter
-from idaas_sync_exporter.validation import Document, Loc, describe, document_of
+from idaas_sync_exporter.config.validation import Document, Loc, describe, document_of
 
 # Fields whose value a problem quotes, as the file writes them: choices and numbers, never free text
 # (a custom LDAP filter may hold anything).

@@ -8,10 +8,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from idaas_sync_exporter.config.validation import describe, load_document
+from idaas_sync_exporter.config.yamlfile import YamlFileError
 from idaas_sync_exporter.files import shown_path
 from idaas_sync_exporter.links import DOCS_URL, check_docs_url, docs_page
-from idaas_sync_exporter.validation import describe, load_document
-from idaas_sync_exporter.yamlfile import YamlFileError
 
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # One or more label matchers as PromQL writes them inside braces: job="x", namespace=~"a|b".

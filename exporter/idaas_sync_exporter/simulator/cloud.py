@@ -20,7 +20,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from idaas_sync_exporter.accounts import ACCOUNT_NAME, ROLE_ARN, AccessKeySource, KeyFileError, read_key_file
 from idaas_sync_exporter.api.credentials import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
@@ -30,10 +29,11 @@ from idaas_sync_exporter.api.credentials import (
     checked_credential,
 )
 from idaas_sync_exporter.api.endpoint import REGION_PATTERN
+from idaas_sync_exporter.config.accounts import ACCOUNT_NAME, ROLE_ARN, AccessKeySource, KeyFileError, read_key_file
+from idaas_sync_exporter.config.settings import INSTANCE_ID_PATTERN, INSTANCE_ID_RULE
+from idaas_sync_exporter.config.yamlfile import YamlFileError, read_yaml
 from idaas_sync_exporter.files import shown
-from idaas_sync_exporter.settings import INSTANCE_ID_PATTERN, INSTANCE_ID_RULE
 from idaas_sync_exporter.simulator.server import AccessKey
-from idaas_sync_exporter.yamlfile import YamlFileError, read_yaml
 
 # AccessKey ids of this prefix are the STS stand-in's temporary credentials.
 STS_KEY_PREFIX = "STS."

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from idaas_sync_exporter.accounts import KeyFileError, read_key_file
 from idaas_sync_exporter.api.credentials import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
@@ -25,8 +24,9 @@ from idaas_sync_exporter.api.credentials import (
     checked_credential,
 )
 from idaas_sync_exporter.api.endpoint import REGION_PATTERN
+from idaas_sync_exporter.config.accounts import KeyFileError, read_key_file
+from idaas_sync_exporter.config.settings import check_instance_id, parse_listen_address
 from idaas_sync_exporter.files import shown, shown_path
-from idaas_sync_exporter.settings import check_instance_id, parse_listen_address
 from idaas_sync_exporter.simulator.cloud import Cloud, CloudFileError, load_cloud
 from idaas_sync_exporter.simulator.server import AccessKey
 from idaas_sync_exporter.simulator.sts import server_tls

@@ -48,9 +48,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from idaas_sync_exporter.config.validation import Loc, describe, load_document
+from idaas_sync_exporter.config.yamlfile import YamlFileError
 from idaas_sync_exporter.files import SHOWN_PATH_CHARACTERS, shown
-from idaas_sync_exporter.validation import Loc, describe, load_document
-from idaas_sync_exporter.yamlfile import YamlFileError
 
 log = logging.getLogger(__name__)
 

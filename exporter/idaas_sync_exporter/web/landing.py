@@ -17,9 +17,9 @@ from idaas_sync_exporter import __version__
 from idaas_sync_exporter.api.models import FINAL_STATUSES
 from idaas_sync_exporter.collect.counting import TargetKey
 from idaas_sync_exporter.collect.targets import TargetInfo
+from idaas_sync_exporter.config.shards import Shard
 from idaas_sync_exporter.links import docs_page
 from idaas_sync_exporter.metrics.snapshot import InstanceView, Snapshot, TargetView
-from idaas_sync_exporter.shards import Shard
 from idaas_sync_exporter.web.jobs import is_filter_value, parse_statuses
 from idaas_sync_exporter.web.page import (
     REFRESH_SECONDS,

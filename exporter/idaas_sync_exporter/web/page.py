@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from idaas_sync_exporter.config.tenancy import PlannedInstance
 from idaas_sync_exporter.links import DOCS_URL
-from idaas_sync_exporter.tenancy import PlannedInstance
 
 
 class QueryError(ValueError):

@@ -12,14 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
+from idaas_sync_exporter.config.shards import Shard
+from idaas_sync_exporter.config.tenancy import PlannedInstance
 from idaas_sync_exporter.links import DEFAULT_CONSOLE_URL, DOCS_URL
 from idaas_sync_exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from idaas_sync_exporter.metrics.exposition import ExpositionCache, Prepared, Renderer
 from idaas_sync_exporter.metrics.selfmetrics import SelfMetrics
 from idaas_sync_exporter.metrics.snapshot import Snapshot
 from idaas_sync_exporter.service import Exporter
-from idaas_sync_exporter.shards import Shard
-from idaas_sync_exporter.tenancy import PlannedInstance
 from idaas_sync_exporter.web.access import AccessControl
 from idaas_sync_exporter.web.config import WebConfigWatcher
 from idaas_sync_exporter.web.connections import ConnectionGuard

@@ -2,7 +2,7 @@
 
 Every YAML file the exporter reads (the settings file with its accounts and instances, the web
 configuration, the rules configuration, a ``pull-config set`` file) is read by :func:`load_document`
-through the bounded reader of :mod:`idaas_sync_exporter.yamlfile`, checked by a strict pydantic
+through the bounded reader of :mod:`idaas_sync_exporter.config.yamlfile`, checked by a strict pydantic
 model, and its problems told by :func:`describe`, one line each, all of them::
 
     exporter.yaml:12:7: instances[2].poll_interval_seconds: Input should be greater than or equal to 1
@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from idaas_sync_exporter.config.yamlfile import MarkedYaml, read_marked_yaml
 from idaas_sync_exporter.files import shown, shown_name, shown_path
-from idaas_sync_exporter.yamlfile import MarkedYaml, read_marked_yaml
 
 Loc = tuple[Hashable, ...]
 # A file of thousands of mistakes is reported by its first ones: more lines help nobody, and each

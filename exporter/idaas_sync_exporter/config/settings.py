@@ -29,12 +29,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from idaas_sync_exporter.api.endpoint import REGION_PATTERN, EndpointError, parse_endpoint
 from idaas_sync_exporter.api.models import DIRECTIONS, TARGET_ID_CHARS_PER_QUERY, TARGET_IDS_PER_QUERY, TARGET_TYPES
+from idaas_sync_exporter.config.validation import Document, Loc, describe, load_document
+from idaas_sync_exporter.config.yamlfile import YamlFileError
 from idaas_sync_exporter.files import SHOWN_CHARACTERS, shown_name, shown_path
 from idaas_sync_exporter.files import shown as shown_value
 from idaas_sync_exporter.links import DEFAULT_CONSOLE_URL, DOCS_URL, check_console_url, check_docs_url
 from idaas_sync_exporter.logs import LOG_FORMATS, LOG_LEVELS
-from idaas_sync_exporter.validation import Document, Loc, describe, load_document
-from idaas_sync_exporter.yamlfile import YamlFileError
 
 ENV_PREFIX = "IDAAS_EXPORTER_"
 # Registered-range default; see docs/configuration.md "Port".

@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from idaas_sync_exporter.accounts import Account, check_account_problems, read_environment_keys
 from idaas_sync_exporter.api.endpoint import REGION_PATTERN
-from idaas_sync_exporter.settings import (
+from idaas_sync_exporter.config.accounts import Account, check_account_problems, read_environment_keys
+from idaas_sync_exporter.config.settings import (
     MAX_INSTANCES,
     TENANCY_KEYS,
     Directions,
@@ -33,7 +33,7 @@ from idaas_sync_exporter.settings import (
     read_config_document,
     shown,
 )
-from idaas_sync_exporter.validation import Document, Loc, describe, document_of, locate
+from idaas_sync_exporter.config.validation import Document, Loc, describe, document_of, locate
 
 DEFAULT_ACCOUNT = "default"
 
