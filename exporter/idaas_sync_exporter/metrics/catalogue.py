@@ -41,9 +41,6 @@ class Family:
     help: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
-    # The family's lines as OpenMetrics writes them, with exemplars (see exposition.py); its
-    # header is the family's own.
-    openmetrics_only: bool = False
 
     @property
     def sample_name(self) -> str:

@@ -15,6 +15,7 @@ from aiohttp import web
 from idaas_sync_exporter.config.shards import Shard
 from idaas_sync_exporter.config.tenancy import PlannedInstance
 from idaas_sync_exporter.links import DEFAULT_CONSOLE_URL, DOCS_URL
+from idaas_sync_exporter.memory import release_free_memory
 from idaas_sync_exporter.metrics.catalogue import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from idaas_sync_exporter.metrics.exposition import ExpositionCache, Prepared, Renderer
 from idaas_sync_exporter.metrics.selfmetrics import SelfMetrics
@@ -30,6 +31,8 @@ from idaas_sync_exporter.web.page import PageContext, QueryError
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 ENDPOINTS_KEY: web.AppKey[Endpoints] = web.AppKey("endpoints")
 WRITE_SIZE = 1 << 20
+# Giving freed heap back to the OS walks the heap: worth it after a large re-render only.
+TRIM_AFTER_BLOCKS = 32
 OPENMETRICS_MEDIA_TYPE = "application/openmetrics-text"
 
 
@@ -147,17 +150,27 @@ class Endpoints:
         self.renderer = Renderer(self_metrics)
         self._cache = ExpositionCache(self.renderer)
         self._preparing: set[asyncio.Task[Prepared]] = set()
+        self._examined_version = -1  # of the last preparation judged for a memory trim
+
+    async def _prepare(self, snapshot: Snapshot) -> Prepared:
+        prepared = await self._cache.prepare(snapshot)
+        # Several callers can be handed the same preparation; only the first one judges it.
+        if prepared.version > self._examined_version:
+            self._examined_version = prepared.version
+            if prepared.compressed_blocks >= TRIM_AFTER_BLOCKS:
+                release_free_memory()
+        return prepared
 
     def on_publish(self, snapshot: Snapshot) -> None:
         # Render and compress right after a poll, in the background; scrapes keep getting the
         # previous snapshot, in every encoding alike, until this one is ready in all of them.
-        task = asyncio.get_running_loop().create_task(self._cache.prepare(snapshot))
+        task = asyncio.get_running_loop().create_task(self._prepare(snapshot))
         self._preparing.add(task)
         task.add_done_callback(self._preparing.discard)
 
     async def prepare_current(self) -> None:
         """Prepare the current snapshot; called before the listener opens, so no scrape ever waits."""
-        await self._cache.prepare(self._exporter.snapshot)
+        await self._prepare(self._exporter.snapshot)
 
     async def settled(self) -> None:
         """Wait until every published snapshot is prepared (for tests and shutdown)."""
@@ -168,7 +181,7 @@ class Endpoints:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         # The server prepares a snapshot before it listens; only an app driven without that
         # (in tests) can get here first and wait for one.
-        prepared = self._cache.served() or await self._cache.prepare(self._exporter.snapshot)
+        prepared = self._cache.served() or await self._prepare(self._exporter.snapshot)
         headers = {
             "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
             "Vary": "Accept, Accept-Encoding",
