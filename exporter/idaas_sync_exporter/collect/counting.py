@@ -21,7 +21,7 @@ from idaas_sync_exporter.api.models import (
     SynchronizationJob,
     bounded_label,
 )
-from idaas_sync_exporter.metrics.catalogue import JOB_DURATION_BUCKETS, bucket_index
+from idaas_sync_exporter.histogram import JOB_DURATION_BUCKETS, bucket_index
 
 log = logging.getLogger(__name__)
 

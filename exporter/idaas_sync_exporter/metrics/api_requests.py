@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from idaas_sync_exporter.api.errors import bounded_code
-from idaas_sync_exporter.metrics.catalogue import API_DURATION_BUCKETS, bucket_index
+from idaas_sync_exporter.histogram import API_DURATION_BUCKETS, bucket_index
 from idaas_sync_exporter.metrics.snapshot import ApiRequestView
 
 

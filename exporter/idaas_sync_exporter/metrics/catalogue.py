@@ -12,24 +12,17 @@ import re
 from dataclasses import dataclass
 
 from idaas_sync_exporter.api.models import ACTIONS, COUNT_RESULTS, OBJECT_TYPES
+from idaas_sync_exporter.histogram import API_DURATION_BUCKETS, JOB_DURATION_BUCKETS
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-# Job durations range from seconds (incremental callbacks) to hours (full syncs).
-JOB_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
-API_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Every (object type, action, result) the documentation lists, rendered at 0 when absent.
 STANDARD_OBJECT_KEYS = tuple((o, a, r) for o in OBJECT_TYPES for a in ACTIONS for r in COUNT_RESULTS)
 
 TARGET_LABELS = ("instance_id", "target_type", "target_id", "direction")
 _REFRESHED = " Refreshed every poll interval from the IDaaS API, not at scrape time."
 _CONFIG = " Read with GetIdentityProviderUdPullConfiguration every target refresh interval."
-
-
-def bucket_index(buckets: tuple[float, ...], value: float) -> int:
-    """The histogram bucket ``value`` falls in; ``len(buckets)`` is the +Inf bucket."""
-    return next((i for i, bound in enumerate(buckets) if value <= bound), len(buckets))
 
 
 # eq=False: each family is declared once here, so identity is equality, and hashing by
