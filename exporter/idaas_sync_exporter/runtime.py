@@ -389,7 +389,11 @@ async def serve(
             web_config=watcher,
             connections=connections,
             telemetry_path=settings.telemetry_path,
-            self_metrics=SelfMetrics(shard=shard, instances=instance_labels(tenancy)),
+            self_metrics=SelfMetrics(
+                shard=shard,
+                instances=instance_labels(tenancy),
+                web_config=(lambda: watcher.last_reload) if settings.web_config_file else None,
+            ),
             shard=shard,
             console_url=settings.console_job_url,
             docs_url=settings.docs_url,

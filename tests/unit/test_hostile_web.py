@@ -280,3 +280,39 @@ async def test_a_refused_header_is_logged_by_its_kind_and_name_never_its_value(
     assert secret not in shown, "the header's value reached the log"
     assert line.__dict__["error"] == "a request the HTTP parser refuses"
     assert line.__dict__.get("header", header.partition(b":")[0].decode()) == header.partition(b":")[0].decode()
+
+
+async def test_the_reload_metrics_follow_each_read_of_the_web_config(
+    tmp_path: Path, caught_errors: pytest.LogCaptureFixture
+) -> None:
+    from types import MappingProxyType
+
+    from idaas_sync_exporter.metrics.selfmetrics import SelfMetrics
+    from idaas_sync_exporter.metrics.snapshot import ApiRequestView, Snapshot
+
+    empty = Snapshot(1, 0.0, MappingProxyType({}), ApiRequestView(MappingProxyType({}), MappingProxyType({})))
+
+    def exposed(watcher: web_config.WebConfigWatcher) -> str:
+        lines = SelfMetrics(process=False, web_config=lambda: watcher.last_reload).render(empty)[False]
+        return "".join(
+            line for line in lines.decode().splitlines(keepends=True) if line.startswith("idaas_exporter_config_")
+        )
+
+    config = tmp_path / "web.yml"
+    config.write_text(GOOD)
+    async with serving(config) as (http, watcher):
+        started = watcher.last_reload
+        assert started.successful and abs(started.success_time - time.time()) < 60
+        assert "idaas_exporter_config_last_reload_successful 1\n" in exposed(watcher)
+        write_hostile(config, HOSTILE[0])
+        await answered_quickly(http, "/healthz")
+        assert await watcher.reloaded() is False
+        assert watcher.last_reload == type(started)(successful=False, success_time=started.success_time)
+        assert "idaas_exporter_config_last_reload_successful 0\n" in exposed(watcher)
+        config.write_text(f"{GOOD}basic_auth_users:\n  prometheus: '{HASH}'\n")
+        await answered_quickly(http, "/healthz")
+        assert await watcher.reloaded() is True
+        assert watcher.last_reload.successful and watcher.last_reload.success_time >= started.success_time
+    assert len(not_reloaded(caught_errors)) == 1
+    # Without a web config file the two series are absent, not a made-up success.
+    assert b"idaas_exporter_config_" not in SelfMetrics(process=False).render(empty)[False]

@@ -267,6 +267,21 @@ BUILD_INFO = Family(
     "Version, source revision and Python version of the running exporter; always 1.",
     ("version", "revision", "python_version"),
 )
+CONFIG_RELOAD_SUCCESSFUL = Family(
+    "idaas_exporter_config_last_reload_successful",
+    "gauge",
+    "1 when the web config file was last read successfully (at start or on a change), 0 when its last "
+    "change was refused and the one before stays in force. Only with a web config file; updated at "
+    "each poll.",
+    (),
+)
+CONFIG_RELOAD_SUCCESS_TIME = Family(
+    "idaas_exporter_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "When the web config in force was read (at start, or the last change that was accepted), in seconds "
+    "since the epoch. Only with a web config file.",
+    (),
+)
 
 # The order of the exposition: the sync families, rendered by exposition.py ...
 FAMILIES = (
@@ -301,6 +316,8 @@ SELF_FAMILIES = (
     API_REQUEST_DURATION,
     INSTANCE_INFO,
     SHARD_INFO,
+    CONFIG_RELOAD_SUCCESSFUL,
+    CONFIG_RELOAD_SUCCESS_TIME,
     BUILD_INFO,
 )
 ALL_FAMILIES = FAMILIES + SELF_FAMILIES

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +76,28 @@ def _counter(family: catalogue.Family) -> CounterMetricFamily:
     return CounterMetricFamily(family.name, family.help, labels=list(family.labels))
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigReload:
+    """How the last read of a configuration file went: whether it was taken, and when the one in force was read."""
+
+    successful: bool
+    success_time: float
+
+
 class _SnapshotCollector(Collector):
     """Yields the self families of the snapshot being rendered."""
 
-    def __init__(self, build: BuildInfo, shard: Shard | None, instances: Sequence[InstanceLabels]) -> None:
+    def __init__(
+        self,
+        build: BuildInfo,
+        shard: Shard | None,
+        instances: Sequence[InstanceLabels],
+        web_config: Callable[[], ConfigReload] | None,
+    ) -> None:
         self.build = build
         self.shard = shard
         self.instances = instances
+        self.web_config = web_config
         self.snapshot: Snapshot | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -123,6 +138,13 @@ class _SnapshotCollector(Collector):
             shard = _gauge(catalogue.SHARD_INFO)
             shard.add_metric([str(self.shard.index), str(self.shard.count)], 1)
             yield shard
+        if self.web_config is not None:
+            reload = self.web_config()
+            successful = _gauge(catalogue.CONFIG_RELOAD_SUCCESSFUL)
+            successful.add_metric([], 1 if reload.successful else 0)
+            success_time = _gauge(catalogue.CONFIG_RELOAD_SUCCESS_TIME)
+            success_time.add_metric([], reload.success_time)
+            yield from (successful, success_time)
         build = _gauge(catalogue.BUILD_INFO)
         build.add_metric([self.build.version, self.build.revision, self.build.python_version], 1)
         yield build
@@ -138,9 +160,11 @@ class SelfMetrics:
         process: bool = True,
         shard: Shard | None = None,
         instances: Sequence[InstanceLabels] = (),
+        web_config: Callable[[], ConfigReload] | None = None,
     ) -> None:
+        """``web_config``: how the web config file's last read went, when there is one."""
         self.registry = CollectorRegistry(auto_describe=False)
-        self._snapshot_collector = _SnapshotCollector(build or BuildInfo.current(), shard, tuple(instances))
+        self._snapshot_collector = _SnapshotCollector(build or BuildInfo.current(), shard, tuple(instances), web_config)
         self.registry.register(self._snapshot_collector)
         if process:
             ProcessCollector(registry=self.registry)

@@ -30,6 +30,7 @@ import re
 import ssl
 import stat
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_args
@@ -51,6 +52,7 @@ from pydantic_core import ErrorDetails
 from idaas_sync_exporter.config.validation import Loc, describe, load_document
 from idaas_sync_exporter.config.yamlfile import YamlFileError
 from idaas_sync_exporter.files import SHOWN_PATH_CHARACTERS, shown
+from idaas_sync_exporter.metrics.selfmetrics import ConfigReload
 
 log = logging.getLogger(__name__)
 
@@ -488,6 +490,8 @@ class WebConfigWatcher:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.config = load(path) if path else WebConfig(None)
+        # The start's read is the first successful one; a refused change turns it to False.
+        self.last_reload = ConfigReload(successful=True, success_time=time.time())
         self._stamp = self._file_stamp()
         self.context = ssl_context(self.config.tls, path) if self.config.tls else None
         self._reload: asyncio.Future[bool] | None = None
@@ -550,9 +554,11 @@ class WebConfigWatcher:
                 else f"web config {self.path}: cannot be used ({type(outcome).__name__}); fix the file"
             )
             log.error("web config not reloaded; the last good one stays in force", extra={"error": error})
+            self.last_reload = ConfigReload(successful=False, success_time=self.last_reload.success_time)
             done.set_result(False)
             return
         self.config = outcome
+        self.last_reload = ConfigReload(successful=True, success_time=time.time())
         log.info(
             "web config reloaded",
             extra={"path": self.path, "tls": outcome.tls is not None, "basic_auth": outcome.auth_enabled},
