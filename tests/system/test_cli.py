@@ -13,7 +13,7 @@ from idaas_sync_exporter.collect.store import StateStore
 from idaas_sync_exporter.metrics.exposition import render
 from tests.conftest import AK_SECRET
 from tests.e2e import exporter_command, exporter_env, free_port, require_binary
-from tests.unit.test_hostile import hostile_snapshot
+from tests.unit.test_exposition import hostile_snapshot
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from hypothesis import given, settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from idaas_sync_exporter.api.models import parse_job
@@ -19,6 +20,7 @@ from idaas_sync_exporter.metrics.exposition import ExpositionCache, Renderer
 from idaas_sync_exporter.metrics.exposition import render as render_sync
 from idaas_sync_exporter.metrics.selfmetrics import BuildInfo, SelfMetrics
 from idaas_sync_exporter.metrics.snapshot import ApiRequestView, InstanceView, Snapshot, TargetView
+from tests.strategies import HOSTILE_TEXT
 from tests.unit.test_models import document_example
 
 GOLDEN = Path(__file__).parent / "golden" / "seed_example.prom"
@@ -396,3 +398,45 @@ def test_the_self_metrics_say_what_prometheus_clients_own_writers_say() -> None:
         "idaas_exporter_build_info",
         "idaas_exporter_api_requests",
     }
+
+
+# --- hostile input, property-based ---------------------------------------------------------------
+
+
+def hostile_snapshot(target_id: str, name: str, code: str) -> Snapshot:
+    tally = TargetTally()
+    tally.jobs[("auto", "failed")] = 2**40
+    tally.errors[code] = 1
+    tally.objects[("user", name[:30] or "x", "failed")] = 7
+    key = TargetKey("identity_provider", target_id, "ingress")
+    view = InstanceView(
+        instance_id="idaas_\u4e2d\u6587",
+        up=True,
+        polled=True,
+        last_success=1.5,
+        last_error=None,
+        poll_duration=0.1,
+        poll_failures=0,
+        targets=MappingProxyType({key: TargetView.of(tally, {}, None)}),
+        target_info=MappingProxyType({("identity_provider", target_id): TargetInfo(name, "x:y")}),
+    )
+    return Snapshot(
+        1, 0.0, MappingProxyType({view.instance_id: view}), ApiRequestView(MappingProxyType({}), MappingProxyType({}))
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(target_id=HOSTILE_TEXT, name=HOSTILE_TEXT, code=HOSTILE_TEXT)
+def test_label_values_are_escaped_so_the_exposition_parses_back(target_id: str, name: str, code: str) -> None:
+    text = render(hostile_snapshot(target_id, name, code)).decode("utf-8")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    info = families["idaas_sync_target_info"].samples[0].labels
+    assert info["target_id"] == clean(target_id)
+    assert info["target_name"] == clean(name)
+    errors = families["idaas_sync_job_errors"].samples[0]
+    assert errors.labels["error_code"] == clean(code)
+
+
+def clean(value: str) -> str:
+    """What the exposition promises for a label value: control characters other than LF become U+FFFD."""
+    return "".join("\ufffd" if (ord(c) < 32 and c != "\n") or ord(c) == 127 else c for c in value)

@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from idaas_sync_exporter.api.errors import MalformedResponseError
 from idaas_sync_exporter.api.models import INVALID_ERROR_CODE, examine_job, parse_job, snake_case
 from tests.conftest import data_file
+from tests.strategies import JSON, job_like
 
 
 def document_example() -> dict[str, Any]:
@@ -188,3 +190,20 @@ def test_a_counted_job_is_examined_without_reading_its_statistics_again() -> Non
         fresh.job.status,
         fresh.job.start_ms,
     )
+
+
+# --- hostile input, property-based ---------------------------------------------------------------
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=job_like() | JSON)
+def test_job_parser_returns_a_job_or_a_typed_error(raw: Any) -> None:
+    try:
+        job = parse_job(raw, "job", "ListSynchronizationJobs")
+    except MalformedResponseError as exc:
+        assert "ListSynchronizationJobs returned a malformed response" in str(exc)
+        return
+    assert job.start_ms > 0
+    for per_action in job.statistics.values():
+        for counts in per_action.values():
+            assert all(isinstance(v, int) and 0 <= v <= 2**53 for v in counts)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from idaas_sync_exporter.config.settings import DEFAULT_PORT, SettingsError, load_settings
 
@@ -187,3 +189,36 @@ def test_the_config_file_is_read_once_for_settings_and_tenancy(
     assert reads == [str(config)]
     assert seen["settings"].poll_interval_seconds == 45
     assert seen["tenancy"].instance_ids == ["idaas_ue2jvisn35ea5lmthk267xxxxx"]
+
+
+# --- hostile input, property-based ---------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.dictionaries(
+        st.sampled_from(
+            [
+                "poll_interval_seconds",
+                "listen_address",
+                "directions",
+                "region_id",
+                "lookback_seconds",
+                "log_level",
+                "instance_ids",
+                "requests_per_second",
+                "access_key_id",
+            ]
+        ),
+        st.text(max_size=40),
+        max_size=5,
+    ),
+    secret=st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=8, max_size=20).map(lambda s: "sk-" + s),
+)
+def test_settings_return_settings_or_one_line_problems(values: dict[str, str], secret: str) -> None:
+    try:
+        load_settings(overrides={**values, "access_key_secret": secret})
+    except SettingsError as exc:
+        assert exc.problems
+        assert all("\n" not in problem for problem in exc.problems)
+        assert all(secret not in problem for problem in exc.problems)
