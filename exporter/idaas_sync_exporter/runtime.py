@@ -113,8 +113,6 @@ def build_exporter(
         connect_timeout_seconds=settings.connect_timeout_seconds,
         read_timeout_seconds=settings.read_timeout_seconds,
         attempt_timeout_seconds=settings.api_timeout_seconds,
-        requests_per_second=settings.requests_per_second,
-        burst=max(1, int(settings.requests_per_second * 2)),
     )
     # The API's flow control counts per account: one bucket per account, shared by its
     # instances in every region, and no bucket shared between accounts.

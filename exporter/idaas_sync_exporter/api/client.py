@@ -103,8 +103,9 @@ class ClientOptions:
     max_retry_seconds: float = 60.0
     backoff_initial_seconds: float = 0.5
     backoff_max_seconds: float = 20.0
-    # Conservative: well under the per-account API quota, which is shared with
-    # every other tool using the same AccessKey.
+    # The pace of a client given no bucket of its own (tools and tests); the exporter passes each
+    # account's shared bucket instead. Conservative: well under the per-account API quota, which is
+    # shared with every other tool using the same AccessKey.
     requests_per_second: float = 5.0
     burst: int = 10
 
