@@ -39,6 +39,17 @@ class UsageError(Exception):
     """Invalid input; the message is one line naming the problem and the fix."""
 
 
+class StartRefusedError(Exception):
+    """What the settings point at cannot be used (shard, web config, endpoint, state file, port): exit 2.
+
+    ``problems`` are one line each, printed together.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 # Settings that only mean something to a running daemon; `once` does not offer them.
 SERVE_ONLY_SETTINGS = frozenset(
     {
@@ -484,6 +495,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _rules(args)
         if args.command == "healthcheck":
             return _healthcheck(args)
+    # Every command's exit code is decided here (the health check's aside: it exits 0 or 1 only, as
+    # container engines require), and by main() for Ctrl-C and a reader gone away.
     except UsageError as exc:
         print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -491,6 +504,15 @@ def _main(argv: Sequence[str] | None) -> int:
         for problem in exc.problems:
             print(f"idaas-sync-exporter: invalid setting: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    except StartRefusedError as exc:
+        for problem in exc.problems:
+            print(f"idaas-sync-exporter: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # main() ends quietly with 141
+    except OSError as exc:
+        print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
@@ -514,20 +536,17 @@ def _exporter_command(args: argparse.Namespace) -> int:
         settings = settings_from(args, defaults={})
         tenancy = load_tenancy(settings, config_document(args))
     if not tenancy.instances and not args.demo:
-        print(
-            "idaas-sync-exporter: invalid setting: IDAAS_EXPORTER_INSTANCE_IDS is required "
-            "(comma-separated instance ids, or --instance-ids, or instances in --config); "
-            "use --demo to try the exporter without one",
-            file=sys.stderr,
+        raise SettingsError(
+            [
+                "IDAAS_EXPORTER_INSTANCE_IDS is required (comma-separated instance ids, or --instance-ids, "
+                "or instances in --config); use --demo to try the exporter without one"
+            ]
         )
-        return EXIT_USAGE
     from idaas_sync_exporter.runtime import start_problems
 
     problems = start_problems(settings, tenancy, demo=args.demo, serving=args.command == "serve")
     if problems:
-        for problem in problems:
-            print(f"idaas-sync-exporter: error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        raise StartRefusedError(problems)
     configure_logging(settings.log_level, settings.log_format)
     if ignored:
         log.info("demo mode ignores the tenant settings given", extra={"ignored": ", ".join(ignored)})
@@ -547,11 +566,7 @@ def _exporter_command(args: argparse.Namespace) -> int:
         hint = ""
         if isinstance(exc, StateError) and args.command == "once" and "in use by another" in str(exc):
             hint = "; or run once with --state-path '' to poll without touching the daemon's state"
-        print(f"idaas-sync-exporter: error: {exc}{hint}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"idaas-sync-exporter: error: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        raise StartRefusedError([f"{exc}{hint}"]) from None
     write_stdout(body)
     for error in errors:
         print(f"idaas-sync-exporter: error: poll failed: {error}", file=sys.stderr)
@@ -743,9 +758,7 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         served = tenant(flags, os.environ)
     except LaunchError as exc:
-        for problem in exc.problems:
-            print(f"idaas-sync-exporter: error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        raise StartRefusedError(exc.problems) from None
     # The world runs --speed times faster; what the API reports is compressed back onto the wall clock.
     clock = CompressedClock(speed=args.speed)
     world = World(SCENARIOS[args.scenario], seed=args.seed, clock=clock, instance_ids=served.instance_ids)
@@ -763,12 +776,12 @@ def _simulate(args: argparse.Namespace) -> int:
     except _ListenError as failure:
         from idaas_sync_exporter.runtime import os_error_reason
 
-        print(
-            f"idaas-sync-exporter: error: cannot listen on {failure.address}: {os_error_reason(failure.error)}; "
-            f"choose another address with {failure.flag}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        raise StartRefusedError(
+            [
+                f"cannot listen on {failure.address}: {os_error_reason(failure.error)}; "
+                f"choose another address with {failure.flag}"
+            ]
+        ) from None
     return EXIT_OK
 
 
