@@ -180,7 +180,12 @@ class SelfMetrics:
 
 
 def write(families: list[Metric], *, openmetrics: bool) -> bytes:
-    """Families as Prometheus text (0.0.4) or OpenMetrics lines, without the closing ``# EOF``."""
+    """Families as Prometheus text (0.0.4) or OpenMetrics lines, without the closing ``# EOF``.
+
+    Not prometheus-client's writers: they write values as Go's %g does (``1.0``, a timestamp as
+    ``1.7000000005e+09``), while the sync families beside these write ``1`` and ``1700000000.5``
+    (catalogue.number); one exposition writes numbers one way, and the golden files pin it.
+    """
     lines = []
     for family in families:
         exposed = family.name + "_total" if family.type == "counter" and not openmetrics else family.name
