@@ -566,7 +566,8 @@ def _exporter_command(args: argparse.Namespace) -> int:
         hint = ""
         if isinstance(exc, StateError) and args.command == "once" and "in use by another" in str(exc):
             hint = "; or run once with --state-path '' to poll without touching the daemon's state"
-        raise StartRefusedError([f"{exc}{hint}"]) from None
+        problems = exc.problems if isinstance(exc, WebConfigError) else [f"{exc}{hint}"]
+        raise StartRefusedError(problems) from None
     write_stdout(body)
     for error in errors:
         print(f"idaas-sync-exporter: error: poll failed: {error}", file=sys.stderr)
@@ -701,7 +702,7 @@ def _rules(args: argparse.Namespace) -> int:
     try:
         config = load(Path(args.config) if args.config else None)
     except RulesConfigError as exc:
-        raise UsageError(str(exc)) from None
+        raise StartRefusedError(exc.problems) from None
     write_stdout(render(config, args.kind).encode("utf-8"))
     return EXIT_OK
 

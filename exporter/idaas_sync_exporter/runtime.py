@@ -335,7 +335,7 @@ def start_problems(settings: Settings, tenancy: Tenancy, *, demo: bool, serving:
         try:
             WebConfigWatcher(settings.web_config_file)
         except WebConfigError as exc:
-            problems.append(str(exc))
+            problems.extend(exc.problems)
     if not demo:
         for instance in tenancy.instances:
             try:

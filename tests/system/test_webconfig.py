@@ -229,7 +229,7 @@ def test_cli_refuses_an_invalid_web_config_at_start(tmp_path: Path) -> None:
     ],
     ids=["mixed_key_types", "client_auth_type_list", "hash_with_lone_surrogate", "header_value_nul"],
 )
-def test_a_web_config_that_crashed_the_start_is_one_line_and_exit_2(tmp_path: Path, text: str) -> None:
+def test_a_web_config_that_crashed_the_start_is_one_line_per_problem_and_exit_2(tmp_path: Path, text: str) -> None:
     path = tmp_path / "web.yml"
     path.write_text(text)
     result = subprocess.run(
@@ -241,8 +241,8 @@ def test_a_web_config_that_crashed_the_start_is_one_line_and_exit_2(tmp_path: Pa
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    [line] = [line for line in result.stderr.splitlines() if "web config" in line]
-    assert str(path) in line
+    lines = [line for line in result.stderr.splitlines() if "web config" in line]
+    assert lines and all(str(path) in line for line in lines)
 
 
 def test_authenticator_caches_only_successes(tmp_path: Path) -> None:

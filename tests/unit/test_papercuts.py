@@ -518,8 +518,9 @@ def test_every_start_problem_is_reported_together_and_nothing_is_created(tmp_pat
     )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.splitlines()
-    assert len(lines) == 2 and all(line.startswith("idaas-sync-exporter: error: ") for line in lines), lines
-    assert "shard" in lines[0] and "web-config.yml" in lines[1], lines
+    assert len(lines) == 3 and all(line.startswith("idaas-sync-exporter: error: ") for line in lines), lines
+    # One line per problem: the shard's, then each of the web config's, naming its place in the file.
+    assert "shard" in lines[0] and all("web-config.yml:" in line for line in lines[1:]), lines
     assert list(tmp_path.iterdir()) == [web_config]
     assert not state.exists()
 
