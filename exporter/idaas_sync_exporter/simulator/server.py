@@ -50,6 +50,34 @@ REQUIRED_SIGNED = (
 MAX_CLOCK_SKEW_SECONDS = 15 * 60
 
 
+class FreshRequests:
+    """Refuses a request whose time is off by more than the allowed skew, or whose nonce was used already.
+
+    One check for the API's signed requests (``x-acs-date``) and the STS stand-in's (``Timestamp``):
+    both answer with the same codes.
+    """
+
+    def __init__(self, wall_clock: Callable[[], float]) -> None:
+        self._wall_clock = wall_clock
+        self._nonces: OrderedDict[str, float] = OrderedDict()
+
+    def check(self, stamp: str, nonce: str) -> None:
+        try:
+            sent = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            raise ActionError(
+                400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted."
+            ) from None
+        now = self._wall_clock()
+        if abs(now - sent) > MAX_CLOCK_SKEW_SECONDS:
+            raise ActionError(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
+        while self._nonces and next(iter(self._nonces.values())) < now - MAX_CLOCK_SKEW_SECONDS:
+            self._nonces.popitem(last=False)
+        if nonce in self._nonces:
+            raise ActionError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
+        self._nonces[nonce] = now
+
+
 @dataclass(frozen=True, slots=True)
 class AccessKey:
     access_key_id: str
@@ -133,7 +161,7 @@ class SimulatorApp:
         self.requests = RequestLog()
         self._rng = random.Random(f"{seed}/faults")
         self._wall_clock = wall_clock
-        self._nonces: OrderedDict[str, float] = OrderedDict()
+        self._fresh = FreshRequests(wall_clock)
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -291,7 +319,7 @@ class SimulatorApp:
             headers.get("x-acs-security-token") != key.security_token.get_secret_value()
         ):
             raise ActionError(400, "InvalidSecurityToken.Mismatch", "Specified SecurityToken is not valid.")
-        self._check_date_and_nonce(headers["x-acs-date"], headers["x-acs-signature-nonce"])
+        self._fresh.check(headers["x-acs-date"], headers["x-acs-signature-nonce"])
         if headers["x-acs-version"] != API_VERSION:
             raise ActionError(
                 400, "InvalidVersion", f"Specified parameter Version is not valid: {headers['x-acs-version']}."
@@ -305,22 +333,6 @@ class SimulatorApp:
             )
         self.requests.nonces.append(headers["x-acs-signature-nonce"])
         return action, key
-
-    def _check_date_and_nonce(self, date: str, nonce: str) -> None:
-        try:
-            sent = datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            raise ActionError(
-                400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted."
-            ) from None
-        now = self._wall_clock()
-        if abs(now - sent) > MAX_CLOCK_SKEW_SECONDS:
-            raise ActionError(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
-        while self._nonces and next(iter(self._nonces.values())) < now - MAX_CLOCK_SKEW_SECONDS:
-            self._nonces.popitem(last=False)
-        if nonce in self._nonces:
-            raise ActionError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
-        self._nonces[nonce] = now
 
     # -- faults and errors ------------------------------------------------------
 

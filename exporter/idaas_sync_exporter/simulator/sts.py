@@ -24,7 +24,6 @@ import secrets
 import ssl
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from pydantic import SecretStr
 
 from idaas_sync_exporter.simulator.actions import ActionError
 from idaas_sync_exporter.simulator.cloud import STS_KEY_PREFIX, Cloud, Role
-from idaas_sync_exporter.simulator.server import MAX_CLOCK_SKEW_SECONDS, AccessKey
+from idaas_sync_exporter.simulator.server import AccessKey, FreshRequests
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,7 @@ class StsApp:
         self.sessions = sessions
         self.cloud = sessions.cloud
         self._wall_clock = wall_clock
-        self._nonces: OrderedDict[str, float] = OrderedDict()
+        self._fresh = FreshRequests(wall_clock)
         self.issued = 0
 
     def build(self) -> web.Application:
@@ -257,7 +256,7 @@ class StsApp:
             params.get("SecurityToken") != source.security_token.get_secret_value()
         ):
             raise ActionError(400, "InvalidSecurityToken.Mismatch", "Specified SecurityToken is not valid.")
-        self._check_timestamp_and_nonce(params["Timestamp"], params["SignatureNonce"])
+        self._fresh.check(params["Timestamp"], params["SignatureNonce"])
         return source
 
     def _role(self, params: dict[str, str], caller: str) -> Role:
@@ -284,22 +283,6 @@ class StsApp:
                 400, "InvalidParameter.RoleSessionName", "RoleSessionName must be 2 to 64 of [A-Za-z0-9.@_-]."
             )
         return role
-
-    def _check_timestamp_and_nonce(self, timestamp: str, nonce: str) -> None:
-        try:
-            sent = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            raise ActionError(
-                400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted."
-            ) from None
-        now = self._wall_clock()
-        if abs(now - sent) > MAX_CLOCK_SKEW_SECONDS:
-            raise ActionError(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
-        while self._nonces and next(iter(self._nonces.values())) < now - MAX_CLOCK_SKEW_SECONDS:
-            self._nonces.popitem(last=False)
-        if nonce in self._nonces:
-            raise ActionError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
-        self._nonces[nonce] = now
 
 
 def _duration(raw: str, maximum: int) -> int:
